@@ -1,0 +1,571 @@
+//! `/v1/runs...`: start, list, read, follow, cancel, signal, report and
+//! delete runs. Wire types live here; the domain is in [`crate::runs`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::{AppState, Caller};
+use crate::error::{ApiError, ErrorBody};
+use crate::runs::logs::{self, LogReader, LogStream};
+use crate::runs::record::{CallbackTarget, RunReport, RunState};
+use crate::runs::shim::files;
+use crate::runs::{parse_signal, NewRun, RunError, RunSnapshot};
+
+/// The command: an argv executed directly, or a string run by `bash -c`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum CommandSpec {
+    /// argv.
+    Argv(Vec<String>),
+    /// Shell string.
+    Shell(String),
+}
+
+/// Body of `POST /v1/runs`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRunRequest {
+    /// The run's id; a UUID v4 when absent. Letters, digits, `.`, `_`, `-`.
+    pub run_id: Option<String>,
+    /// argv, or a string run as `bash -c <string>`.
+    pub command: CommandSpec,
+    /// Absolute working dir; default: the run's work dir (created).
+    pub cwd: Option<String>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Sensitive names in `env` that are wanted anyway.
+    #[serde(default)]
+    pub allow_sensitive_env: Vec<String>,
+    /// Start from the daemon's env, sanitized (default true).
+    #[serde(default = "yes")]
+    pub inherit_env: bool,
+    /// Env var name to secret source, resolved before spawn.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub secrets: BTreeMap<String, serde_json::Value>,
+    /// Run `bash setup.sh` first when present in cwd (default true).
+    #[serde(default = "yes")]
+    pub setup: bool,
+    /// Wall-clock limit of setup + command, in seconds.
+    pub timeout_s: Option<f64>,
+    /// Completion callback.
+    pub callback: Option<CallbackRequest>,
+    /// Answer only when the run has ended.
+    #[serde(default)]
+    pub wait: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A run's completion callback.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackRequest {
+    /// The `.../runs/{id}/complete` URL (http or https).
+    pub url: String,
+    /// Bearer token; default `--callback-token` / `OPENHANDS_API_KEY`.
+    pub token: Option<String>,
+    /// `run_id` in the payload; default: this run's id.
+    pub run_id: Option<String>,
+    /// Also post `{"phase": ...}` to the sibling `/phase` URL.
+    #[serde(default)]
+    pub phases: bool,
+}
+
+/// Delivery state of a run's callback.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallbackView {
+    /// `none`, `pending`, `delivered`, `failed`.
+    pub state: &'static str,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// HTTP status of the last attempt.
+    pub last_status: Option<u16>,
+    /// Error of the last attempt.
+    pub last_error: Option<String>,
+    /// When it was delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// A run's status.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    /// The run's id.
+    pub run_id: String,
+    /// Lifecycle state.
+    pub state: RunState,
+    /// Pid (and process group) of its current or last process.
+    pub pid: Option<i32>,
+    /// Exit code.
+    pub exit_code: Option<i32>,
+    /// Signal that killed it (`SIGKILL`).
+    pub signal: Option<String>,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// The argv.
+    pub command: Vec<String>,
+    /// Working dir.
+    pub cwd: String,
+    /// Accepted at.
+    pub created_at: DateTime<Utc>,
+    /// Command started at.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Ended at.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Seconds from start to end.
+    pub duration_s: Option<f64>,
+    /// Wall-clock limit in seconds.
+    pub timeout_s: f64,
+    /// Bytes of stored (masked) stdout.
+    pub stdout_bytes: u64,
+    /// Bytes of stored (masked) stderr.
+    pub stderr_bytes: u64,
+    /// Whether a bundle was extracted into the run's work dir.
+    pub bundle: bool,
+    /// What the run reported about itself.
+    pub report: ReportView,
+    /// Completion callback delivery.
+    pub callback: CallbackView,
+    /// Exec-and-wait only: the last `--wait-output-bytes` of stdout, masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    /// Exec-and-wait only: the last `--wait-output-bytes` of stderr, masked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+}
+
+/// Values a run reported (`POST /v1/runs/{id}/report`).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportView {
+    /// The conversation the run drove.
+    pub conversation_id: Option<String>,
+    /// What it cost.
+    pub cost: Option<f64>,
+}
+
+/// `GET /v1/runs` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunList {
+    /// The runs, oldest first.
+    pub runs: Vec<RunView>,
+}
+
+/// Query of `GET /v1/runs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only runs in this state.
+    pub state: Option<String>,
+}
+
+/// Query of `GET /v1/runs/{run_id}/logs`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LogsQuery {
+    /// `stdout` (default), `stderr` or `both`.
+    pub stream: Option<String>,
+    /// Byte offset in the stream to start at.
+    pub offset: Option<u64>,
+    /// Stream until the run ends.
+    pub follow: Option<bool>,
+}
+
+/// Body of `POST /v1/runs/{run_id}/cancel` (optional).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Seconds between SIGTERM and SIGKILL (default 10).
+    pub grace_s: Option<f64>,
+}
+
+/// Body of `POST /v1/runs/{run_id}/signal`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignalRequest {
+    /// `SIGINT`, `INT` or a number.
+    #[schema(value_type = String)]
+    pub signal: serde_json::Value,
+}
+
+/// Start a run.
+#[utoipa::path(post, path = "/v1/runs", request_body = CreateRunRequest,
+    responses((status = 201, body = RunView), (status = 200, description = "existing run, or wait: true", body = RunView),
+              (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 424, body = ErrorBody),
+              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn create_run(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let fingerprint = fingerprint(&body);
+    let request: CreateRunRequest =
+        serde_json::from_value(body).map_err(|e| ApiError::BadJson(e.to_string()))?;
+    let wait = request.wait;
+    let new = validate(&state, request, fingerprint)?;
+    let (snapshot, created) = state.runs.create(new).await?;
+    let run_id = snapshot.record.run_id.clone();
+    if wait {
+        let snapshot = state.runs.wait_ended(&run_id).await?;
+        let mut view = view(&state, snapshot);
+        let limit = state.config.wait_output_bytes;
+        let run_dir = state.runs.run_dir(&run_id);
+        view.stdout = Some(logs::tail_text(&run_dir.join(files::STDOUT), limit).await);
+        view.stderr = Some(logs::tail_text(&run_dir.join(files::STDERR), limit).await);
+        return Ok((StatusCode::OK, Json(view)).into_response());
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(view(&state, snapshot))).into_response())
+}
+
+/// The request's identity for idempotent retries: a hash of its canonical
+/// JSON without `wait` (a retry may wait or not).
+fn fingerprint(body: &serde_json::Value) -> String {
+    let mut body = body.clone();
+    if let Some(map) = body.as_object_mut() {
+        map.remove("wait");
+    }
+    let digest = Sha256::digest(body.to_string().as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn validate(
+    state: &AppState,
+    request: CreateRunRequest,
+    fingerprint: String,
+) -> Result<NewRun, ApiError> {
+    let invalid = |msg: String| ApiError::Run(RunError::Invalid(msg));
+    let run_id = match request.run_id {
+        Some(id) => {
+            check_run_id(&id)?;
+            id
+        }
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let argv = match request.command {
+        CommandSpec::Argv(argv) if argv.first().is_some_and(|a| !a.is_empty()) => argv,
+        CommandSpec::Argv(_) => {
+            return Err(invalid(
+                "command must be a non-empty argv array or string".into(),
+            ))
+        }
+        CommandSpec::Shell(text) if !text.trim().is_empty() => {
+            vec!["bash".into(), "-c".into(), text]
+        }
+        CommandSpec::Shell(_) => return Err(invalid("command must not be empty".into())),
+    };
+    if argv.iter().any(|a| a.contains('\0')) {
+        return Err(invalid("command must not contain NUL bytes".into()));
+    }
+    let cwd = match request.cwd {
+        Some(cwd) if !cwd.starts_with('/') => {
+            return Err(invalid(format!("cwd {cwd:?} must be an absolute path")));
+        }
+        Some(cwd) => Some(PathBuf::from(cwd)),
+        None => None,
+    };
+    let timeout = match request.timeout_s {
+        Some(secs) if secs.is_finite() && secs > 0.0 && secs <= 30.0 * 86400.0 => {
+            Duration::from_secs_f64(secs)
+        }
+        Some(secs) => {
+            return Err(invalid(format!(
+                "timeout_s {secs} must be between 0 and 2592000 seconds"
+            )))
+        }
+        None => state.config.default_timeout,
+    };
+    let callback = request
+        .callback
+        .map(|cb| callback_target(state, cb, &run_id))
+        .transpose()?;
+    Ok(NewRun {
+        run_id,
+        argv,
+        cwd,
+        env: request.env,
+        allow_sensitive_env: request.allow_sensitive_env,
+        inherit_env: request.inherit_env,
+        secrets: request.secrets,
+        setup: request.setup,
+        timeout,
+        callback,
+        fingerprint,
+    })
+}
+
+fn callback_target(
+    state: &AppState,
+    cb: CallbackRequest,
+    run_id: &str,
+) -> Result<CallbackTarget, ApiError> {
+    let invalid = |msg: String| ApiError::Run(RunError::Invalid(msg));
+    let url = reqwest::Url::parse(&cb.url)
+        .map_err(|e| invalid(format!("callback.url {:?}: {e}", cb.url)))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(invalid(format!(
+            "callback.url {:?} must be an http:// or https:// URL",
+            cb.url
+        )));
+    }
+    use secrecy::ExposeSecret;
+    let token = cb.token.filter(|t| !t.is_empty()).or_else(|| {
+        state
+            .config
+            .callback_token
+            .as_ref()
+            .map(|t| t.expose_secret().to_owned())
+    });
+    Ok(CallbackTarget {
+        url: cb.url,
+        token,
+        run_id: cb
+            .run_id
+            .filter(|r| !r.is_empty())
+            .unwrap_or_else(|| run_id.to_owned()),
+        phases: cb.phases,
+    })
+}
+
+/// Run ids name directories: letters, digits, `.`, `_`, `-`; 1 to 128 bytes.
+pub fn check_run_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id != "."
+        && id != ".."
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        return Ok(());
+    }
+    Err(ApiError::Run(RunError::Invalid(format!(
+        "run_id {id:?} must be 1 to 128 letters, digits, '.', '_' or '-', not starting with '.'"
+    ))))
+}
+
+pub(super) fn view(state: &AppState, snapshot: RunSnapshot) -> RunView {
+    let RunSnapshot { record, progress } = snapshot;
+    let callback = match &record.callback {
+        None => CallbackView {
+            state: "none",
+            attempts: 0,
+            last_status: None,
+            last_error: None,
+            delivered_at: None,
+        },
+        Some(_) => {
+            let status = state.outbox.status(&record.run_id);
+            CallbackView {
+                state: status.state,
+                attempts: status.attempts,
+                last_status: status.last_status,
+                last_error: status.last_error,
+                delivered_at: status.delivered_at,
+            }
+        }
+    };
+    let bundle = crate::upload::has_bundle(&state.runs.work_dir(&record.run_id));
+    RunView {
+        duration_s: record.duration_s(),
+        run_id: record.run_id,
+        state: record.state,
+        pid: record.pid,
+        exit_code: record.exit_code,
+        signal: record.signal,
+        error: record.error,
+        command: record.command,
+        cwd: record.cwd.display().to_string(),
+        created_at: record.created_at,
+        started_at: record.started_at,
+        finished_at: record.finished_at,
+        timeout_s: record.timeout_s,
+        stdout_bytes: progress.stdout_bytes,
+        stderr_bytes: progress.stderr_bytes,
+        bundle,
+        report: ReportView {
+            conversation_id: record.report.conversation_id,
+            cost: record.report.cost,
+        },
+        callback,
+        stdout: None,
+        stderr: None,
+    }
+}
+
+/// List runs.
+#[utoipa::path(get, path = "/v1/runs", params(ListQuery),
+    responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
+pub async fn list_runs(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<RunList>, ApiError> {
+    let filter = match query.state.as_deref() {
+        None | Some("") => None,
+        Some(name) => Some(RunState::ALL.into_iter().find(|s| s.as_str() == name).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "unknown state {name:?}; use one of starting, running, succeeded, failed, timed_out, cancelled, lost"
+            ))
+        })?),
+    };
+    let runs = state
+        .runs
+        .list(filter)
+        .into_iter()
+        .map(|s| view(&state, s))
+        .collect();
+    Ok(Json(RunList { runs }))
+}
+
+/// Read a run's status.
+#[utoipa::path(get, path = "/v1/runs/{run_id}", params(("run_id" = String, Path)),
+    responses((status = 200, body = RunView), (status = 404, body = ErrorBody)))]
+pub async fn get_run(
+    State(state): State<AppState>,
+    ApiPath(run_id): ApiPath<String>,
+) -> Result<Json<RunView>, ApiError> {
+    Ok(Json(view(&state, state.runs.snapshot(&run_id)?)))
+}
+
+/// Read (or follow) a run's captured output.
+#[utoipa::path(get, path = "/v1/runs/{run_id}/logs", params(("run_id" = String, Path), LogsQuery),
+    responses((status = 200, content_type = "text/plain", body = String), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn get_logs(
+    State(state): State<AppState>,
+    ApiPath(run_id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let stream = match query.stream.as_deref() {
+        None | Some("stdout") => LogStream::Stdout,
+        Some("stderr") => LogStream::Stderr,
+        Some("both") => LogStream::Both,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "stream {other:?} must be stdout, stderr or both"
+            )));
+        }
+    };
+    let progress = state.runs.progress(&run_id)?;
+    let reader = LogReader::new(
+        state.runs.run_dir(&run_id),
+        stream,
+        query.offset.unwrap_or(0),
+        query.follow.unwrap_or(false),
+        progress,
+    );
+    let body = futures::stream::unfold(reader, |mut reader| async move {
+        let chunk = reader.next_chunk().await?;
+        Some((chunk, reader))
+    });
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Cancel a run: SIGTERM to its process group, SIGKILL after the grace.
+#[utoipa::path(post, path = "/v1/runs/{run_id}/cancel", params(("run_id" = String, Path)),
+    request_body(content = Option<CancelRequest>),
+    responses((status = 200, body = RunView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn cancel_run(
+    State(state): State<AppState>,
+    ApiPath(run_id): ApiPath<String>,
+    body: Bytes,
+) -> Result<Json<RunView>, ApiError> {
+    let request: CancelRequest = optional_json(&body)?;
+    let grace = match request.grace_s {
+        Some(secs) if secs.is_finite() && (0.0..=3600.0).contains(&secs) => {
+            Duration::from_secs_f64(secs)
+        }
+        Some(secs) => {
+            return Err(ApiError::BadRequest(format!(
+                "grace_s {secs} must be between 0 and 3600"
+            )))
+        }
+        None => Duration::from_secs(10),
+    };
+    Ok(Json(view(&state, state.runs.cancel(&run_id, grace)?)))
+}
+
+/// Send a signal to a run's process group.
+#[utoipa::path(post, path = "/v1/runs/{run_id}/signal", params(("run_id" = String, Path)),
+    request_body = SignalRequest,
+    responses((status = 200, body = RunView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub async fn signal_run(
+    State(state): State<AppState>,
+    ApiPath(run_id): ApiPath<String>,
+    ApiJson(request): ApiJson<SignalRequest>,
+) -> Result<Json<RunView>, ApiError> {
+    let text = match &request.signal {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        other => return Err(ApiError::Run(RunError::BadSignal(other.to_string()))),
+    };
+    let signal = parse_signal(&text)?;
+    Ok(Json(view(&state, state.runs.signal(&run_id, signal)?)))
+}
+
+/// Store the run's conversation id and cost for its completion payload.
+#[utoipa::path(post, path = "/v1/runs/{run_id}/report", params(("run_id" = String, Path)),
+    request_body = ReportView,
+    responses((status = 200, body = RunView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub async fn report_run(
+    State(state): State<AppState>,
+    Extension(_caller): Extension<Caller>,
+    ApiPath(run_id): ApiPath<String>,
+    ApiJson(request): ApiJson<ReportView>,
+) -> Result<Json<RunView>, ApiError> {
+    if let Some(cost) = request.cost {
+        if !cost.is_finite() || cost < 0.0 {
+            return Err(ApiError::BadRequest(format!(
+                "cost {cost} must be a non-negative number"
+            )));
+        }
+    }
+    let report = RunReport {
+        conversation_id: request.conversation_id,
+        cost: request.cost,
+    };
+    Ok(Json(view(&state, state.runs.report(&run_id, report)?)))
+}
+
+/// Remove an ended run's record, logs and work dir.
+#[utoipa::path(delete, path = "/v1/runs/{run_id}", params(("run_id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_run(
+    State(state): State<AppState>,
+    ApiPath(run_id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    state.runs.delete(&run_id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadJson(e.to_string()))
+}

@@ -1,0 +1,173 @@
+//! `/healthz`, `/v1/status` and `/metrics`.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use crate::error::ErrorBody;
+use crate::runs::record::RunState;
+
+/// `GET /healthz` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+/// `GET /v1/status` answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatusView {
+    /// sandboxd's version.
+    pub version: &'static str,
+    /// sandboxd's pid.
+    pub pid: u32,
+    /// Seconds since start.
+    pub uptime_s: f64,
+    /// Runs by state.
+    pub runs: RunCounts,
+    /// Completion callbacks.
+    pub outbox: OutboxCounts,
+    /// The agent-server probe.
+    pub agent_server: AgentServerView,
+    /// The supervised service; null without one.
+    pub service: Option<ServiceView>,
+    /// The work root and its free space.
+    pub work_root: WorkRootView,
+}
+
+/// Runs by state.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct RunCounts {
+    /// Starting or running.
+    pub running: u64,
+    /// Exited 0.
+    pub succeeded: u64,
+    /// Failed.
+    pub failed: u64,
+    /// Timed out.
+    pub timed_out: u64,
+    /// Cancelled.
+    pub cancelled: u64,
+    /// Lost.
+    pub lost: u64,
+}
+
+/// Callbacks waiting or given up.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutboxCounts {
+    /// Not yet delivered.
+    pub pending: u64,
+    /// Given up.
+    pub failed: u64,
+}
+
+/// The agent-server's health.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AgentServerView {
+    /// Probed URL.
+    pub url: String,
+    /// Whether `/alive` answered 2xx at the last probe.
+    pub healthy: bool,
+    /// When it was last probed.
+    pub checked_at: Option<DateTime<Utc>>,
+}
+
+/// The supervised service.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceView {
+    /// Its argv.
+    pub command: Vec<String>,
+    /// Current pid.
+    pub pid: Option<u32>,
+    /// `starting`, `running`, `unhealthy`, `backoff`, `stopped`.
+    pub state: &'static str,
+    /// Restarts so far.
+    pub restarts: u64,
+}
+
+/// The work root.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkRootView {
+    /// Its path.
+    pub path: String,
+    /// Bytes free for sandboxd there.
+    pub free_bytes: u64,
+}
+
+/// Liveness (no auth).
+#[utoipa::path(get, path = "/healthz", security(), responses((status = 200, body = Health)))]
+pub async fn get_healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The daemon's status.
+#[utoipa::path(get, path = "/v1/status", responses((status = 200, body = StatusView), (status = 401, body = ErrorBody)))]
+pub async fn get_status(State(state): State<AppState>) -> Json<StatusView> {
+    let mut runs = RunCounts::default();
+    for (run_state, count) in state.runs.counts() {
+        match run_state {
+            RunState::Starting | RunState::Running => runs.running += count,
+            RunState::Succeeded => runs.succeeded = count,
+            RunState::Failed => runs.failed = count,
+            RunState::TimedOut => runs.timed_out = count,
+            RunState::Cancelled => runs.cancelled = count,
+            RunState::Lost => runs.lost = count,
+        }
+    }
+    let (pending, failed) = state.outbox.counts();
+    let health = state.agent.health();
+    let service = state.service.as_ref().map(|service| {
+        let status = service.status();
+        ServiceView {
+            command: status.command,
+            pid: status.pid,
+            state: status.state,
+            restarts: status.restarts,
+        }
+    });
+    let work_root = state.config.work_root.clone();
+    let free_bytes = nix::sys::statvfs::statvfs(&work_root)
+        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+        .unwrap_or(0);
+    Json(StatusView {
+        version: env!("CARGO_PKG_VERSION"),
+        pid: std::process::id(),
+        uptime_s: (state.started.elapsed().as_millis() as f64) / 1000.0,
+        runs,
+        outbox: OutboxCounts { pending, failed },
+        agent_server: AgentServerView {
+            url: health.url,
+            healthy: health.healthy,
+            checked_at: health.checked_at,
+        },
+        service,
+        work_root: WorkRootView {
+            path: work_root.display().to_string(),
+            free_bytes,
+        },
+    })
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
+pub async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let counts: Vec<(&str, u64)> = state
+        .runs
+        .counts()
+        .into_iter()
+        .map(|(s, n)| (s.as_str(), n))
+        .collect();
+    let text = state.metrics.render(&counts, state.outbox.counts());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+}

@@ -1,0 +1,446 @@
+//! Daemon configuration: the `serve` flags (clap, every flag with an env
+//! fallback) and the validated [`Config`] built from them.
+//!
+//! Nothing outside this module sees [`ServeArgs`]; everything downstream
+//! takes a [`Config`], whose fields are already checked and typed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use secrecy::{ExposeSecret, SecretString};
+
+/// Flags of `sandboxd serve`. Each one also reads the environment variable
+/// named in its help.
+#[derive(Debug, Clone, clap::Args)]
+#[command(
+    after_help = "The session key is read from --session-key-file, else env SESSION_API_KEY, \
+                  else env OH_SESSION_API_KEYS_0. Without one the daemon refuses to start \
+                  unless --insecure-no-auth is given."
+)]
+pub struct ServeArgs {
+    /// Address to listen on: HOST:PORT (port 0 picks a free one), or unix:/path.sock.
+    #[arg(long, env = "SANDBOXD_LISTEN", default_value = "127.0.0.1:60001")]
+    pub listen: String,
+
+    /// File holding the session key (trailing newline ignored).
+    #[arg(long, env = "SANDBOXD_SESSION_KEY_FILE")]
+    pub session_key_file: Option<PathBuf>,
+
+    /// Serve without a session key. Only for local development.
+    #[arg(long, env = "SANDBOXD_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
+    /// Directory for run records, logs and the callback outbox
+    /// [default: $XDG_STATE_HOME/sandboxd, else ~/.local/state/sandboxd, else /var/lib/sandboxd].
+    #[arg(long, env = "SANDBOXD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Directory holding one work dir per run (bundles are extracted there)
+    /// [default: /workspace/runs when /workspace exists, else <state-dir>/work].
+    #[arg(long, env = "SANDBOXD_WORK_ROOT")]
+    pub work_root: Option<PathBuf>,
+
+    /// Directories `PUT /v1/files` may write under; repeat or comma-separate
+    /// [default: the work root and /tmp].
+    #[arg(
+        long = "upload-root",
+        env = "SANDBOXD_UPLOAD_ROOTS",
+        value_delimiter = ','
+    )]
+    pub upload_roots: Vec<PathBuf>,
+
+    /// Largest accepted bundle, compressed, in bytes.
+    #[arg(long, env = "SANDBOXD_MAX_BUNDLE_BYTES", default_value_t = 512 << 20)]
+    pub max_bundle_bytes: u64,
+
+    /// Largest total size a bundle may extract to, in bytes.
+    #[arg(long, env = "SANDBOXD_MAX_EXTRACTED_BYTES", default_value_t = 2 << 30)]
+    pub max_extracted_bytes: u64,
+
+    /// Most entries a bundle may hold.
+    #[arg(long, env = "SANDBOXD_MAX_ENTRIES", default_value_t = 100_000)]
+    pub max_entries: u64,
+
+    /// Most runs running at once; more are refused with 429.
+    #[arg(long, env = "SANDBOXD_MAX_RUNNING", default_value_t = 64)]
+    pub max_running: usize,
+
+    /// Wall-clock limit of a run (setup + command) when the request gives none, e.g. 3600, 1h.
+    #[arg(long, env = "SANDBOXD_DEFAULT_TIMEOUT", default_value = "3600", value_parser = parse_duration)]
+    pub default_timeout: Duration,
+
+    /// Time between SIGTERM and SIGKILL when a run times out.
+    #[arg(long, env = "SANDBOXD_KILL_GRACE", default_value = "10", value_parser = parse_duration)]
+    pub kill_grace: Duration,
+
+    /// Bytes of stdout and of stderr returned by an exec-and-wait (`wait: true`).
+    #[arg(long, env = "SANDBOXD_WAIT_OUTPUT_BYTES", default_value_t = 1 << 20)]
+    pub wait_output_bytes: u64,
+
+    /// More variable names to remove from every child's env; repeat or comma-separate.
+    #[arg(long, env = "SANDBOXD_STRIP_ENV", value_delimiter = ',')]
+    pub strip_env: Vec<String>,
+
+    /// More variable name prefixes to remove from every child's env.
+    #[arg(long, env = "SANDBOXD_STRIP_ENV_PREFIX", value_delimiter = ',')]
+    pub strip_env_prefix: Vec<String>,
+
+    /// oom_score_adj given to every run, so the kernel picks runs before sandboxd.
+    #[arg(long, env = "SANDBOXD_CHILD_OOM_SCORE_ADJ", default_value_t = 100,
+          allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
+    pub child_oom_score_adj: i32,
+
+    /// Default bearer token of completion callbacks.
+    #[arg(long, env = "OPENHANDS_API_KEY", hide_env_values = true)]
+    pub callback_token: Option<String>,
+
+    /// How long an undelivered callback is retried, e.g. 24h.
+    #[arg(long, env = "SANDBOXD_CALLBACK_MAX_AGE", default_value = "24h", value_parser = parse_duration)]
+    pub callback_max_age: Duration,
+
+    /// Base URL of the OpenHands cloud API, for named secrets.
+    #[arg(long, env = "OPENHANDS_CLOUD_API_URL")]
+    pub cloud_api_url: Option<String>,
+
+    /// This sandbox's id, for named secrets.
+    #[arg(long, env = "SANDBOX_ID")]
+    pub sandbox_id: Option<String>,
+
+    /// URL of the agent-server, probed at /alive
+    /// [default: http://127.0.0.1:$AGENT_SERVER_PORT, port 60000].
+    #[arg(long, env = "SANDBOXD_AGENT_SERVER_URL")]
+    pub agent_server_url: Option<String>,
+
+    /// Base URL that relative LookupSecret URLs are joined to.
+    #[arg(
+        long,
+        env = "OH_INTERNAL_SERVER_URL",
+        default_value = "http://127.0.0.1:8000"
+    )]
+    pub internal_server_url: String,
+
+    /// Timeout of one secret lookup request.
+    #[arg(long, env = "SANDBOXD_SECRET_TIMEOUT", default_value = "10", value_parser = parse_duration)]
+    pub secret_timeout: Duration,
+
+    /// How long shutdown waits for runs and the outbox before SIGKILL and exit.
+    #[arg(long, env = "SANDBOXD_SHUTDOWN_GRACE", default_value = "10", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log format: text for people, json for log pipelines.
+    #[arg(long, env = "SANDBOXD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// More log detail (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where the API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket path.
+    Unix(PathBuf),
+}
+
+/// Bundle extraction limits.
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    /// Largest compressed body.
+    pub max_bundle_bytes: u64,
+    /// Largest total extracted size.
+    pub max_extracted_bytes: u64,
+    /// Most entries.
+    pub max_entries: u64,
+}
+
+/// Validated daemon configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: Listen,
+    /// The session key; `None` only with `--insecure-no-auth`.
+    pub session_key: Option<SecretString>,
+    /// Run records, logs, outbox.
+    pub state_dir: PathBuf,
+    /// Parent of every run's work dir.
+    pub work_root: PathBuf,
+    /// Where `PUT /v1/files` may write.
+    pub upload_roots: Vec<PathBuf>,
+    /// Bundle limits.
+    pub upload_limits: UploadLimits,
+    /// Most runs at once.
+    pub max_running: usize,
+    /// Default run timeout.
+    pub default_timeout: Duration,
+    /// SIGTERM to SIGKILL on timeout.
+    pub kill_grace: Duration,
+    /// Tail size of exec-and-wait output.
+    pub wait_output_bytes: u64,
+    /// Extra names stripped from child envs.
+    pub strip_env: Vec<String>,
+    /// Extra prefixes stripped from child envs.
+    pub strip_env_prefix: Vec<String>,
+    /// oom_score_adj of children.
+    pub child_oom_score_adj: i32,
+    /// Default callback token.
+    pub callback_token: Option<SecretString>,
+    /// Whether the callback token came from the daemon's env
+    /// (`OPENHANDS_API_KEY`), so it must be stripped from children.
+    pub callback_token_from_env: bool,
+    /// Retry window of callbacks.
+    pub callback_max_age: Duration,
+    /// Cloud API base URL (no trailing slash).
+    pub cloud_api_url: Option<String>,
+    /// Sandbox id for named secrets.
+    pub sandbox_id: Option<String>,
+    /// Agent-server base URL (no trailing slash).
+    pub agent_server_url: String,
+    /// Base of relative LookupSecret URLs.
+    pub internal_server_url: String,
+    /// Timeout of one secret request.
+    pub secret_timeout: Duration,
+    /// Shutdown grace.
+    pub shutdown_grace: Duration,
+    /// The executable that runs `sandboxd shim` for each run.
+    pub shim_exe: PathBuf,
+}
+
+impl Config {
+    /// Validates the flags and reads the session key. Errors name the flag.
+    pub fn from_args(args: &ServeArgs) -> anyhow::Result<Config> {
+        let listen = parse_listen(&args.listen)?;
+        let session_key = read_session_key(args)?;
+        if session_key.is_none() && !args.insecure_no_auth {
+            bail!(
+                "no session key: set --session-key-file, SESSION_API_KEY or OH_SESSION_API_KEYS_0 \
+                 (or pass --insecure-no-auth for local development)"
+            );
+        }
+        let state_dir = match &args.state_dir {
+            Some(dir) => absolute("--state-dir", dir)?,
+            None => default_state_dir(),
+        };
+        let work_root = match &args.work_root {
+            Some(dir) => absolute("--work-root", dir)?,
+            None => default_work_root(&state_dir),
+        };
+        let upload_roots = if args.upload_roots.is_empty() {
+            vec![work_root.clone(), PathBuf::from("/tmp")]
+        } else {
+            let mut roots = Vec::new();
+            for root in &args.upload_roots {
+                roots.push(absolute("--upload-root", root)?);
+            }
+            roots
+        };
+        if args.max_running == 0 {
+            bail!("--max-running must be at least 1");
+        }
+        for (flag, value) in [
+            ("--max-bundle-bytes", args.max_bundle_bytes),
+            ("--max-extracted-bytes", args.max_extracted_bytes),
+            ("--max-entries", args.max_entries),
+            ("--wait-output-bytes", args.wait_output_bytes),
+        ] {
+            if value == 0 {
+                bail!("{flag} must be greater than 0");
+            }
+        }
+        if args.default_timeout.is_zero() {
+            bail!("--default-timeout must be greater than 0");
+        }
+        let callback_token = args.callback_token.clone().filter(|t| !t.is_empty());
+        let callback_token_from_env = std::env::var("OPENHANDS_API_KEY")
+            .ok()
+            .is_some_and(|v| Some(&v) == callback_token.as_ref());
+        let cloud_api_url = match &args.cloud_api_url {
+            Some(url) if !url.is_empty() => Some(parse_base_url("--cloud-api-url", url)?),
+            _ => None,
+        };
+        let agent_server_url = match &args.agent_server_url {
+            Some(url) => parse_base_url("--agent-server-url", url)?,
+            None => default_agent_server_url()?,
+        };
+        let internal_server_url =
+            parse_base_url("--internal-server-url", &args.internal_server_url)?;
+        let shim_exe = std::env::current_exe().context("cannot find sandboxd's own executable")?;
+        Ok(Config {
+            listen,
+            session_key,
+            state_dir,
+            work_root,
+            upload_roots,
+            upload_limits: UploadLimits {
+                max_bundle_bytes: args.max_bundle_bytes,
+                max_extracted_bytes: args.max_extracted_bytes,
+                max_entries: args.max_entries,
+            },
+            max_running: args.max_running,
+            default_timeout: args.default_timeout,
+            kill_grace: args.kill_grace,
+            wait_output_bytes: args.wait_output_bytes,
+            strip_env: args
+                .strip_env
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect(),
+            strip_env_prefix: args
+                .strip_env_prefix
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect(),
+            child_oom_score_adj: args.child_oom_score_adj,
+            callback_token: callback_token.map(SecretString::from),
+            callback_token_from_env,
+            callback_max_age: args.callback_max_age,
+            cloud_api_url,
+            sandbox_id: args.sandbox_id.clone().filter(|s| !s.is_empty()),
+            agent_server_url,
+            internal_server_url,
+            secret_timeout: args.secret_timeout,
+            shutdown_grace: args.shutdown_grace,
+            shim_exe,
+        })
+    }
+
+    /// The session key as bytes, when one is configured.
+    pub fn session_key_bytes(&self) -> Option<&[u8]> {
+        self.session_key
+            .as_ref()
+            .map(|k| k.expose_secret().as_bytes())
+    }
+}
+
+/// Parses `HOST:PORT` or `unix:/path`.
+pub fn parse_listen(value: &str) -> anyhow::Result<Listen> {
+    if let Some(path) = value.strip_prefix("unix:") {
+        let path = PathBuf::from(path);
+        if !path.is_absolute() {
+            bail!("--listen {value:?}: a unix socket path must be absolute, e.g. unix:/run/sandboxd.sock");
+        }
+        return Ok(Listen::Unix(path));
+    }
+    let addr = value.parse::<SocketAddr>().with_context(|| {
+        format!("--listen {value:?} is not HOST:PORT (e.g. 127.0.0.1:60001) or unix:/path.sock")
+    })?;
+    Ok(Listen::Tcp(addr))
+}
+
+/// Parses a duration given as seconds (`90`, `1.5`) or humantime (`10s`, `24h`).
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    if let Ok(secs) = value.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 && secs < 1e12 {
+            return Ok(Duration::from_secs_f64(secs));
+        }
+        return Err(format!("{value:?} is not a duration in seconds"));
+    }
+    humantime::parse_duration(value)
+        .map_err(|err| format!("{value:?} is not a duration (e.g. 30, 10s, 24h): {err}"))
+}
+
+fn read_session_key(args: &ServeArgs) -> anyhow::Result<Option<SecretString>> {
+    if let Some(path) = &args.session_key_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--session-key-file {}: cannot read it", path.display()))?;
+        let key = text.trim_end_matches(['\n', '\r']);
+        if key.is_empty() {
+            bail!("--session-key-file {}: the file is empty", path.display());
+        }
+        return Ok(Some(SecretString::from(key.to_owned())));
+    }
+    for name in ["SESSION_API_KEY", "OH_SESSION_API_KEYS_0"] {
+        if let Ok(key) = std::env::var(name) {
+            if !key.is_empty() {
+                return Ok(Some(SecretString::from(key)));
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn absolute(flag: &str, path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path)
+        .with_context(|| format!("{flag} {}: not a usable path", path.display()))
+}
+
+fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("sandboxd");
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(home).join(".local/state/sandboxd");
+    }
+    PathBuf::from("/var/lib/sandboxd")
+}
+
+fn default_work_root(state_dir: &Path) -> PathBuf {
+    let workspace = Path::new("/workspace");
+    if workspace.is_dir() {
+        return workspace.join("runs");
+    }
+    state_dir.join("work")
+}
+
+fn default_agent_server_url() -> anyhow::Result<String> {
+    let port = match std::env::var("AGENT_SERVER_PORT") {
+        Ok(port) if !port.is_empty() => port
+            .parse::<u16>()
+            .with_context(|| format!("AGENT_SERVER_PORT {port:?} is not a port number"))?,
+        _ => 60000,
+    };
+    Ok(format!("http://127.0.0.1:{port}"))
+}
+
+fn parse_base_url(flag: &str, value: &str) -> anyhow::Result<String> {
+    let url = reqwest::Url::parse(value)
+        .with_context(|| format!("{flag} {value:?} is not a URL (e.g. http://127.0.0.1:8000)"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        bail!("{flag} {value:?} must be an http:// or https:// URL with a host");
+    }
+    Ok(value.trim_end_matches('/').to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(
+            parse_listen("127.0.0.1:1").unwrap(),
+            Listen::Tcp("127.0.0.1:1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_listen("unix:/a.sock").unwrap(),
+            Listen::Unix("/a.sock".into())
+        );
+        assert!(parse_listen("unix:rel.sock").is_err());
+        let err = parse_listen("localhost").unwrap_err().to_string();
+        assert!(err.contains("--listen"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,176 @@
+//! The one place that knows HTTP status codes and wire error codes.
+//!
+//! Domain modules return their own `thiserror` enums; [`ApiError`] wraps
+//! them and maps each variant to a status and a snake_case code. Every error
+//! leaves the daemon as `{"error": {"code": ..., "message": ...}}`.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+use crate::runs::RunError;
+use crate::secrets::SecretError;
+use crate::upload::UploadError;
+
+/// An error answered to an API caller.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No or wrong credentials.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// Credentials valid, but not for this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No route at this path.
+    #[error("no endpoint {method} {path}; see GET /openapi.json for the API")]
+    RouteNotFound {
+        /// Request method.
+        method: String,
+        /// Request path.
+        path: String,
+    },
+    /// Known path, wrong method.
+    #[error("method {method} is not allowed on {path}")]
+    MethodNotAllowed {
+        /// Request method.
+        method: String,
+        /// Request path.
+        path: String,
+    },
+    /// The body is not the JSON this endpoint takes.
+    #[error("invalid JSON body: {0}")]
+    BadJson(String),
+    /// The body is larger than the limit.
+    #[error("request body is larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A query string or path parameter is wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The daemon is shutting down and takes no new work.
+    #[error("sandboxd is shutting down; retry against the next instance")]
+    ShuttingDown,
+    /// A run operation failed.
+    #[error(transparent)]
+    Run(#[from] RunError),
+    /// An upload failed.
+    #[error(transparent)]
+    Upload(#[from] UploadError),
+    /// A secret could not be resolved.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// Something broke inside sandboxd; details are logged, not sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// The wire shape of every error.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// Code and message of an error.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code.
+    pub code: String,
+    /// A sentence naming what was wrong and how to fix it.
+    pub message: String,
+    /// For bundle fetches: whether retrying can help.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permanent: Option<bool>,
+}
+
+impl ApiError {
+    /// Status code and wire code of this error.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::RouteNotFound { .. } => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed { .. } => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
+            ApiError::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json"),
+            ApiError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+            ApiError::Run(err) => run_status(err),
+            ApiError::Upload(err) => upload_status(err),
+            ApiError::Secret(err) => secret_status(err),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+
+    fn permanent(&self) -> Option<bool> {
+        match self {
+            ApiError::Upload(_) => None,
+            _ => None,
+        }
+    }
+}
+
+fn run_status(err: &RunError) -> (StatusCode, &'static str) {
+    match err {
+        RunError::NotFound(_) => (StatusCode::NOT_FOUND, "run_not_found"),
+        RunError::Exists(_) => (StatusCode::CONFLICT, "run_exists"),
+        RunError::Ended(_) => (StatusCode::CONFLICT, "run_ended"),
+        RunError::StillRunning(_) => (StatusCode::CONFLICT, "run_running"),
+        RunError::TooManyRunning { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_runs"),
+        RunError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_run"),
+        RunError::SensitiveEnv(_) => (StatusCode::BAD_REQUEST, "sensitive_env"),
+        RunError::BadSignal(_) => (StatusCode::BAD_REQUEST, "bad_signal"),
+        RunError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+        RunError::Secret(err) => secret_status(err),
+        RunError::StorageFull { .. } => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
+        RunError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+fn upload_status(err: &UploadError) -> (StatusCode, &'static str) {
+    match err {
+        UploadError::NotImplemented => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+    }
+}
+
+fn secret_status(err: &SecretError) -> (StatusCode, &'static str) {
+    match err {
+        SecretError::NotImplemented => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let message = match (&self, status.is_server_error()) {
+            // Internal detail is logged once by the request layer, never sent.
+            (ApiError::Run(RunError::Io { .. }), true) | (ApiError::Internal(_), true) => {
+                "internal error; the daemon's log has the details".to_owned()
+            }
+            _ => self.to_string(),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+                permanent: self.permanent(),
+            },
+        };
+        let mut res = (status, Json(body)).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            res.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        if status.is_server_error() {
+            res.extensions_mut().insert(Arc::new(self.to_string()));
+        }
+        res
+    }
+}

@@ -1,0 +1,713 @@
+//! Runs: the registry of every run, its lifecycle and its durable record.
+//!
+//! A run is accepted by [`Registry::create`], which checks the request,
+//! resolves secrets, writes the record and hands the run to its supervisor
+//! task ([`supervisor`]). The supervisor starts a shim ([`shim`]) that owns
+//! the run's processes and output, and is the only writer of the run's
+//! state from then on; handlers talk to it through [`Control`] messages.
+
+pub mod env;
+pub mod logs;
+pub mod record;
+pub mod shim;
+mod spawn;
+mod supervisor;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use nix::sys::signal::Signal;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{mpsc, watch};
+
+use crate::callbacks::Outbox;
+use crate::config::Config;
+use crate::durable;
+use crate::metrics::Metrics;
+use crate::secrets::mask::Masker;
+use crate::secrets::{Resolver, SecretError, SecretMap};
+use record::{CallbackTarget, RunRecord, RunReport, RunState, StopReason};
+
+/// Why a run operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// No such run.
+    #[error("run {0:?} not found")]
+    NotFound(String),
+    /// Same id, different request.
+    #[error("run {0:?} already exists with a different request; use a new run_id or send the identical body")]
+    Exists(String),
+    /// The run has ended.
+    #[error("run {0:?} has already ended")]
+    Ended(String),
+    /// The run is still going.
+    #[error("run {0:?} is still running; cancel it first")]
+    StillRunning(String),
+    /// Too many runs at once.
+    #[error("{limit} runs are already running (--max-running); retry when one ends")]
+    TooManyRunning {
+        /// The limit.
+        limit: usize,
+    },
+    /// The request is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// A sensitive name in `env` was not allowed.
+    #[error("env sets sensitive variable(s) {0}; list them in allow_sensitive_env to pass them on purpose")]
+    SensitiveEnv(String),
+    /// Not a signal sandboxd can send.
+    #[error("unknown signal {0:?}; use a name like SIGTERM or SIGINT, or a number")]
+    BadSignal(String),
+    /// Shutting down.
+    #[error("sandboxd is shutting down and starts no new runs")]
+    ShuttingDown,
+    /// The state dir is full.
+    #[error("no space left to record run {run_id:?} in the state dir")]
+    StorageFull {
+        /// The run.
+        run_id: String,
+    },
+    /// A secret could not be resolved; nothing was started.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// Disk trouble.
+    #[error("i/o error while {action} {path:?}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RunError {
+    fn io(run_id: &str, action: &'static str, path: &Path, source: std::io::Error) -> RunError {
+        if durable::is_storage_full(&source) {
+            return RunError::StorageFull {
+                run_id: run_id.to_owned(),
+            };
+        }
+        RunError::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// A validated request to start a run.
+#[derive(Debug)]
+pub struct NewRun {
+    /// The run's id.
+    pub run_id: String,
+    /// The argv.
+    pub argv: Vec<String>,
+    /// Working dir; `None` means the run's work dir.
+    pub cwd: Option<PathBuf>,
+    /// Extra env.
+    pub env: BTreeMap<String, String>,
+    /// Sensitive names in `env` that are wanted.
+    pub allow_sensitive_env: Vec<String>,
+    /// Start from the daemon's env.
+    pub inherit_env: bool,
+    /// Secrets to resolve and inject.
+    pub secrets: SecretMap,
+    /// Run setup.sh first.
+    pub setup: bool,
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// Completion callback.
+    pub callback: Option<CallbackTarget>,
+    /// Fingerprint of the request, for idempotent retries.
+    pub fingerprint: String,
+}
+
+/// A message to a run's supervisor.
+#[derive(Debug)]
+pub enum Control {
+    /// SIGTERM the run, SIGKILL after the grace.
+    Stop {
+        /// Why.
+        reason: StopReason,
+        /// Time before SIGKILL.
+        grace: Duration,
+    },
+    /// Send a signal to the run's process group.
+    Signal(Signal),
+}
+
+/// Live output counters and whether the run has ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes in stdout.log.
+    pub stdout_bytes: u64,
+    /// Bytes in stderr.log.
+    pub stderr_bytes: u64,
+    /// The terminal state is recorded.
+    pub ended: bool,
+}
+
+/// A copy of one run's state at one moment.
+#[derive(Debug, Clone)]
+pub struct RunSnapshot {
+    /// The record.
+    pub record: RunRecord,
+    /// Live output counters.
+    pub progress: Progress,
+}
+
+struct RunSlot {
+    record: RunRecord,
+    control: Option<mpsc::UnboundedSender<Control>>,
+    progress: watch::Sender<Progress>,
+    secrets: SecretMap,
+    masker: Masker,
+}
+
+/// Every run. Cheap to clone.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Arc<Config>,
+    url: String,
+    outbox: Outbox,
+    metrics: Metrics,
+    resolver: Resolver,
+    runs: Mutex<HashMap<String, RunSlot>>,
+    tokens: Mutex<HashMap<String, String>>,
+    shutting_down: AtomicBool,
+    ended: tokio::sync::Notify,
+}
+
+impl Registry {
+    /// An empty registry; call [`Registry::restore`] next.
+    pub fn new(
+        config: Arc<Config>,
+        url: String,
+        outbox: Outbox,
+        metrics: Metrics,
+        http: reqwest::Client,
+    ) -> Registry {
+        let resolver = Resolver::new(config.clone(), http);
+        Registry {
+            inner: Arc::new(Inner {
+                config,
+                url,
+                outbox,
+                metrics,
+                resolver,
+                runs: Mutex::default(),
+                tokens: Mutex::default(),
+                shutting_down: AtomicBool::new(false),
+                ended: tokio::sync::Notify::new(),
+            }),
+        }
+    }
+
+    /// The daemon's configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The secret resolver.
+    pub fn resolver(&self) -> &Resolver {
+        &self.inner.resolver
+    }
+
+    /// A run's state dir.
+    pub fn run_dir(&self, run_id: &str) -> PathBuf {
+        self.inner.config.state_dir.join("runs").join(run_id)
+    }
+
+    /// A run's default work dir.
+    pub fn work_dir(&self, run_id: &str) -> PathBuf {
+        self.inner.config.work_root.join(run_id)
+    }
+
+    /// Accepts a run. Returns its snapshot and whether it is new (false:
+    /// an identical request for an existing run).
+    pub async fn create(&self, new: NewRun) -> Result<(RunSnapshot, bool), RunError> {
+        if self.inner.shutting_down.load(Ordering::SeqCst) {
+            return Err(RunError::ShuttingDown);
+        }
+        self.check_env(&new)?;
+        let run_id = new.run_id.clone();
+        if let Some(existing) = self.reserve(&new)? {
+            return Ok((existing, false));
+        }
+        match self.prepare_and_start(new).await {
+            Ok(snapshot) => Ok((snapshot, true)),
+            Err(err) => {
+                self.lock_runs().remove(&run_id);
+                Err(err)
+            }
+        }
+    }
+
+    fn check_env(&self, new: &NewRun) -> Result<(), RunError> {
+        if let Some(bad) = new.env.keys().find(|name| !env::valid_name(name)) {
+            return Err(RunError::Invalid(format!(
+                "env name {bad:?} is not a valid variable name"
+            )));
+        }
+        if let Some(bad) = new.secrets.keys().find(|name| !env::valid_name(name)) {
+            return Err(RunError::Invalid(format!(
+                "secrets name {bad:?} is not a valid variable name"
+            )));
+        }
+        let forbidden =
+            env::forbidden_names(&new.env, &new.allow_sensitive_env, &self.env_policy());
+        if !forbidden.is_empty() {
+            return Err(RunError::SensitiveEnv(forbidden.join(", ")));
+        }
+        Ok(())
+    }
+
+    /// Claims the id in memory (or finds the identical run). The slot is
+    /// `starting` with no control channel until the supervisor takes over.
+    fn reserve(&self, new: &NewRun) -> Result<Option<RunSnapshot>, RunError> {
+        let mut runs = self.lock_runs();
+        if let Some(slot) = runs.get(&new.run_id) {
+            if slot.record.fingerprint == new.fingerprint {
+                return Ok(Some(snapshot_of(slot)));
+            }
+            return Err(RunError::Exists(new.run_id.clone()));
+        }
+        let running = runs
+            .values()
+            .filter(|s| !s.record.state.is_terminal())
+            .count();
+        if running >= self.inner.config.max_running {
+            return Err(RunError::TooManyRunning {
+                limit: self.inner.config.max_running,
+            });
+        }
+        let default_cwd = new.cwd.is_none();
+        let cwd = new
+            .cwd
+            .clone()
+            .unwrap_or_else(|| self.work_dir(&new.run_id));
+        let record = RunRecord {
+            version: record::RECORD_VERSION,
+            run_id: new.run_id.clone(),
+            state: RunState::Starting,
+            command: new.argv.clone(),
+            cwd,
+            default_cwd,
+            fingerprint: new.fingerprint.clone(),
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            pid: None,
+            exit_code: None,
+            signal: None,
+            error: None,
+            timeout_s: new.timeout.as_secs_f64(),
+            shim: None,
+            token: new_token(),
+            callback: new.callback.clone(),
+            report: RunReport::default(),
+            stop_reason: None,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+        };
+        let slot = RunSlot {
+            record,
+            control: None,
+            progress: watch::Sender::new(Progress::default()),
+            secrets: new.secrets.clone(),
+            masker: Masker::new(std::iter::empty::<&[u8]>()),
+        };
+        runs.insert(new.run_id.clone(), slot);
+        Ok(None)
+    }
+
+    async fn prepare_and_start(&self, new: NewRun) -> Result<RunSnapshot, RunError> {
+        let resolved = self.inner.resolver.resolve_all(&new.secrets).await?;
+        let run_id = new.run_id.clone();
+        let (record, token) = {
+            let runs = self.lock_runs();
+            let slot = runs
+                .get(&run_id)
+                .ok_or_else(|| RunError::NotFound(run_id.clone()))?;
+            (slot.record.clone(), slot.record.token.clone())
+        };
+        if record.default_cwd {
+            create_dir(&record.cwd)
+                .map_err(|e| RunError::io(&run_id, "creating work dir", &record.cwd, e))?;
+        }
+        let run_dir = self.run_dir(&run_id);
+        create_dir(&run_dir).map_err(|e| RunError::io(&run_id, "creating run dir", &run_dir, e))?;
+        // Write-ahead: the record exists before any process does.
+        record::save(&run_dir, &record, durable::Sync::Flush)
+            .map_err(|e| RunError::io(&run_id, "writing the record of", &run_dir, e))?;
+        let mut mask_values: Vec<String> = resolved
+            .iter()
+            .map(|(_, v)| v.expose_secret().to_owned())
+            .collect();
+        mask_values.extend(self.daemon_credentials());
+        let child_env = self.child_env(&new, &resolved, &token);
+        let masker = Masker::new(mask_values.iter());
+        let spec = shim::ShimSpec {
+            run_dir: run_dir.clone(),
+            argv: record.command.clone(),
+            cwd: record.cwd.clone(),
+            env: child_env,
+            setup: new.setup,
+            timeout_ms: new.timeout.as_millis().min(u64::MAX as u128) as u64,
+            kill_grace_ms: self.inner.config.kill_grace.as_millis() as u64,
+            oom_score_adj: self.inner.config.child_oom_score_adj,
+            mask: mask_values,
+        };
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        {
+            let mut runs = self.lock_runs();
+            let slot = runs
+                .get_mut(&run_id)
+                .ok_or_else(|| RunError::NotFound(run_id.clone()))?;
+            slot.control = Some(control_tx);
+            slot.masker = masker;
+        }
+        self.lock_tokens().insert(token, run_id.clone());
+        self.inner.metrics.run_started();
+        let shim = spawn::spawn_shim(&self.inner.config.shim_exe, &run_dir, &spec).await;
+        drop(spec);
+        tokio::spawn(supervisor::supervise_new(
+            self.clone(),
+            run_id.clone(),
+            shim,
+            control_rx,
+        ));
+        self.snapshot(&run_id)
+    }
+
+    fn env_policy(&self) -> env::EnvPolicy {
+        let config = &self.inner.config;
+        let mut credential_names = Vec::new();
+        if config.callback_token_from_env {
+            credential_names.push("OPENHANDS_API_KEY".to_owned());
+        }
+        env::EnvPolicy {
+            strip_names: config.strip_env.clone(),
+            strip_prefixes: config.strip_env_prefix.clone(),
+            credential_names,
+        }
+    }
+
+    /// The daemon's own credentials, masked in every run's output.
+    fn daemon_credentials(&self) -> Vec<String> {
+        let config = &self.inner.config;
+        let mut values = Vec::new();
+        if let Some(key) = &config.session_key {
+            values.push(key.expose_secret().to_owned());
+        }
+        if let Some(token) = &config.callback_token {
+            values.push(token.expose_secret().to_owned());
+        }
+        values
+    }
+
+    fn child_env(
+        &self,
+        new: &NewRun,
+        secrets: &[(String, SecretString)],
+        token: &str,
+    ) -> Vec<(String, String)> {
+        let key = self
+            .inner
+            .config
+            .session_key
+            .as_ref()
+            .map(|k| k.expose_secret());
+        let mut child = env::base_env(std::env::vars(), new.inherit_env, &self.env_policy(), key);
+        child.extend(new.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        child.extend(
+            secrets
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose_secret().to_owned())),
+        );
+        child.insert("SANDBOXD_RUN_ID".to_owned(), new.run_id.clone());
+        child.insert("SANDBOXD_URL".to_owned(), self.inner.url.clone());
+        child.insert("SANDBOXD_RUN_TOKEN".to_owned(), token.to_owned());
+        child.into_iter().collect()
+    }
+
+    /// One run.
+    pub fn snapshot(&self, run_id: &str) -> Result<RunSnapshot, RunError> {
+        let runs = self.lock_runs();
+        runs.get(run_id)
+            .map(snapshot_of)
+            .ok_or_else(|| RunError::NotFound(run_id.to_owned()))
+    }
+
+    /// Every run, optionally only those in `state`, oldest first.
+    pub fn list(&self, state: Option<RunState>) -> Vec<RunSnapshot> {
+        let runs = self.lock_runs();
+        let mut list: Vec<RunSnapshot> = runs
+            .values()
+            .filter(|s| state.is_none_or(|st| s.record.state == st))
+            .map(snapshot_of)
+            .collect();
+        list.sort_by(|a, b| {
+            a.record
+                .created_at
+                .cmp(&b.record.created_at)
+                .then(a.record.run_id.cmp(&b.record.run_id))
+        });
+        list
+    }
+
+    /// Runs per state.
+    pub fn counts(&self) -> Vec<(RunState, u64)> {
+        let runs = self.lock_runs();
+        RunState::ALL
+            .iter()
+            .map(|state| {
+                (
+                    *state,
+                    runs.values().filter(|s| s.record.state == *state).count() as u64,
+                )
+            })
+            .collect()
+    }
+
+    /// Watches a run's output counters and end.
+    pub fn progress(&self, run_id: &str) -> Result<watch::Receiver<Progress>, RunError> {
+        let runs = self.lock_runs();
+        let slot = runs
+            .get(run_id)
+            .ok_or_else(|| RunError::NotFound(run_id.to_owned()))?;
+        Ok(slot.progress.subscribe())
+    }
+
+    /// Waits until the run has ended; returns its final snapshot.
+    pub async fn wait_ended(&self, run_id: &str) -> Result<RunSnapshot, RunError> {
+        let mut progress = self.progress(run_id)?;
+        let _ = progress.wait_for(|p| p.ended).await;
+        self.snapshot(run_id)
+    }
+
+    /// Asks a running run to stop: SIGTERM, SIGKILL after `grace`.
+    pub fn cancel(&self, run_id: &str, grace: Duration) -> Result<RunSnapshot, RunError> {
+        self.send(
+            run_id,
+            Control::Stop {
+                reason: StopReason::Cancel,
+                grace,
+            },
+        )?;
+        self.snapshot(run_id)
+    }
+
+    /// Sends a signal to a running run's process group.
+    pub fn signal(&self, run_id: &str, signal: Signal) -> Result<RunSnapshot, RunError> {
+        self.send(run_id, Control::Signal(signal))?;
+        self.snapshot(run_id)
+    }
+
+    fn send(&self, run_id: &str, control: Control) -> Result<(), RunError> {
+        let runs = self.lock_runs();
+        let slot = runs
+            .get(run_id)
+            .ok_or_else(|| RunError::NotFound(run_id.to_owned()))?;
+        if slot.record.state.is_terminal() {
+            return Err(RunError::Ended(run_id.to_owned()));
+        }
+        let Some(tx) = &slot.control else {
+            return Err(RunError::Invalid(format!(
+                "run {run_id:?} is still starting; retry in a moment"
+            )));
+        };
+        tx.send(control)
+            .map_err(|_| RunError::Ended(run_id.to_owned()))
+    }
+
+    /// Stores values an SDK script reported; persisted for the callback.
+    pub fn report(&self, run_id: &str, report: RunReport) -> Result<RunSnapshot, RunError> {
+        let (record, run_dir) = {
+            let mut runs = self.lock_runs();
+            let slot = runs
+                .get_mut(run_id)
+                .ok_or_else(|| RunError::NotFound(run_id.to_owned()))?;
+            if slot.record.state.is_terminal() {
+                return Err(RunError::Ended(run_id.to_owned()));
+            }
+            if report.conversation_id.is_some() {
+                slot.record.report.conversation_id = report.conversation_id;
+            }
+            if report.cost.is_some() {
+                slot.record.report.cost = report.cost;
+            }
+            (slot.record.clone(), self.run_dir(run_id))
+        };
+        record::save(&run_dir, &record, durable::Sync::Flush)
+            .map_err(|e| RunError::io(run_id, "writing the record of", &run_dir, e))?;
+        self.snapshot(run_id)
+    }
+
+    /// Removes an ended run's record, logs and default work dir.
+    pub fn delete(&self, run_id: &str) -> Result<(), RunError> {
+        let slot = {
+            let mut runs = self.lock_runs();
+            let slot = runs
+                .get(run_id)
+                .ok_or_else(|| RunError::NotFound(run_id.to_owned()))?;
+            if !slot.record.state.is_terminal() {
+                return Err(RunError::StillRunning(run_id.to_owned()));
+            }
+            runs.remove(run_id).expect("checked above")
+        };
+        self.lock_tokens().remove(&slot.record.token);
+        self.inner.outbox.forget(run_id);
+        let run_dir = self.run_dir(run_id);
+        remove_dir(&run_dir).map_err(|e| RunError::io(run_id, "removing", &run_dir, e))?;
+        if slot.record.default_cwd {
+            let work = self.work_dir(run_id);
+            remove_dir(&work).map_err(|e| RunError::io(run_id, "removing", &work, e))?;
+        }
+        Ok(())
+    }
+
+    /// The run a token belongs to, and whether that run is still going.
+    pub fn token_owner(&self, token: &str) -> Option<(String, bool)> {
+        let run_id = self.lock_tokens().get(token).cloned()?;
+        let running = self
+            .lock_runs()
+            .get(&run_id)
+            .is_some_and(|s| !s.record.state.is_terminal());
+        Some((run_id, running))
+    }
+
+    /// The secret sources a run was given.
+    pub fn secrets_of(&self, run_id: &str) -> Result<SecretMap, RunError> {
+        let runs = self.lock_runs();
+        let slot = runs
+            .get(run_id)
+            .ok_or_else(|| RunError::NotFound(run_id.to_owned()))?;
+        Ok(slot.secrets.clone())
+    }
+
+    /// Whether a run exists and has started (or ended).
+    pub fn has_started(&self, run_id: &str) -> bool {
+        self.lock_runs().get(run_id).is_some()
+    }
+
+    /// Stops every run by `deadline` (SIGTERM now, SIGKILL at the deadline)
+    /// and waits for their ends to be recorded. New runs are refused from
+    /// now on.
+    pub async fn shutdown(&self, deadline: Instant) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        let grace = deadline.saturating_duration_since(Instant::now());
+        let live: Vec<String> = {
+            let runs = self.lock_runs();
+            runs.values()
+                .filter(|s| !s.record.state.is_terminal())
+                .map(|s| s.record.run_id.clone())
+                .collect()
+        };
+        for run_id in &live {
+            let _ = self.send(
+                run_id,
+                Control::Stop {
+                    reason: StopReason::Shutdown,
+                    grace,
+                },
+            );
+        }
+        // Past the deadline, SIGKILL has been sent; allow a moment to record.
+        let hard_deadline = deadline + Duration::from_secs(2);
+        loop {
+            let notified = self.inner.ended.notified();
+            let left = {
+                let runs = self.lock_runs();
+                runs.values()
+                    .filter(|s| !s.record.state.is_terminal())
+                    .count()
+            };
+            if left == 0 {
+                return;
+            }
+            let until = tokio::time::Instant::from_std(hard_deadline);
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                tracing::warn!(
+                    left,
+                    "runs still not ended at the end of the shutdown grace"
+                );
+                return;
+            }
+        }
+    }
+
+    /// Whether new runs are refused.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::SeqCst)
+    }
+
+    fn lock_runs(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunSlot>> {
+        self.inner.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn snapshot_of(slot: &RunSlot) -> RunSnapshot {
+    let mut progress = *slot.progress.borrow();
+    if slot.record.state.is_terminal() {
+        progress.stdout_bytes = slot.record.stdout_bytes;
+        progress.stderr_bytes = slot.record.stderr_bytes;
+    }
+    RunSnapshot {
+        record: slot.record.clone(),
+        progress,
+    }
+}
+
+/// A fresh per-run token: 32 random bytes, hex.
+fn new_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn create_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+fn remove_dir(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Parses a signal given as `SIGTERM`, `TERM` or a number.
+pub fn parse_signal(text: &str) -> Result<Signal, RunError> {
+    let bad = || RunError::BadSignal(text.to_owned());
+    if let Ok(number) = text.parse::<i32>() {
+        return Signal::try_from(number).map_err(|_| bad());
+    }
+    let upper = text.trim().to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>().map_err(|_| bad())
+}

@@ -1,0 +1,62 @@
+//! Starting a run's shim: `sandboxd shim` with a clean env, its own process
+//! group, the spec on stdin and its events on stdout.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStdout, Command};
+
+use super::record::ShimIdentity;
+use super::shim::{self, ShimSpec};
+
+/// A started shim.
+pub(super) struct ShimProcess {
+    pub(super) child: Child,
+    pub(super) events: ChildStdout,
+    pub(super) identity: ShimIdentity,
+}
+
+/// Starts the shim and hands it the spec. The error is a sentence for the
+/// run's `error` field.
+pub(super) async fn spawn_shim(
+    exe: &Path,
+    run_dir: &Path,
+    spec: &ShimSpec,
+) -> Result<ShimProcess, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run_dir.join(shim::files::SHIM_LOG))
+        .map_err(|e| format!("cannot open the shim log in {}: {e}", run_dir.display()))?;
+    let mut child = Command::new(exe)
+        .arg("shim")
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .process_group(0)
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|e| format!("cannot start the run's shim {}: {e}", exe.display()))?;
+    let pid = child.id().unwrap_or(0) as i32;
+    let start_ticks = shim::proc_stat(pid).map(|s| s.start_ticks).unwrap_or(0);
+    let mut stdin = child.stdin.take().ok_or("the shim has no stdin")?;
+    let bytes = serde_json::to_vec(spec).map_err(|e| format!("cannot encode the run spec: {e}"))?;
+    let write = async {
+        stdin.write_all(&bytes).await?;
+        stdin.shutdown().await
+    };
+    if let Err(err) = write.await {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+        return Err(format!("cannot hand the run to its shim: {err}"));
+    }
+    drop(stdin);
+    let events = child.stdout.take().ok_or("the shim has no stdout")?;
+    Ok(ShimProcess {
+        child,
+        events,
+        identity: ShimIdentity { pid, start_ticks },
+    })
+}

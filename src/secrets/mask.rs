@@ -1,0 +1,204 @@
+//! Masking of secret values in byte streams.
+//!
+//! Every secret value is replaced by `****`. Values arrive split across
+//! reads, so [`StreamMasker`] holds back the last `longest - 1` bytes of
+//! each chunk until the next one (or the end) shows whether they start a
+//! secret. Matching is leftmost-longest over all values at once
+//! (Aho-Corasick), so overlapping secrets mask the longer one.
+//!
+//! Values shorter than [`MIN_MASKED_LEN`] bytes are not masked: replacing
+//! every `a` or `42` in a log would shred ordinary output while hiding
+//! nothing (a value that short is guessed in a few tries anyway).
+
+use aho_corasick::{AhoCorasick, MatchKind};
+
+/// What a secret value is replaced by.
+pub const MASK: &[u8] = b"****";
+
+/// Shortest value that is masked, in bytes.
+pub const MIN_MASKED_LEN: usize = 3;
+
+/// A set of values to mask; cheap to share, builds stream maskers.
+#[derive(Clone)]
+pub struct Masker {
+    matcher: Option<AhoCorasick>,
+    longest: usize,
+}
+
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Masker")
+            .field("longest", &self.longest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Masker {
+    /// A masker for these values; values shorter than [`MIN_MASKED_LEN`]
+    /// are left out.
+    pub fn new<I, V>(values: I) -> Masker
+    where
+        I: IntoIterator<Item = V>,
+        V: AsRef<[u8]>,
+    {
+        let mut patterns: Vec<Vec<u8>> = values
+            .into_iter()
+            .map(|v| v.as_ref().to_vec())
+            .filter(|v| v.len() >= MIN_MASKED_LEN)
+            .collect();
+        patterns.sort();
+        patterns.dedup();
+        let longest = patterns.iter().map(Vec::len).max().unwrap_or(0);
+        let matcher = if patterns.is_empty() {
+            None
+        } else {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&patterns)
+                .ok()
+        };
+        Masker { matcher, longest }
+    }
+
+    /// Whether there is nothing to mask.
+    pub fn is_empty(&self) -> bool {
+        self.matcher.is_none()
+    }
+
+    /// Masks a whole buffer at once.
+    pub fn mask(&self, input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(input.len());
+        let mut stream = self.stream();
+        stream.push(input, &mut out);
+        stream.finish(&mut out);
+        out
+    }
+
+    /// Masks a string, for error texts.
+    pub fn mask_str(&self, input: &str) -> String {
+        String::from_utf8_lossy(&self.mask(input.as_bytes())).into_owned()
+    }
+
+    /// A masker for one stream of chunks.
+    pub fn stream(&self) -> StreamMasker {
+        StreamMasker {
+            masker: self.clone(),
+            pending: Vec::new(),
+        }
+    }
+}
+
+/// Masks one stream chunk by chunk; holds back a short tail between chunks.
+pub struct StreamMasker {
+    masker: Masker,
+    pending: Vec<u8>,
+}
+
+impl StreamMasker {
+    /// Adds a chunk; appends to `out` every byte that can no longer be
+    /// part of a secret.
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let Some(matcher) = &self.masker.matcher else {
+            out.extend_from_slice(chunk);
+            return;
+        };
+        let buf: &[u8] = if self.pending.is_empty() {
+            chunk
+        } else {
+            self.pending.extend_from_slice(chunk);
+            &self.pending
+        };
+        // Bytes before `safe` cannot start a match that extends past the
+        // end of `buf`; a match starting before it is complete in `buf`.
+        let safe = buf.len().saturating_sub(self.masker.longest - 1);
+        let mut emitted = 0;
+        for found in matcher.find_iter(buf) {
+            if found.start() >= safe {
+                break;
+            }
+            out.extend_from_slice(&buf[emitted..found.start()]);
+            out.extend_from_slice(MASK);
+            emitted = found.end();
+        }
+        let keep_from = emitted.max(safe);
+        out.extend_from_slice(&buf[emitted..keep_from]);
+        let rest = buf[keep_from..].to_vec();
+        self.pending = rest;
+    }
+
+    /// Ends the stream, flushing the held-back tail.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        let pending = std::mem::take(&mut self.pending);
+        if let Some(matcher) = &self.masker.matcher {
+            let mut emitted = 0;
+            for found in matcher.find_iter(&pending) {
+                out.extend_from_slice(&pending[emitted..found.start()]);
+                out.extend_from_slice(MASK);
+                emitted = found.end();
+            }
+            out.extend_from_slice(&pending[emitted..]);
+        } else {
+            out.extend_from_slice(&pending);
+        }
+    }
+
+    /// Bytes held back, waiting for the next chunk.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunked(masker: &Masker, input: &[u8], size: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut stream = masker.stream();
+        for chunk in input.chunks(size.max(1)) {
+            stream.push(chunk, &mut out);
+        }
+        stream.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn masks_whole_and_split_values() {
+        let masker = Masker::new(["secret-value", "tok"]);
+        let input = b"a secret-value b tok c secret-valu";
+        for size in 1..input.len() + 1 {
+            assert_eq!(
+                chunked(&masker, input, size),
+                b"a **** b **** c secret-valu",
+                "chunk size {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn longest_overlapping_value_wins() {
+        let masker = Masker::new(["abc", "abcdef"]);
+        for size in 1..8 {
+            assert_eq!(chunked(&masker, b"xabcdefy abcz", size), b"x****y ****z");
+        }
+    }
+
+    #[test]
+    fn every_length_from_min_to_200_is_masked_one_byte_at_a_time() {
+        for len in MIN_MASKED_LEN..=200 {
+            let value: Vec<u8> = (0..len).map(|i| b'A' + (i % 26) as u8).collect();
+            let masker = Masker::new([&value]);
+            let mut input = b"<".to_vec();
+            input.extend_from_slice(&value);
+            input.extend_from_slice(b">");
+            assert_eq!(chunked(&masker, &input, 1), b"<****>", "len {len}");
+        }
+    }
+
+    #[test]
+    fn short_values_and_no_values_pass_through() {
+        let masker = Masker::new(["ab"]);
+        assert!(masker.is_empty());
+        assert_eq!(masker.mask(b"abab"), b"abab");
+    }
+}
