@@ -345,7 +345,7 @@ pub fn parse_listen(value: &str) -> anyhow::Result<Listen> {
 /// Parses a duration given as seconds (`90`, `1.5`) or humantime (`10s`, `24h`).
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     if let Ok(secs) = value.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 && secs < 1e12 {
+        if secs.is_finite() && (0.0..1e12).contains(&secs) {
             return Ok(Duration::from_secs_f64(secs));
         }
         return Err(format!("{value:?} is not a duration in seconds"));

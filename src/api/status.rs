@@ -132,7 +132,7 @@ pub async fn get_status(State(state): State<AppState>) -> Json<StatusView> {
     });
     let work_root = state.config.work_root.clone();
     let free_bytes = nix::sys::statvfs::statvfs(&work_root)
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+        .map(|s| s.blocks_available().saturating_mul(s.fragment_size()))
         .unwrap_or(0);
     Json(StatusView {
         version: env!("CARGO_PKG_VERSION"),

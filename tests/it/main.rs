@@ -1,0 +1,10 @@
+//! Integration tests: the real `sandboxd` binary on an ephemeral port, with
+//! its state in a temp dir, driven over HTTP like its users drive it.
+
+// Items shared between test modules are `pub`; nothing leaves this binary.
+#![allow(unreachable_pub)]
+
+mod support;
+
+mod daemon;
+mod runs;

@@ -1,0 +1,1 @@
+//! Runs: exec, env, process groups, timeouts, cancel, logs, records.

@@ -1,0 +1,350 @@
+//! Test harness: [`TestDaemon`] starts the real binary, [`wait_for`] polls a
+//! condition with a deadline instead of sleeping and hoping.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+/// How long any wait in a test may take before it fails.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The session key every test daemon uses.
+pub const KEY: &str = "test-session-key-0123456789";
+
+/// Path of the binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sandboxd")
+}
+
+/// How to start a daemon.
+#[derive(Default)]
+pub struct Options {
+    /// Extra `serve` flags.
+    pub args: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Start from an empty environment (plus PATH/HOME) instead of ours.
+    pub env_clear: bool,
+    /// Reuse this dir (state in `state/`, work in `work/`) instead of a new one.
+    pub dir: Option<Arc<tempfile::TempDir>>,
+    /// Text after `--`: a supervised service.
+    pub service: Vec<String>,
+    /// Run the daemon as this uid/gid (tests running as root).
+    pub uid: Option<u32>,
+}
+
+/// A running `sandboxd serve`.
+pub struct TestDaemon {
+    /// Base URL.
+    pub url: String,
+    /// Temp dir holding state and work.
+    pub dir: Arc<tempfile::TempDir>,
+    /// The process.
+    pub child: Child,
+    logs: Arc<Mutex<String>>,
+    http: reqwest::Client,
+}
+
+impl TestDaemon {
+    /// A daemon with default options.
+    pub async fn start() -> TestDaemon {
+        TestDaemon::start_with(Options::default()).await
+    }
+
+    /// A daemon with these options.
+    pub async fn start_with(options: Options) -> TestDaemon {
+        let dir = options
+            .dir
+            .clone()
+            .unwrap_or_else(|| Arc::new(tempfile::tempdir().unwrap()));
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, KEY).unwrap();
+        let mut command = Command::new(bin());
+        command
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--work-root")
+            .arg(dir.path().join("work"))
+            .arg("--session-key-file")
+            .arg(&key_file)
+            .args(&options.args);
+        if !options.args.iter().any(|a| a == "--agent-server-url") {
+            command.args(["--agent-server-url", "http://127.0.0.1:9"]);
+        }
+        if !options.service.is_empty() {
+            command.arg("--").args(&options.service);
+        }
+        if options.env_clear {
+            command.env_clear();
+            command.env("PATH", std::env::var("PATH").unwrap_or_default());
+        }
+        command
+            .env_remove("SESSION_API_KEY")
+            .env_remove("OPENHANDS_API_KEY");
+        command.envs(options.env.iter().map(|(k, v)| (k, v)));
+        if let Some(uid) = options.uid {
+            use std::os::unix::process::CommandExt;
+            chown_tree(dir.path(), uid);
+            command.uid(uid).gid(uid);
+        }
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start sandboxd");
+        let logs = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                    if event["message"] == "listening" {
+                        let _ = tx.send(event["addr"].as_str().unwrap_or_default().to_owned());
+                    }
+                }
+                let mut logs = sink.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
+        let url = match rx.recv_timeout(TIMEOUT) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("sandboxd did not start; its log:\n{}", logs.lock().unwrap());
+            }
+        };
+        TestDaemon {
+            url,
+            dir,
+            child,
+            logs,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Everything the daemon logged so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// The state dir.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The work root.
+    pub fn work_root(&self) -> PathBuf {
+        self.dir.path().join("work")
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// A request with the session key.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{}", self.url, path))
+            .header("X-Session-API-Key", KEY)
+    }
+
+    /// GET with the key; status and JSON body (Null when not JSON).
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    /// POST JSON with the key.
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        send(self.request(reqwest::Method::POST, path).json(&body)).await
+    }
+
+    /// DELETE with the key.
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    /// GET as text.
+    pub async fn text(&self, path: &str) -> (StatusCode, String) {
+        let res = self
+            .request(reqwest::Method::GET, path)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.text().await.unwrap())
+    }
+
+    /// Starts a run and waits for its end (`wait: true`); returns the answer.
+    pub async fn exec(&self, mut body: Value) -> Value {
+        body["wait"] = json!(true);
+        let (status, run) = self.post("/v1/runs", body).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "exec-and-wait answered {status}: {run}"
+        );
+        run
+    }
+
+    /// Starts a run without waiting; returns its status.
+    pub async fn start_run(&self, body: Value) -> Value {
+        let (status, run) = self.post("/v1/runs", body).await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "start answered {status}: {run}"
+        );
+        run
+    }
+
+    /// Polls the run until `done` holds for its status.
+    pub async fn wait_run(&self, run_id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let path = format!("/v1/runs/{run_id}");
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let (_, run) = self.get(&path).await;
+            if done(&run) {
+                return run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {run_id} never came {what}; last seen: {run}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the run reaches a terminal state.
+    pub async fn wait_ended(&self, run_id: &str) -> Value {
+        self.wait_run(run_id, "to end", |run| {
+            !matches!(
+                run["state"].as_str(),
+                Some("starting") | Some("running") | None
+            )
+        })
+        .await
+    }
+
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill with plain integers.
+        unsafe {
+            libc::kill(self.pid(), signal);
+        }
+    }
+
+    /// Waits for the daemon to exit; returns its exit status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sandboxd did not exit; log:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal(libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if matches!(self.child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Sends a request; status and JSON body (Null when the body is not JSON).
+pub async fn send(req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let res = req.send().await.expect("request");
+    let status = res.status();
+    let text = res.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Polls `check` every 20 ms until it says done, or panics after [`TIMEOUT`]
+/// naming what never happened and the last value seen.
+pub async fn wait_for<F, Fut, T>(what: &str, mut check: F, last: &mut T)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = (bool, T)>,
+    T: std::fmt::Debug,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let (done, value) = check().await;
+        *last = value;
+        if done {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never happened; last seen: {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .chars()
+                .next();
+            state != Some('Z')
+        }
+        Err(_) => false,
+    }
+}
+
+/// Whether we run as root.
+pub fn is_root() -> bool {
+    // SAFETY: getuid has no preconditions.
+    unsafe { libc::getuid() == 0 }
+}
+
+fn chown_tree(path: &Path, uid: u32) {
+    let _ = std::os::unix::fs::chown(path, Some(uid), Some(uid));
+    if let Ok(entries) = std::fs::read_dir(path) {
+        for entry in entries.flatten() {
+            chown_tree(&entry.path(), uid);
+        }
+    }
+}
