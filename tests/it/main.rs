@@ -6,5 +6,8 @@
 
 mod support;
 
+mod cli;
 mod daemon;
+mod docs;
+mod examples;
 mod runs;
