@@ -46,19 +46,25 @@ pub async fn main(args: CancelArgs) -> Result<ExitCode, ClientError> {
         format::print_json(&answer)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let state = run.state.replace('_', " ");
     let text = match (&run.error, run.duration_s) {
         _ if !run.is_terminal() => format!(
             "run {} is being cancelled (SIGTERM sent, SIGKILL after {})\n",
             run.run_id,
             format::secs(args.grace)
         ),
-        (Some(error), Some(secs)) => format!(
-            "run {} {}: {error}, after {}\n",
+        // "cancelled (killed by SIGTERM)" already names the state.
+        (Some(error), Some(secs)) if error.starts_with(&state) => format!(
+            "run {}: {error}; it ran {}\n",
             run.run_id,
-            run.state.replace('_', " "),
             format::duration(secs)
         ),
-        _ => format!("run {} {}\n", run.run_id, run.state.replace('_', " ")),
+        (Some(error), Some(secs)) => format!(
+            "run {} {state}: {error}; it ran {}\n",
+            run.run_id,
+            format::duration(secs)
+        ),
+        _ => format!("run {} {state}\n", run.run_id),
     };
     format::print(&text)?;
     Ok(ExitCode::SUCCESS)

@@ -316,11 +316,8 @@ impl Client {
                 detail: format!("HTTP {status}: {snippet:?}; is this URL a sandboxd?"),
             };
         };
-        let hint = match (status, &self.key) {
-            (StatusCode::UNAUTHORIZED, None) => {
-                Some("no key was sent: set SESSION_API_KEY or --session-key-file to the daemon's session key")
-            }
-            (StatusCode::UNAUTHORIZED, Some(_)) => {
+        let hint = match status {
+            StatusCode::UNAUTHORIZED => {
                 Some("set SESSION_API_KEY or --session-key-file to the daemon's session key")
             }
             _ => None,

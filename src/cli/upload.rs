@@ -359,7 +359,7 @@ impl Progress {
         bar.set_length(total);
         bar.set_prefix(prefix);
         let style = ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+            "{prefix} [{wide_bar}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
         )
         .expect("static template")
         .progress_chars("=> ");
@@ -380,9 +380,7 @@ impl Progress {
     }
 
     fn sent_bytes(&self, n: u64) {
-        let sent = self.sent.fetch_add(n, Ordering::Relaxed) + n;
-        self.bar
-            .set_message(format!("({} sent)", BinaryBytes(sent)));
+        self.sent.fetch_add(n, Ordering::Relaxed);
     }
 
     fn sent(&self) -> u64 {

@@ -385,7 +385,7 @@ async fn cancel_stops_a_run_and_reports_its_end() {
     let out = output(cli(&daemon).args(["cancel", "--grace", "2", "cli-cancel"])).await;
     assert_code(&out, 0);
     let said = text(&out.stdout);
-    assert!(said.starts_with("run cli-cancel cancelled"), "{said}");
+    assert!(said.starts_with("run cli-cancel: cancelled"), "{said}");
     let (_, run) = daemon.get("/v1/runs/cli-cancel").await;
     assert_eq!(run["state"], "cancelled");
 
@@ -458,7 +458,7 @@ async fn wrong_key_says_to_set_session_api_key() {
     assert_code(&out, 1);
     let err = text(&out.stderr);
     assert!(
-        err.contains("no key was sent") && err.contains("SESSION_API_KEY"),
+        err.contains("missing credentials") && err.contains("set SESSION_API_KEY"),
         "{err}"
     );
 
