@@ -369,9 +369,23 @@ fn reset_child(oom: &[u8]) {
     // SAFETY: signal, sigprocmask, open, write, close and close_range are
     // async-signal-safe and take no pointers into shared state.
     unsafe {
-        for signal in 1..=libc::SIGRTMAX() {
+        // The raw system call: glibc's wrappers refuse the signals it
+        // reserves (32, 33), whose dispositions are inherited all the same.
+        let default = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for signal in 1..=64 {
             if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                libc::signal(signal, libc::SIG_DFL);
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    &default as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
             }
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
@@ -392,6 +406,15 @@ fn reset_child(oom: &[u8]) {
             libc::CLOSE_RANGE_CLOEXEC,
         );
     }
+}
+
+/// The kernel's `struct sigaction` for rt_sigaction on Linux.
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
 }
 
 /// Waits for the leader, reaping any orphan that exits meanwhile.

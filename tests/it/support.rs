@@ -38,6 +38,10 @@ pub struct Options {
     pub service: Vec<String>,
     /// Run the daemon as this uid/gid (tests running as root).
     pub uid: Option<u32>,
+    /// Start the daemon with exactly this environment.
+    pub exact_env: Option<Vec<(String, String)>>,
+    /// Signals the daemon starts with ignored (as if its parent ignored them).
+    pub ignored_signals: Vec<i32>,
 }
 
 /// A running `sandboxd serve`.
@@ -66,7 +70,19 @@ impl TestDaemon {
             .unwrap_or_else(|| Arc::new(tempfile::tempdir().unwrap()));
         let key_file = dir.path().join("key");
         std::fs::write(&key_file, KEY).unwrap();
-        let mut command = Command::new(bin());
+        // An exact environment goes through `env -i`: std's Command treats a
+        // cleared-and-empty environment as "unchanged".
+        let mut command = match &options.exact_env {
+            Some(env) => {
+                let mut command = Command::new("/usr/bin/env");
+                command
+                    .arg("-i")
+                    .args(env.iter().map(|(k, v)| format!("{k}={v}")))
+                    .arg(bin());
+                command
+            }
+            None => Command::new(bin()),
+        };
         command
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
