@@ -127,6 +127,9 @@ pub struct NewRun {
     pub callback: Option<CallbackTarget>,
     /// Fingerprint of the request, for idempotent retries.
     pub fingerprint: String,
+    /// How durably the first record is written: an exec-and-wait caller
+    /// gets its answer directly, so its record is not flushed before spawn.
+    pub record_sync: durable::Sync,
 }
 
 /// A message to a run's supervisor.
@@ -349,7 +352,7 @@ impl Registry {
         let run_dir = self.run_dir(&run_id);
         create_dir(&run_dir).map_err(|e| RunError::io(&run_id, "creating run dir", &run_dir, e))?;
         // Write-ahead: the record exists before any process does.
-        record::save(&run_dir, &record, durable::Sync::Flush)
+        record::save(&run_dir, &record, new.record_sync)
             .map_err(|e| RunError::io(&run_id, "writing the record of", &run_dir, e))?;
         let mut mask_values: Vec<String> = resolved
             .iter()
