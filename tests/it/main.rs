@@ -7,4 +7,5 @@
 mod support;
 
 mod daemon;
+mod packaging;
 mod runs;
