@@ -172,6 +172,8 @@ struct RunSlot {
     progress: watch::Sender<Progress>,
     secrets: SecretMap,
     masker: Masker,
+    /// How durably the run's records are written (see [`NewRun::record_sync`]).
+    sync: durable::Sync,
 }
 
 /// Every run. Cheap to clone.
@@ -330,6 +332,7 @@ impl Registry {
             progress: watch::Sender::new(Progress::default()),
             secrets: new.secrets.clone(),
             masker: Masker::new(std::iter::empty::<&[u8]>()),
+            sync: new.record_sync,
         };
         runs.insert(new.run_id.clone(), slot);
         Ok(None)
@@ -371,6 +374,7 @@ impl Registry {
             kill_grace_ms: self.inner.config.kill_grace.as_millis() as u64,
             oom_score_adj: self.inner.config.child_oom_score_adj,
             mask: mask_values,
+            durable: new.record_sync == durable::Sync::Flush || new.callback.is_some(),
         };
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         {
