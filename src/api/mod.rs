@@ -236,6 +236,8 @@ async fn observe(
     state.metrics.http_request(method.as_str(), &route, status);
     if let Some(detail) = res.extensions().get::<Arc<String>>() {
         tracing::error!(%method, route, status, latency_ms, error = %detail, "request failed");
+    } else if status >= 400 {
+        tracing::info!(%method, route, status, latency_ms, "request refused");
     } else {
         tracing::debug!(%method, route, status, latency_ms, "request");
     }

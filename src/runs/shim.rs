@@ -439,6 +439,12 @@ fn wait_for_leader(leader: i32) -> WaitStatus {
 /// group). No grandchild outlives its run.
 fn kill_leftovers(leader: i32) {
     let _ = killpg(Pid::from_raw(leader), Signal::SIGKILL);
+    // Children left (orphans adopted by this subreaper)? Usually none, and
+    // then /proc need not be scanned.
+    use nix::sys::wait::WaitPidFlag;
+    if waitpid(None, Some(WaitPidFlag::WNOHANG)) == Err(nix::errno::Errno::ECHILD) {
+        return;
+    }
     let me = std::process::id() as i32;
     for pid in children_of(me) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -455,8 +461,26 @@ fn reap_all() {
     }
 }
 
-/// Pids whose parent is `parent`, from /proc.
+/// Pids whose parent is `parent`. `/proc/PID/task/*/children` lists them
+/// directly (orphans are adopted by any thread of a subreaper); without it,
+/// every /proc/PID/stat is scanned.
 fn children_of(parent: i32) -> Vec<i32> {
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) {
+        let mut pids = Vec::new();
+        let mut found_file = false;
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                found_file = true;
+                pids.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
+            }
+        }
+        if found_file {
+            return pids;
+        }
+    }
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
