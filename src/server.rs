@@ -99,6 +99,7 @@ pub async fn run(
         });
     }
     drop(listener);
+    crate::supervise::notify_stopping();
     let grace = state.config.shutdown_grace;
     let deadline = Instant::now() + grace;
     tracing::info!(
