@@ -645,25 +645,45 @@ async fn stop_leftover(pid_file: &std::path::Path) {
 }
 
 /// Tells systemd (when `NOTIFY_SOCKET` is set) that sandboxd is ready, and
-/// starts watchdog pings when `WATCHDOG_USEC` asks for them. The pings come
-/// from a task on the same runtime as the API, so they stop when the event
-/// loop stalls.
-pub fn notify_ready() {
+/// starts watchdog pings when `WATCHDOG_USEC` asks for them. A ping is sent
+/// only while the event loop is healthy: it comes from a task on the same
+/// runtime as the API, and, for a TCP listener, only after the daemon's own
+/// `GET /healthz` at `url` answered within a second. A stalled loop or a
+/// stuck accept path stops the pings, and systemd restarts sandboxd.
+pub fn notify_ready(url: &str) {
     if std::env::var_os("NOTIFY_SOCKET").is_none() {
         return;
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     let mut usec = 0;
-    if sd_notify::watchdog_enabled(false, &mut usec) && usec > 0 {
-        let period = std::time::Duration::from_micros(usec / 2);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(period);
-            loop {
-                ticker.tick().await;
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-            }
-        });
+    if !(sd_notify::watchdog_enabled(false, &mut usec) && usec > 0) {
+        return;
     }
+    let period = Duration::from_micros(usec / 2);
+    let healthz = url.starts_with("http").then(|| format!("{url}/healthz"));
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(1).min(period))
+        .build()
+        .ok();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(period);
+        loop {
+            ticker.tick().await;
+            let healthy = match (&healthz, &http) {
+                (Some(healthz), Some(http)) => matches!(
+                    http.get(healthz).send().await,
+                    Ok(res) if res.status().is_success()
+                ),
+                _ => true,
+            };
+            if healthy {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+            } else {
+                tracing::warn!("the API did not answer its own health check: no watchdog ping");
+            }
+        }
+    });
 }
 
 /// Tells systemd that the ordered shutdown has begun.

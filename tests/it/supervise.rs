@@ -648,6 +648,48 @@ async fn as_pid_1_in_a_pid_namespace() {
     assert_eq!(daemon.wait_exit().code(), Some(4), "{}", daemon.logs());
 }
 
+/// Under systemd with `WatchdogSec`, WATCHDOG=1 pings follow READY=1, at
+/// about half the watchdog period, while the API answers.
+#[tokio::test]
+async fn watchdog_pings_while_the_api_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(support::TIMEOUT)).unwrap();
+    let daemon = TestDaemon::start_with(Options {
+        env: vec![
+            ("NOTIFY_SOCKET".into(), socket_path.display().to_string()),
+            ("WATCHDOG_USEC".into(), "400000".into()),
+        ],
+        // systemd names the watched pid; `exec` keeps the shell's.
+        wrapper: vec![
+            "sh".into(),
+            "-c".into(),
+            "WATCHDOG_PID=$$ exec \"$@\"".into(),
+            "sh".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let mut seen = Vec::new();
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    while seen.iter().filter(|m| *m == "WATCHDOG=1").count() < 3 {
+        let n = socket.recv(&mut buf).expect("a notify message");
+        seen.push(String::from_utf8_lossy(&buf[..n]).trim().to_owned());
+    }
+    assert_eq!(seen[0], "READY=1", "{seen:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(350),
+        "pings are paced by the period: {seen:?}"
+    );
+    let (_, metrics) = daemon.text("/metrics").await;
+    assert!(
+        metrics.contains("route=\"/healthz\""),
+        "the ping checked the API"
+    );
+}
+
 /// systemd/sandboxd.service passes `systemd-analyze verify` without a
 /// warning (with ExecStart pointed at the built binary), and says what
 /// the issue asks of it.
