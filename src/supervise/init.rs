@@ -335,21 +335,33 @@ impl Init {
 }
 
 /// In a forked child before exec: an empty signal mask (the init blocks
-/// the signals it waits for, and a mask survives exec) and default
-/// dispositions for the forwarded signals and SIGPIPE (an ignored signal
-/// stays ignored across exec; Rust ignores SIGPIPE). Async-signal-safe
-/// calls only.
+/// the signals it waits for, and a mask survives exec) and the default
+/// disposition for every signal (an ignored one stays ignored across exec:
+/// `nohup`, a shell's background jobs and Rust's SIGPIPE hand them down).
+/// Async-signal-safe calls only.
 pub(crate) fn reset_signals() {
-    // SAFETY: sigemptyset, sigprocmask and signal touch only this stack
-    // frame's set and the process's signal state.
+    // An all-zero kernel `struct sigaction` is SIG_DFL, no flags, empty
+    // mask, whatever the architecture's layout. The raw syscall because
+    // glibc's wrappers refuse the two real-time signals it reserves.
+    let default_action = [0u64; 4];
+    // SAFETY: sigemptyset and sigprocmask touch only this frame's set;
+    // rt_sigaction reads `default_action` (as large as any kernel
+    // sigaction) and writes nothing back.
     unsafe {
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        for signal in FORWARDED {
-            libc::signal(signal as libc::c_int, libc::SIG_DFL);
+        for signal in 1..=64 {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    default_action.as_ptr(),
+                    std::ptr::null_mut::<u8>(),
+                    8usize,
+                );
+            }
         }
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
