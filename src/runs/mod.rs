@@ -614,40 +614,46 @@ impl Registry {
     /// now on.
     pub async fn shutdown(&self, deadline: Instant) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
-        let grace = deadline.saturating_duration_since(Instant::now());
-        let live: Vec<String> = {
-            let runs = self.lock_runs();
-            runs.values()
-                .filter(|s| !s.record.state.is_terminal())
-                .map(|s| s.record.run_id.clone())
-                .collect()
-        };
-        for run_id in &live {
-            let _ = self.send(
-                run_id,
-                Control::Stop {
-                    reason: StopReason::Shutdown,
-                    grace,
-                },
-            );
-        }
         // Past the deadline, SIGKILL has been sent; allow a moment to record.
-        let hard_deadline = deadline + Duration::from_secs(2);
+        let hard_deadline = tokio::time::Instant::from_std(deadline + Duration::from_secs(2));
+        let mut stopped = std::collections::HashSet::new();
         loop {
             let notified = self.inner.ended.notified();
-            let left = {
+            // A run that was still starting (no control channel yet) when
+            // the shutdown began is stopped as soon as it has one.
+            let live: Vec<(String, bool)> = {
                 let runs = self.lock_runs();
                 runs.values()
                     .filter(|s| !s.record.state.is_terminal())
-                    .count()
+                    .map(|s| (s.record.run_id.clone(), s.control.is_some()))
+                    .collect()
             };
-            if left == 0 {
+            if live.is_empty() {
                 return;
             }
-            let until = tokio::time::Instant::from_std(hard_deadline);
-            if tokio::time::timeout_at(until, notified).await.is_err() {
+            let grace = deadline.saturating_duration_since(Instant::now());
+            for (run_id, controllable) in &live {
+                if *controllable && !stopped.contains(run_id) {
+                    let stop = Control::Stop {
+                        reason: StopReason::Shutdown,
+                        grace,
+                    };
+                    if self.send(run_id, stop).is_ok() {
+                        stopped.insert(run_id.clone());
+                    }
+                }
+            }
+            let starting = live.iter().any(|(id, _)| !stopped.contains(id));
+            let wake = if starting {
+                hard_deadline.min(tokio::time::Instant::now() + Duration::from_millis(20))
+            } else {
+                hard_deadline
+            };
+            if tokio::time::timeout_at(wake, notified).await.is_err()
+                && tokio::time::Instant::now() >= hard_deadline
+            {
                 tracing::warn!(
-                    left,
+                    left = live.len(),
                     "runs still not ended at the end of the shutdown grace"
                 );
                 return;

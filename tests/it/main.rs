@@ -9,3 +9,4 @@ mod support;
 mod daemon;
 mod packaging;
 mod runs;
+mod supervise;
