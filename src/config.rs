@@ -129,6 +129,36 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBOXD_SHUTDOWN_GRACE", default_value = "10", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Become a tiny init first (as PID 1 this is automatic): reap every
+    /// orphan, forward signals, run the daemon as its child and restart it
+    /// if it crashes. Uses PR_SET_CHILD_SUBREAPER.
+    #[arg(long, env = "SANDBOXD_SUBREAPER")]
+    pub subreaper: bool,
+
+    /// When to restart the supervised service (`serve -- CMD`) after it exits.
+    #[arg(
+        long,
+        env = "SANDBOXD_SERVICE_RESTART",
+        value_enum,
+        default_value = "on-failure"
+    )]
+    pub service_restart: RestartPolicy,
+
+    /// Restarts in a row (the service never staying up for 60 s) before
+    /// sandboxd gives up and exits with the service's exit code.
+    #[arg(long, env = "SANDBOXD_SERVICE_MAX_RESTARTS", default_value_t = 10)]
+    pub service_max_restarts: u32,
+
+    /// How the service's stdout/stderr reach sandboxd's: as they are, or
+    /// each line prefixed with `[service] `.
+    #[arg(
+        long,
+        env = "SANDBOXD_SERVICE_OUTPUT",
+        value_enum,
+        default_value = "raw"
+    )]
+    pub service_output: ServiceOutput,
+
     /// Log format: text for people, json for log pipelines.
     #[arg(long, env = "SANDBOXD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -145,6 +175,37 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// When the supervised service is restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestartPolicy {
+    /// Never: when it exits, sandboxd shuts down with its exit code.
+    Never,
+    /// When it exits non-zero or is killed by a signal.
+    OnFailure,
+    /// Whenever it exits.
+    Always,
+}
+
+/// How the service's output is passed through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceOutput {
+    /// Byte for byte (line by line).
+    Raw,
+    /// Each line prefixed with `[service] `.
+    Prefixed,
+}
+
+/// Settings of the supervised service.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceConfig {
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Restarts in a row before giving up.
+    pub max_restarts: u32,
+    /// Pass-through style.
+    pub output: ServiceOutput,
 }
 
 /// Where the API listens.
@@ -215,6 +276,8 @@ pub struct Config {
     pub secret_timeout: Duration,
     /// Shutdown grace.
     pub shutdown_grace: Duration,
+    /// The supervised service's settings.
+    pub service: ServiceConfig,
     /// The executable that runs `sandboxd shim` for each run.
     pub shim_exe: PathBuf,
 }
@@ -315,6 +378,11 @@ impl Config {
             internal_server_url,
             secret_timeout: args.secret_timeout,
             shutdown_grace: args.shutdown_grace,
+            service: ServiceConfig {
+                restart: args.service_restart,
+                max_restarts: args.service_max_restarts,
+                output: args.service_output,
+            },
             shim_exe,
         })
     }

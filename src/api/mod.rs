@@ -98,7 +98,7 @@ impl AppState {
             .await
             .context("cannot restore runs from the state dir")?;
         let agent = AgentProbe::start(config.agent_server_url.clone(), http.clone());
-        let service = Service::start(&config, service, metrics.clone())?;
+        let service = Service::start(&config, service, metrics.clone(), agent.clone()).await?;
         Ok(AppState {
             inner: Arc::new(StateInner {
                 config,
@@ -121,14 +121,17 @@ impl AppState {
         }
     }
 
-    /// The ordered shutdown: refuse new runs, stop runs and the service,
-    /// flush the outbox until `deadline`. Returns the exit code.
+    /// The ordered shutdown: refuse new runs, stop runs and the service
+    /// together (signal now, SIGKILL at `deadline`), then flush the outbox
+    /// until `deadline`. Returns the exit code.
     pub async fn shutdown(&self, deadline: Instant) -> ExitCode {
-        self.runs.shutdown(deadline).await;
-        let code = match &self.service {
-            Some(service) => service.stop(deadline).await,
-            None => ExitCode::SUCCESS,
+        let service = async {
+            match &self.service {
+                Some(service) => service.stop(deadline).await,
+                None => ExitCode::SUCCESS,
+            }
         };
+        let ((), code) = tokio::join!(self.runs.shutdown(deadline), service);
         self.outbox.flush(deadline).await;
         code
     }
@@ -236,6 +239,8 @@ async fn observe(
     state.metrics.http_request(method.as_str(), &route, status);
     if let Some(detail) = res.extensions().get::<Arc<String>>() {
         tracing::error!(%method, route, status, latency_ms, error = %detail, "request failed");
+    } else if status >= 400 {
+        tracing::info!(%method, route, status, latency_ms, "request refused");
     } else {
         tracing::debug!(%method, route, status, latency_ms, "request");
     }

@@ -216,7 +216,10 @@ pub async fn create_run(
     let request: CreateRunRequest =
         serde_json::from_value(body).map_err(|e| ApiError::BadJson(e.to_string()))?;
     let wait = request.wait;
-    let new = validate(&state, request, fingerprint)?;
+    let mut new = validate(&state, request, fingerprint)?;
+    if wait {
+        new.record_sync = crate::durable::Sync::NoFlush;
+    }
     let (snapshot, created) = state.runs.create(new).await?;
     let run_id = snapshot.record.run_id.clone();
     if wait {
@@ -309,6 +312,7 @@ fn validate(
         timeout,
         callback,
         fingerprint,
+        record_sync: crate::durable::Sync::Flush,
     })
 }
 

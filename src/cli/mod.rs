@@ -141,7 +141,11 @@ fn client_command(
 }
 
 fn serve(args: &ServeArgs, service: Vec<String>) -> ExitCode {
+    let init_child = crate::supervise::init::take_marker();
     crate::telemetry::init(args.log_format, args.verbose);
+    if !init_child && crate::supervise::init::wanted(args.subreaper) {
+        return crate::supervise::init::main();
+    }
     let config = match Config::from_args(args) {
         Ok(config) => config,
         Err(err) => {

@@ -127,6 +127,9 @@ pub struct NewRun {
     pub callback: Option<CallbackTarget>,
     /// Fingerprint of the request, for idempotent retries.
     pub fingerprint: String,
+    /// How durably the first record is written: an exec-and-wait caller
+    /// gets its answer directly, so its record is not flushed before spawn.
+    pub record_sync: durable::Sync,
 }
 
 /// A message to a run's supervisor.
@@ -169,6 +172,8 @@ struct RunSlot {
     progress: watch::Sender<Progress>,
     secrets: SecretMap,
     masker: Masker,
+    /// How durably the run's records are written (see [`NewRun::record_sync`]).
+    sync: durable::Sync,
 }
 
 /// Every run. Cheap to clone.
@@ -327,6 +332,7 @@ impl Registry {
             progress: watch::Sender::new(Progress::default()),
             secrets: new.secrets.clone(),
             masker: Masker::new(std::iter::empty::<&[u8]>()),
+            sync: new.record_sync,
         };
         runs.insert(new.run_id.clone(), slot);
         Ok(None)
@@ -349,7 +355,7 @@ impl Registry {
         let run_dir = self.run_dir(&run_id);
         create_dir(&run_dir).map_err(|e| RunError::io(&run_id, "creating run dir", &run_dir, e))?;
         // Write-ahead: the record exists before any process does.
-        record::save(&run_dir, &record, durable::Sync::Flush)
+        record::save(&run_dir, &record, new.record_sync)
             .map_err(|e| RunError::io(&run_id, "writing the record of", &run_dir, e))?;
         let mut mask_values: Vec<String> = resolved
             .iter()
@@ -368,6 +374,7 @@ impl Registry {
             kill_grace_ms: self.inner.config.kill_grace.as_millis() as u64,
             oom_score_adj: self.inner.config.child_oom_score_adj,
             mask: mask_values,
+            durable: new.record_sync == durable::Sync::Flush || new.callback.is_some(),
         };
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         {
@@ -607,40 +614,46 @@ impl Registry {
     /// now on.
     pub async fn shutdown(&self, deadline: Instant) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
-        let grace = deadline.saturating_duration_since(Instant::now());
-        let live: Vec<String> = {
-            let runs = self.lock_runs();
-            runs.values()
-                .filter(|s| !s.record.state.is_terminal())
-                .map(|s| s.record.run_id.clone())
-                .collect()
-        };
-        for run_id in &live {
-            let _ = self.send(
-                run_id,
-                Control::Stop {
-                    reason: StopReason::Shutdown,
-                    grace,
-                },
-            );
-        }
         // Past the deadline, SIGKILL has been sent; allow a moment to record.
-        let hard_deadline = deadline + Duration::from_secs(2);
+        let hard_deadline = tokio::time::Instant::from_std(deadline + Duration::from_secs(2));
+        let mut stopped = std::collections::HashSet::new();
         loop {
             let notified = self.inner.ended.notified();
-            let left = {
+            // A run that was still starting (no control channel yet) when
+            // the shutdown began is stopped as soon as it has one.
+            let live: Vec<(String, bool)> = {
                 let runs = self.lock_runs();
                 runs.values()
                     .filter(|s| !s.record.state.is_terminal())
-                    .count()
+                    .map(|s| (s.record.run_id.clone(), s.control.is_some()))
+                    .collect()
             };
-            if left == 0 {
+            if live.is_empty() {
                 return;
             }
-            let until = tokio::time::Instant::from_std(hard_deadline);
-            if tokio::time::timeout_at(until, notified).await.is_err() {
+            let grace = deadline.saturating_duration_since(Instant::now());
+            for (run_id, controllable) in &live {
+                if *controllable && !stopped.contains(run_id) {
+                    let stop = Control::Stop {
+                        reason: StopReason::Shutdown,
+                        grace,
+                    };
+                    if self.send(run_id, stop).is_ok() {
+                        stopped.insert(run_id.clone());
+                    }
+                }
+            }
+            let starting = live.iter().any(|(id, _)| !stopped.contains(id));
+            let wake = if starting {
+                hard_deadline.min(tokio::time::Instant::now() + Duration::from_millis(20))
+            } else {
+                hard_deadline
+            };
+            if tokio::time::timeout_at(wake, notified).await.is_err()
+                && tokio::time::Instant::now() >= hard_deadline
+            {
                 tracing::warn!(
-                    left,
+                    left = live.len(),
                     "runs still not ended at the end of the shutdown grace"
                 );
                 return;

@@ -75,6 +75,9 @@ pub struct ShimSpec {
     pub oom_score_adj: i32,
     /// Values masked in the captured output.
     pub mask: Vec<String>,
+    /// fsync the logs and `exit.json` before exiting. Off for an
+    /// exec-and-wait without callback, whose caller gets the answer directly.
+    pub durable: bool,
 }
 
 /// Which part of a run a process is.
@@ -220,8 +223,10 @@ fn run_shim() -> io::Result<()> {
     let output = lock(&shared.output);
     report.stdout_bytes = output.stdout_bytes;
     report.stderr_bytes = output.stderr_bytes;
-    for file in [&output.stdout, &output.stderr, &output.index] {
-        let _ = file.sync_data();
+    if spec.durable {
+        for file in [&output.stdout, &output.stderr, &output.index] {
+            let _ = file.sync_data();
+        }
     }
     drop(output);
     report.timed_out = shared.timed_out.load(Ordering::SeqCst);
@@ -369,9 +374,23 @@ fn reset_child(oom: &[u8]) {
     // SAFETY: signal, sigprocmask, open, write, close and close_range are
     // async-signal-safe and take no pointers into shared state.
     unsafe {
-        for signal in 1..=libc::SIGRTMAX() {
+        // The raw system call: glibc's wrappers refuse the signals it
+        // reserves (32, 33), whose dispositions are inherited all the same.
+        let default = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for signal in 1..=64 {
             if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                libc::signal(signal, libc::SIG_DFL);
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    &default as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
             }
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
@@ -394,6 +413,15 @@ fn reset_child(oom: &[u8]) {
     }
 }
 
+/// The kernel's `struct sigaction` for rt_sigaction on Linux.
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
 /// Waits for the leader, reaping any orphan that exits meanwhile.
 fn wait_for_leader(leader: i32) -> WaitStatus {
     loop {
@@ -411,6 +439,12 @@ fn wait_for_leader(leader: i32) -> WaitStatus {
 /// group). No grandchild outlives its run.
 fn kill_leftovers(leader: i32) {
     let _ = killpg(Pid::from_raw(leader), Signal::SIGKILL);
+    // Children left (orphans adopted by this subreaper)? Usually none, and
+    // then /proc need not be scanned.
+    use nix::sys::wait::WaitPidFlag;
+    if waitpid(None, Some(WaitPidFlag::WNOHANG)) == Err(nix::errno::Errno::ECHILD) {
+        return;
+    }
     let me = std::process::id() as i32;
     for pid in children_of(me) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -427,8 +461,26 @@ fn reap_all() {
     }
 }
 
-/// Pids whose parent is `parent`, from /proc.
+/// Pids whose parent is `parent`. `/proc/PID/task/*/children` lists them
+/// directly (orphans are adopted by any thread of a subreaper); without it,
+/// every /proc/PID/stat is scanned.
 fn children_of(parent: i32) -> Vec<i32> {
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) {
+        let mut pids = Vec::new();
+        let mut found_file = false;
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                found_file = true;
+                pids.extend(
+                    text.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
+            }
+        }
+        if found_file {
+            return pids;
+        }
+    }
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -462,6 +514,20 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     })
 }
 
+/// Bytes read from a pipe at once.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Pipe capacity asked for stdout: fewer context switches between a fast
+/// writer and the capture (1 MiB is the unprivileged maximum by default).
+const PIPE_CAPACITY: libc::c_int = 1 << 20;
+
+fn grow_pipe(pipe: &impl AsRawFd) {
+    // SAFETY: fcntl on a pipe descriptor we own; failure leaves it as it was.
+    unsafe {
+        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_CAPACITY);
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Stream {
     Stdout,
@@ -469,16 +535,17 @@ enum Stream {
 }
 
 fn spawn_reader(
-    mut pipe: impl Read + Send + 'static,
+    mut pipe: impl Read + AsRawFd + Send + 'static,
     stream: Stream,
     shared: &Arc<Shared>,
     masker: &Masker,
 ) -> std::thread::JoinHandle<()> {
+    grow_pipe(&pipe);
     let shared = Arc::clone(shared);
     let mut masked: StreamMasker = masker.stream();
     std::thread::spawn(move || {
         let shared = &*shared;
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; READ_CHUNK];
         let mut out = Vec::with_capacity(buf.len() + 64);
         loop {
             let n = match pipe.read(&mut buf) {

@@ -273,10 +273,10 @@ impl Registry {
     /// Records a run's end: outbox first (durable), then the record, then
     /// wakes everyone waiting on the run.
     pub(super) async fn finish(&self, run_id: &str, report: Result<ExitReport, String>) {
-        let (mut record, masker) = {
+        let (mut record, masker, sync) = {
             let runs = self.lock_runs();
             let Some(slot) = runs.get(run_id) else { return };
-            (slot.record.clone(), slot.masker.clone())
+            (slot.record.clone(), slot.masker.clone(), slot.sync)
         };
         apply_exit(&mut record, report, &masker);
         let run_dir = self.run_dir(run_id);
@@ -304,7 +304,9 @@ impl Registry {
                 tracing::error!(run_id, "cannot store the completion callback: {err}");
             }
         }
-        if let Err(err) = record::save(&run_dir, &record, durable::Sync::Flush) {
+        // A run with a callback already made its promise durable in the
+        // outbox; the record follows the run's own durability.
+        if let Err(err) = record::save(&run_dir, &record, sync) {
             tracing::error!(run_id, "cannot write the run's final record: {err}");
         }
         tracing::info!(
@@ -382,6 +384,7 @@ impl Registry {
                 progress: watch::Sender::new(progress),
                 secrets: Default::default(),
                 masker,
+                sync: durable::Sync::Flush,
             },
         );
         if terminal {

@@ -1,10 +1,12 @@
 //! Masking of secret values in byte streams.
 //!
 //! Every secret value is replaced by `****`. Values arrive split across
-//! reads, so [`StreamMasker`] holds back the last `longest - 1` bytes of
-//! each chunk until the next one (or the end) shows whether they start a
-//! secret. Matching is leftmost-longest over all values at once
-//! (Aho-Corasick), so overlapping secrets mask the longer one.
+//! reads, so [`StreamMasker`] holds back the end of a chunk only while it
+//! could be the start of a secret (a proper prefix of some value), until
+//! the next chunk (or the end) decides. Output that cannot begin a secret
+//! passes at once, so live followers see it without delay. Matching is
+//! leftmost-longest over all values at once (Aho-Corasick), so overlapping
+//! secrets mask the longer one.
 //!
 //! Values shorter than [`MIN_MASKED_LEN`] bytes are not masked: replacing
 //! every `a` or `42` in a log would shred ordinary output while hiding
@@ -22,6 +24,9 @@ pub const MIN_MASKED_LEN: usize = 3;
 #[derive(Clone)]
 pub struct Masker {
     matcher: Option<AhoCorasick>,
+    patterns: std::sync::Arc<Vec<Vec<u8>>>,
+    /// `first_bytes[b]`: some value starts with byte `b`.
+    first_bytes: std::sync::Arc<[bool; 256]>,
     longest: usize,
 }
 
@@ -57,7 +62,33 @@ impl Masker {
                 .build(&patterns)
                 .ok()
         };
-        Masker { matcher, longest }
+        let mut first_bytes = [false; 256];
+        for pattern in &patterns {
+            first_bytes[usize::from(pattern[0])] = true;
+        }
+        Masker {
+            matcher,
+            patterns: std::sync::Arc::new(patterns),
+            first_bytes: std::sync::Arc::new(first_bytes),
+            longest,
+        }
+    }
+
+    /// The first index at or after `from` where the rest of `buf` is a
+    /// proper prefix of some value (so it may continue in the next chunk);
+    /// `buf.len()` when there is none.
+    fn hold_start(&self, buf: &[u8], from: usize) -> usize {
+        let start = from.max(buf.len().saturating_sub(self.longest.saturating_sub(1)));
+        (start..buf.len())
+            .find(|&i| {
+                let rest = &buf[i..];
+                self.first_bytes[usize::from(rest[0])]
+                    && self
+                        .patterns
+                        .iter()
+                        .any(|p| p.len() > rest.len() && p.starts_with(rest))
+            })
+            .unwrap_or(buf.len())
     }
 
     /// Whether there is nothing to mask.
@@ -108,19 +139,24 @@ impl StreamMasker {
             self.pending.extend_from_slice(chunk);
             &self.pending
         };
-        // Bytes before `safe` cannot start a match that extends past the
-        // end of `buf`; a match starting before it is complete in `buf`.
-        let safe = buf.len().saturating_sub(self.masker.longest - 1);
+        // No match can start before `hold` and end past `buf`: from `hold`
+        // on, `buf` is a prefix of some value that the next chunk may
+        // complete. A match starting before `hold` is complete (and is the
+        // longest one there, or a longer value would have moved `hold`).
+        let mut hold = self.masker.hold_start(buf, 0);
         let mut emitted = 0;
         for found in matcher.find_iter(buf) {
-            if found.start() >= safe {
+            if found.start() >= hold {
                 break;
             }
             out.extend_from_slice(&buf[emitted..found.start()]);
             out.extend_from_slice(MASK);
             emitted = found.end();
+            if emitted > hold {
+                hold = self.masker.hold_start(buf, emitted);
+            }
         }
-        let keep_from = emitted.max(safe);
+        let keep_from = emitted.max(hold);
         out.extend_from_slice(&buf[emitted..keep_from]);
         let rest = buf[keep_from..].to_vec();
         self.pending = rest;
@@ -193,6 +229,23 @@ mod tests {
             input.extend_from_slice(b">");
             assert_eq!(chunked(&masker, &input, 1), b"<****>", "len {len}");
         }
+    }
+
+    #[test]
+    fn holds_back_only_what_may_start_a_secret() {
+        let masker = Masker::new(["secret"]);
+        let mut stream = masker.stream();
+        let mut out = Vec::new();
+        stream.push(b"line one\n", &mut out);
+        assert_eq!(
+            out, b"line one\n",
+            "nothing that could start a secret is held"
+        );
+        out.clear();
+        stream.push(b"x sec", &mut out);
+        assert_eq!((out.as_slice(), stream.pending_len()), (&b"x "[..], 3));
+        stream.push(b"ond", &mut out);
+        assert_eq!(out, b"x second");
     }
 
     #[test]

@@ -10,4 +10,6 @@ mod cli;
 mod daemon;
 mod docs;
 mod examples;
+mod packaging;
 mod runs;
+mod supervise;

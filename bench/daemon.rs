@@ -1,0 +1,312 @@
+//! `cargo bench --bench daemon`: the daemon's own figures against the
+//! machine's limits, on tmpfs (`/dev/shm`) so disk noise stays out.
+//!
+//! - start-to-ready time and idle RSS;
+//! - exec-and-wait of `true` (`POST /v1/runs` with `wait: true`) against
+//!   spawning `true` directly from Rust;
+//! - capture of a child's 1 GiB stdout against `head | cat > file`, with the
+//!   peak RSS of the daemon and of the run's shim.
+//!
+//! Prints a Markdown table; `BENCH_OUT=path` also writes it to a file.
+
+// This program reports to stdout.
+#![allow(clippy::print_stdout)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "bench-key-0123456789";
+
+struct Daemon {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: kill with plain integers.
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> (Daemon, Duration) {
+    let dir = tempfile::Builder::new()
+        .prefix("sandboxd-bench")
+        .tempdir_in(scratch())
+        .unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sandboxd"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--max-running",
+            "256",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--work-root")
+        .arg(dir.path().join("work"))
+        .env("SESSION_API_KEY", KEY)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("daemon log").unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if event["message"] == "listening" {
+            break event["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    let ready = started.elapsed();
+    std::thread::spawn(move || for _ in lines {});
+    (
+        Daemon {
+            child,
+            url,
+            _dir: dir,
+        },
+        ready,
+    )
+}
+
+fn scratch() -> &'static str {
+    if std::path::Path::new("/dev/shm").is_dir() {
+        "/dev/shm"
+    } else {
+        "/tmp"
+    }
+}
+
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+fn summary(mut samples: Vec<f64>) -> (f64, f64) {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (percentile(&samples, 0.5), percentile(&samples, 0.99))
+}
+
+fn main() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut rows: Vec<(String, String)> = Vec::new();
+
+    let mut ready_ms = Vec::new();
+    for _ in 0..10 {
+        let (daemon, ready) = start();
+        ready_ms.push(ready.as_secs_f64() * 1000.0);
+        drop(daemon);
+    }
+    let (ready_median, _) = summary(ready_ms);
+    rows.push((
+        "start to ready (median of 10)".into(),
+        format!("{ready_median:.1} ms"),
+    ));
+
+    let (daemon, _) = start();
+    std::thread::sleep(Duration::from_secs(1));
+    let idle_kb = status_kb(daemon.child.id(), "VmRSS:");
+    rows.push((
+        "idle RSS".into(),
+        format!("{:.1} MiB", idle_kb as f64 / 1024.0),
+    ));
+
+    let client = reqwest::Client::new();
+    let exec_url = format!("{}/v1/runs", daemon.url);
+    let exec_once = |client: &reqwest::Client| {
+        let req = client
+            .post(&exec_url)
+            .header("X-Session-API-Key", KEY)
+            .json(&serde_json::json!({"command": ["true"], "wait": true, "setup": false}));
+        async move {
+            let started = Instant::now();
+            let res = req.send().await.unwrap();
+            assert_eq!(res.status(), 200);
+            res.bytes().await.unwrap();
+            started.elapsed().as_secs_f64() * 1000.0
+        }
+    };
+    let direct_once = || {
+        let started = Instant::now();
+        let status = Command::new("true").status().unwrap();
+        assert!(status.success());
+        started.elapsed().as_secs_f64() * 1000.0
+    };
+    let (mut sandboxd_ms, mut direct_ms) = (Vec::new(), Vec::new());
+    for _ in 0..20 {
+        runtime.block_on(exec_once(&client));
+        direct_once();
+    }
+    for _ in 0..300 {
+        sandboxd_ms.push(runtime.block_on(exec_once(&client)));
+        direct_ms.push(direct_once());
+    }
+    let (s_med, s_p99) = summary(sandboxd_ms);
+    let (d_med, d_p99) = summary(direct_ms);
+    rows.push((
+        "exec-and-wait `true`, sandboxd (median / p99)".into(),
+        format!("{s_med:.2} / {s_p99:.2} ms"),
+    ));
+    rows.push((
+        "spawn `true` directly, the limit (median / p99)".into(),
+        format!("{d_med:.2} / {d_p99:.2} ms"),
+    ));
+    rows.push((
+        "exec target: under 2x direct + 1 ms".into(),
+        format!(
+            "{:.2} ms vs {:.2} ms: {}",
+            s_med,
+            2.0 * d_med + 1.0,
+            verdict(s_med <= 2.0 * d_med + 1.0)
+        ),
+    ));
+
+    let gib: u64 = 1 << 30;
+    let out = tempfile::NamedTempFile::new_in(scratch()).unwrap();
+    let limit_cmd = format!("head -c {gib} /dev/zero | cat > {}", out.path().display());
+    let mut limit_s = Vec::new();
+    let mut capture_s = Vec::new();
+    let mut daemon_peak = 0;
+    let mut shim_peak = 0;
+    for round in 0..3 {
+        let started = Instant::now();
+        assert!(Command::new("bash")
+            .args(["-c", &limit_cmd])
+            .status()
+            .unwrap()
+            .success());
+        limit_s.push(started.elapsed().as_secs_f64());
+
+        // Not `wait: true`: its answer carries a 1 MiB output tail, which
+        // is not what this measures.
+        let run_id = format!("capture-{round}");
+        let body = serde_json::json!({
+            "run_id": run_id,
+            "command": format!("head -c {gib} /dev/zero"),
+            "setup": false,
+        });
+        let req = client
+            .post(&exec_url)
+            .header("X-Session-API-Key", KEY)
+            .json(&body);
+        let pid = daemon.child.id();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sampling = done.clone();
+        let sampler = std::thread::spawn(move || {
+            let (mut daemon_kb, mut shim_kb) = (0, 0);
+            while !sampling.load(std::sync::atomic::Ordering::SeqCst) {
+                daemon_kb = daemon_kb.max(status_kb(pid, "VmRSS:"));
+                for shim in shim_pids() {
+                    shim_kb = shim_kb.max(status_kb(shim, "VmRSS:"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (daemon_kb, shim_kb)
+        });
+        let started = Instant::now();
+        let res = runtime.block_on(async {
+            req.send()
+                .await
+                .unwrap()
+                .json::<serde_json::Value>()
+                .await
+                .unwrap()
+        });
+        capture_s.push(started.elapsed().as_secs_f64());
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(res["stdout_bytes"], gib, "{res}");
+        let (d, s) = sampler.join().unwrap();
+        daemon_peak = daemon_peak.max(d);
+        shim_peak = shim_peak.max(s);
+    }
+    let (limit_med, _) = summary(limit_s);
+    let (capture_med, _) = summary(capture_s);
+    let mib = 1024.0;
+    rows.push((
+        "capture 1 GiB stdout, sandboxd (median of 3)".into(),
+        format!("{:.0} MiB/s", mib / capture_med),
+    ));
+    rows.push((
+        "`head | cat > file`, the limit".into(),
+        format!("{:.0} MiB/s", mib / limit_med),
+    ));
+    rows.push((
+        "capture target: 80% of the limit or more".into(),
+        format!(
+            "{:.0}%: {}",
+            100.0 * limit_med / capture_med,
+            verdict(limit_med / capture_med >= 0.8)
+        ),
+    ));
+    rows.push((
+        "daemon RSS while capturing (peak sampled)".into(),
+        format!("{:.1} MiB", daemon_peak as f64 / 1024.0),
+    ));
+    rows.push((
+        "run shim RSS while capturing (peak sampled)".into(),
+        format!("{:.1} MiB", shim_peak as f64 / 1024.0),
+    ));
+
+    let machine = machine();
+    let mut table = format!("Machine: {machine}\n\n| figure | value |\n| --- | --- |\n");
+    for (name, value) in rows {
+        table.push_str(&format!("| {name} | {value} |\n"));
+    }
+    println!("{table}");
+    if let Ok(path) = std::env::var("BENCH_OUT") {
+        std::fs::write(path, table).unwrap();
+    }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "missed"
+    }
+}
+
+fn shim_pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|b| *b == 0).nth(1) == Some(b"shim"))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{cpu}, {cores} cores, scratch on {}", scratch())
+}
