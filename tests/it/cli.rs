@@ -532,7 +532,7 @@ async fn completions_generate() {
             "logs",
             "cancel",
             "status",
-            "--session-key-file",
+            "session-key-file",
         ] {
             assert!(script.contains(word), "{shell} completion lacks {word}");
         }
