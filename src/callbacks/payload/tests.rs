@@ -6,7 +6,7 @@ use super::*;
 use crate::runs::record::{CallbackTarget, RunReport};
 
 #[allow(unreachable_pub)]
-#[path = "../../../tests/it/run_complete_rules.rs"]
+#[path = "../../../tests/it/callbacks/rules.rs"]
 mod rules;
 
 fn completion(state: RunState) -> Completion {
