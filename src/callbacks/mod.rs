@@ -167,7 +167,12 @@ impl Outbox {
 
     /// Stores a completion durably; it is then delivered in the background.
     /// A run whose callback is already in the outbox keeps that one.
-    pub fn enqueue(&self, completion: Completion) -> std::io::Result<()> {
+    ///
+    /// The file is in place (atomically) before the first attempt starts,
+    /// and on disk (fsync) when this returns: the flush runs while the
+    /// first attempt is on its way, so it costs the callback no latency,
+    /// and it completes before the caller records the run's end.
+    pub async fn enqueue(&self, completion: Completion) -> std::io::Result<()> {
         let run_id = completion.run_id.clone();
         // The run has ended: its phase queue drains and closes.
         self.shared.lock_phases().remove(&completion.target.url);
@@ -195,16 +200,20 @@ impl Outbox {
             last_error: None,
             delivered_at: None,
         };
-        // Write-ahead: on disk before the first attempt. When the disk
+        // Write-ahead: in place before the first attempt. When the disk
         // refuses, the callback is still attempted from memory.
-        let saved = self.shared.store.save(&record, durable::Sync::Flush);
+        let saved = self.shared.store.save(&record, durable::Sync::NoFlush);
         let entry = Entry {
             record,
             due: Some(tokio::time::Instant::now()),
         };
-        self.shared.lock_entries().insert(run_id, entry);
+        self.shared.lock_entries().insert(run_id.clone(), entry);
         self.shared.wake.notify_one();
-        saved
+        saved?;
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || store.flush(&run_id))
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     /// Posts a phase report, best effort, in the background. Phases of one

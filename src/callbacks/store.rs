@@ -1,7 +1,8 @@
 //! The outbox on disk: one file per run's callback,
 //! `<state-dir>/outbox/<run_id>.json`, mode 0600 (it holds the bearer
 //! token), a versioned [`OutboxRecord`] replaced atomically (temp file,
-//! rename; fsync where a promise is made).
+//! rename), flushed to disk (file and directory fsync) where a promise is
+//! made: when the callback is first stored.
 //!
 //! The file is written before the first attempt and rewritten after each
 //! one, and it stays after delivery (state `delivered` or `failed`) so a
@@ -115,6 +116,12 @@ impl Store {
     pub fn save(&self, record: &OutboxRecord, sync: durable::Sync) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
         durable::write_atomic(&self.path(&record.run_id), &bytes, 0o600, sync)
+    }
+
+    /// Flushes a run's file and the directory entry naming it to disk.
+    pub fn flush(&self, run_id: &str) -> io::Result<()> {
+        std::fs::File::open(self.path(run_id))?.sync_all()?;
+        durable::sync_dir(&self.dir)
     }
 
     /// Removes a run's file; a missing file is fine.

@@ -15,8 +15,10 @@
 //!   current process group; SIGTERM and SIGINT also mean "cancelled";
 //! - when the leader exits, kills what is left of the run (the group and any
 //!   orphan reparented to the shim), drains the pipes, and writes
-//!   `exit.json` ([`ExitReport`]) atomically. That file is the run's result,
-//!   read by whichever daemon is alive.
+//!   `exit.json` ([`ExitReport`]) atomically, tells the daemon
+//!   ([`ShimEvent::Ended`]), and only then flushes the logs and the report
+//!   to disk. That file is the run's result, read by whichever daemon is
+//!   alive.
 //!
 //! Events for a live daemon go to stdout as JSON lines ([`ShimEvent`]),
 //! written non-blocking: a stalled or dead daemon never blocks the run.
@@ -105,6 +107,8 @@ pub enum ShimEvent {
         /// stderr.log size.
         r: u64,
     },
+    /// The run has ended and `exit.json` is written (not yet flushed).
+    Ended,
 }
 
 /// How the run ended, as the shim saw it. Written to `exit.json`.
@@ -217,22 +221,26 @@ fn run_shim() -> io::Result<()> {
 
     let mut report = run_phases(&spec, &shared, &masker);
     finish(&shared);
-    let output = lock(&shared.output);
+    let mut output = lock(&shared.output);
     report.stdout_bytes = output.stdout_bytes;
     report.stderr_bytes = output.stderr_bytes;
+    report.timed_out = shared.timed_out.load(Ordering::SeqCst);
+    report.cancelled = shared.cancelled.load(Ordering::SeqCst) && !report.timed_out;
+    let bytes = serde_json::to_vec(&report).map_err(io::Error::other)?;
+    // The daemon hears of the end as soon as exit.json is in place (an
+    // atomic rename: a crash of the daemon loses nothing). The flushes that
+    // make the logs and the report survive a power loss come after, off
+    // the path from the child's exit to its completion callback; the
+    // daemon flushes its outbox and record itself.
+    let exit_path = spec.run_dir.join(files::EXIT);
+    durable::write_atomic(&exit_path, &bytes, 0o600, durable::Sync::NoFlush)?;
+    output.events.send_blocking(&ShimEvent::Ended);
     for file in [&output.stdout, &output.stderr, &output.index] {
         let _ = file.sync_data();
     }
     drop(output);
-    report.timed_out = shared.timed_out.load(Ordering::SeqCst);
-    report.cancelled = shared.cancelled.load(Ordering::SeqCst) && !report.timed_out;
-    let bytes = serde_json::to_vec(&report).map_err(io::Error::other)?;
-    durable::write_atomic(
-        &spec.run_dir.join(files::EXIT),
-        &bytes,
-        0o600,
-        durable::Sync::Flush,
-    )
+    File::open(&exit_path)?.sync_all()?;
+    durable::sync_dir(&spec.run_dir)
 }
 
 fn run_phases(spec: &ShimSpec, shared: &Arc<Shared>, masker: &Masker) -> ExitReport {
