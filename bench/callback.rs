@@ -31,7 +31,10 @@ const KEY: &str = "callback-bench-session-key";
 const WARMUP: usize = 10;
 
 fn now_ns() -> u128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 fn main() {
@@ -133,7 +136,10 @@ async fn bench(runs: usize, daemon_exe: PathBuf) {
     report("limit: local POST, new connection", &mut cold);
 }
 
-async fn receive(State(tx): State<mpsc::UnboundedSender<(u128, Value)>>, body: Bytes) -> &'static str {
+async fn receive(
+    State(tx): State<mpsc::UnboundedSender<(u128, Value)>>,
+    body: Bytes,
+) -> &'static str {
     let arrived = now_ns();
     let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let _ = tx.send((arrived, payload));

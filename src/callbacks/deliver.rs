@@ -212,7 +212,10 @@ mod tests {
         let table = [
             ("3", Some(Duration::from_secs(3))),
             (" 0 ", Some(Duration::ZERO)),
-            ("Sun, 06 Nov 1994 08:49:47 GMT", Some(Duration::from_secs(10))),
+            (
+                "Sun, 06 Nov 1994 08:49:47 GMT",
+                Some(Duration::from_secs(10)),
+            ),
             ("Sun, 06 Nov 1994 08:49:00 GMT", Some(Duration::ZERO)),
             ("-1", None),
             ("1.5", None),

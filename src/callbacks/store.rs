@@ -217,7 +217,10 @@ mod tests {
         std::fs::write(dir.path().join("bad.json"), b"{").unwrap();
         std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();
 
-        let mode = std::fs::metadata(store.path("r1")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(store.path("r1"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let mut loaded = store.load_all().unwrap();
         loaded.sort_by(|a, b| a.run_id.cmp(&b.run_id));

@@ -69,7 +69,7 @@ fn dispatch_due(shared: &Arc<Shared>) -> Option<Instant> {
 }
 
 /// One attempt for one run's callback, then its settlement.
-async fn attempt(shared: Arc<Shared>, run_id: String) {
+pub(super) async fn attempt(shared: Arc<Shared>, run_id: String) {
     let Ok(_permit) = shared.slots.acquire().await else {
         return;
     };
@@ -111,16 +111,31 @@ async fn attempt(shared: Arc<Shared>, run_id: String) {
         let retry_in_s = retry_in.map(|d| d.as_secs_f64());
         match state {
             DeliveryState::Delivered => tracing::info!(
-                run_id, url, attempt = attempts, status = result.status, elapsed_ms,
+                run_id,
+                url,
+                attempt = attempts,
+                status = result.status,
+                elapsed_ms,
                 "callback delivered"
             ),
             DeliveryState::Pending => tracing::warn!(
-                run_id, url, attempt = attempts, status = result.status, elapsed_ms, retry_in_s,
-                error = result.error.as_deref(), "callback attempt failed; will retry"
+                run_id,
+                url,
+                attempt = attempts,
+                status = result.status,
+                elapsed_ms,
+                retry_in_s,
+                error = result.error.as_deref(),
+                "callback attempt failed; will retry"
             ),
             DeliveryState::Failed => tracing::error!(
-                run_id, url, attempt = attempts, status = result.status, elapsed_ms,
-                error = result.error.as_deref(), "callback failed; giving up"
+                run_id,
+                url,
+                attempt = attempts,
+                status = result.status,
+                elapsed_ms,
+                error = result.error.as_deref(),
+                "callback failed; giving up"
             ),
         }
     }
@@ -155,7 +170,9 @@ fn settle(
                 rand::thread_rng().gen(),
             );
             let wait = result.retry_after.map_or(jittered, |ra| ra.max(jittered));
-            let age = (Utc::now() - record.created_at).to_std().unwrap_or_default();
+            let age = (Utc::now() - record.created_at)
+                .to_std()
+                .unwrap_or_default();
             let max_age = shared.config.callback_max_age;
             if age + wait > max_age {
                 record.state = DeliveryState::Failed;
@@ -210,7 +227,9 @@ pub(super) async fn phase_reports(
     mut phases: mpsc::UnboundedReceiver<&'static str>,
 ) {
     while let Some(phase) = phases.recv().await {
-        let body = serde_json::json!({ "phase": phase }).to_string().into_bytes();
+        let body = serde_json::json!({ "phase": phase })
+            .to_string()
+            .into_bytes();
         for try_number in 1..=2u32 {
             let result = deliver::post(
                 &shared.client,
@@ -229,8 +248,14 @@ pub(super) async fn phase_reports(
                     tracing::debug!(run_id, url, phase, status = result.status, "phase reported");
                 }
                 _ if last => {
-                    tracing::warn!(run_id, url, phase, status = result.status,
-                        error = result.error.as_deref(), "phase report dropped");
+                    tracing::warn!(
+                        run_id,
+                        url,
+                        phase,
+                        status = result.status,
+                        error = result.error.as_deref(),
+                        "phase report dropped"
+                    );
                 }
                 _ => {}
             }
@@ -258,8 +283,14 @@ mod tests {
         assert!(backoff(1, base, top) > Duration::from_millis(999));
         for (retry, ceiling) in [(2, 2), (3, 4), (4, 8), (6, 32), (7, 60), (8, 60), (40, 60)] {
             let wait = backoff(retry, base, top);
-            assert!(wait <= Duration::from_secs(ceiling), "retry {retry}: {wait:?}");
-            assert!(wait > Duration::from_secs(ceiling) - Duration::from_millis(1), "retry {retry}: {wait:?}");
+            assert!(
+                wait <= Duration::from_secs(ceiling),
+                "retry {retry}: {wait:?}"
+            );
+            assert!(
+                wait > Duration::from_secs(ceiling) - Duration::from_millis(1),
+                "retry {retry}: {wait:?}"
+            );
         }
         assert_eq!(backoff(5, base, 0.5), Duration::from_secs(8));
         assert!(backoff(u32::MAX, Duration::from_secs(3600), top) <= BACKOFF_CAP);
@@ -269,9 +300,18 @@ mod tests {
     #[test]
     fn phase_url_table() {
         let table = [
-            ("https://a.example/api/automation/v1/runs/r1/complete", Some("https://a.example/api/automation/v1/runs/r1/phase")),
-            ("http://127.0.0.1:8/runs/r1/complete/", Some("http://127.0.0.1:8/runs/r1/phase")),
-            ("http://h/runs/r1/complete?x=1", Some("http://h/runs/r1/phase?x=1")),
+            (
+                "https://a.example/api/automation/v1/runs/r1/complete",
+                Some("https://a.example/api/automation/v1/runs/r1/phase"),
+            ),
+            (
+                "http://127.0.0.1:8/runs/r1/complete/",
+                Some("http://127.0.0.1:8/runs/r1/phase"),
+            ),
+            (
+                "http://h/runs/r1/complete?x=1",
+                Some("http://h/runs/r1/phase?x=1"),
+            ),
             ("http://h/runs/r1/done", None),
             ("http://h/completed", None),
             ("not a url", None),

@@ -435,14 +435,33 @@ fn reap_all() {
     }
 }
 
-/// Pids whose parent is `parent`, from /proc.
+/// Pids whose parent is `parent`: from `/proc/<parent>/task/*/children`
+/// (one small file per thread of ours), else by scanning all of /proc.
 fn children_of(parent: i32) -> Vec<i32> {
+    if let Some(children) = children_from_tasks(parent) {
+        return children;
+    }
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| proc_stat(*pid).is_some_and(|stat| stat.ppid == parent))
         .collect()
+}
+
+/// Children listed by the kernel per thread (CONFIG_PROC_CHILDREN); `None`
+/// when the kernel has no such files.
+fn children_from_tasks(parent: i32) -> Option<Vec<i32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{parent}/task")).ok()?;
+    let mut children = Vec::new();
+    for task in tasks.flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).ok()?;
+        children.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    Some(children)
 }
 
 /// The fields of /proc/PID/stat that sandboxd uses.
@@ -670,5 +689,19 @@ mod tests {
         let stat = proc_stat(std::process::id() as i32).unwrap();
         assert_eq!(stat.ppid, nix::unistd::getppid().as_raw());
         assert!(stat.start_ticks > 0);
+    }
+
+    /// The per-thread children files name our children, like the /proc scan.
+    #[test]
+    fn finds_own_children() {
+        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
+        let me = std::process::id() as i32;
+        let pid = child.id() as i32;
+        let listed = children_from_tasks(me);
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Some(listed) = listed {
+            assert!(listed.contains(&pid), "{pid} not in {listed:?}");
+        }
     }
 }

@@ -295,16 +295,14 @@ impl Registry {
                 exit_code: record.exit_code,
                 signal: record.signal.clone(),
                 error: record.error.clone(),
-                stdout_tail: logs::tail_text(
+                stdout_tail: logs::tail_text_now(
                     &run_dir.join(shim::files::STDOUT),
                     COMPLETION_TAIL_BYTES,
-                )
-                .await,
-                stderr_tail: logs::tail_text(
+                ),
+                stderr_tail: logs::tail_text_now(
                     &run_dir.join(shim::files::STDERR),
                     COMPLETION_TAIL_BYTES,
-                )
-                .await,
+                ),
                 report: record.report.clone(),
             };
             if let Err(err) = self.inner.outbox.enqueue(completion).await {

@@ -20,10 +20,17 @@ const TOKEN: &str = "sk-callback-token-for-tests";
 
 /// Flags for quick tests: retries within 50 ms, attempts time out after 2 s.
 fn fast(extra: &[&str]) -> Options {
-    let mut args: Vec<String> = ["--callback-backoff", "0.05", "--callback-timeout", "2", "--kill-grace", "1"]
-        .into_iter()
-        .map(String::from)
-        .collect();
+    let mut args: Vec<String> = [
+        "--callback-backoff",
+        "0.05",
+        "--callback-timeout",
+        "2",
+        "--kill-grace",
+        "1",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
     args.extend(extra.iter().map(|a| a.to_string()));
     Options {
         args,
@@ -56,7 +63,13 @@ fn error_text(received: &Received) -> &str {
 
 fn assert_valid(all: &[Received]) {
     for r in all {
-        assert!(r.verdict.is_ok(), "{} sent a body the service refuses: {:?} {}", r.path, r.verdict, r.body);
+        assert!(
+            r.verdict.is_ok(),
+            "{} sent a body the service refuses: {:?} {}",
+            r.path,
+            r.verdict,
+            r.body
+        );
     }
 }
 
@@ -77,14 +90,22 @@ async fn success_is_posted_once_with_its_headers() {
     let daemon = TestDaemon::start_with(fast(&[])).await;
     let sink = CallbackSink::start().await;
     daemon
-        .start_run(json!({"run_id": "ok-1", "command": ["sh", "-c", "echo hello"],
-                          "callback": callback(&sink, "svc-ok")}))
+        .start_run(
+            json!({"run_id": "ok-1", "command": ["sh", "-c", "echo hello"],
+                          "callback": callback(&sink, "svc-ok")}),
+        )
         .await;
     let got = sink.wait_completions("svc-ok", 1).await;
     let post = &got[0];
-    assert_eq!(post.body, json!({"status": "COMPLETED", "run_id": "svc-ok"}));
+    assert_eq!(
+        post.body,
+        json!({"status": "COMPLETED", "run_id": "svc-ok"})
+    );
     assert_valid(&got);
-    assert_eq!(post.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+    assert_eq!(
+        post.header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
     assert_eq!(post.header("content-type"), Some("application/json"));
     assert_eq!(post.header("idempotency-key"), Some("ok-1"));
 
@@ -102,25 +123,39 @@ async fn success_is_posted_once_with_its_headers() {
                           "callback": {"url": sink.complete_url("ok-2")}}))
         .await;
     let got = sink.wait_completions("ok-2", 1).await;
-    assert_eq!(got[0].body, json!({"status": "COMPLETED", "run_id": "ok-2"}));
+    assert_eq!(
+        got[0].body,
+        json!({"status": "COMPLETED", "run_id": "ok-2"})
+    );
     assert_eq!(got[0].header("authorization"), None);
     wait_callback(&daemon, "ok-2", "delivered").await;
 
     // A run without a callback says so.
-    let run = daemon.exec(json!({"run_id": "none-1", "command": ["true"]})).await;
+    let run = daemon
+        .exec(json!({"run_id": "none-1", "command": ["true"]}))
+        .await;
     assert_eq!(run["callback"]["state"], "none");
 
     let (_, status) = daemon.get("/v1/status").await;
     assert_eq!(status["outbox"], json!({"pending": 0, "failed": 0}));
     assert_eq!(sink.completions("svc-ok").len(), 1, "delivered once");
     let (_, metrics) = daemon.text("/metrics").await;
-    assert!(metrics.contains("sandboxd_callback_attempts_total{outcome=\"delivered\"} 2"), "{metrics}");
-    assert!(!daemon.logs().contains(TOKEN), "the token leaked into the log");
+    assert!(
+        metrics.contains("sandboxd_callback_attempts_total{outcome=\"delivered\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        !daemon.logs().contains(TOKEN),
+        "the token leaked into the log"
+    );
 
     // The outbox file is 0600 and goes away with its run.
     let file = daemon.state_dir().join("outbox/ok-1.json");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let (status, _) = daemon.delete("/v1/runs/ok-1").await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert!(!file.exists(), "outbox file of a deleted run remains");
@@ -131,7 +166,8 @@ async fn success_is_posted_once_with_its_headers() {
 /// body passes the service's rules.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_failure_kind_has_its_payload() {
-    let daemon = TestDaemon::start_with(fast(&["--callback-token", "sk-daemon-default-token"])).await;
+    let daemon =
+        TestDaemon::start_with(fast(&["--callback-token", "sk-daemon-default-token"])).await;
     let sink = CallbackSink::start().await;
     let setup_dir = daemon.dir.path().join("with-setup");
     std::fs::create_dir_all(&setup_dir).unwrap();
@@ -153,8 +189,12 @@ async fn each_failure_kind_has_its_payload() {
         }
         daemon.start_run(body).await;
     }
-    daemon.wait_run("f-cancel", "running", |r| r["state"] == "running").await;
-    let (status, _) = daemon.post("/v1/runs/f-cancel/cancel", json!({"grace_s": 1})).await;
+    daemon
+        .wait_run("f-cancel", "running", |r| r["state"] == "running")
+        .await;
+    let (status, _) = daemon
+        .post("/v1/runs/f-cancel/cancel", json!({"grace_s": 1}))
+        .await;
     assert_eq!(status, StatusCode::OK);
 
     let mut errors = std::collections::HashMap::new();
@@ -164,24 +204,55 @@ async fn each_failure_kind_has_its_payload() {
         let post = &got[0];
         assert_eq!(post.body["status"], "FAILED", "{run_id}: {}", post.body);
         assert_eq!(post.body["run_id"], *run_id);
-        assert_eq!(post.header("authorization"), Some("Bearer sk-daemon-default-token"), "default token");
+        assert_eq!(
+            post.header("authorization"),
+            Some("Bearer sk-daemon-default-token"),
+            "default token"
+        );
         assert_eq!(post.header("idempotency-key"), Some(*run_id));
         let keys: Vec<&String> = post.body.as_object().unwrap().keys().collect();
-        assert_eq!(keys.len(), 3, "{run_id}: only status, run_id, error: {}", post.body);
+        assert_eq!(
+            keys.len(),
+            3,
+            "{run_id}: only status, run_id, error: {}",
+            post.body
+        );
         errors.insert(*run_id, error_text(post).to_owned());
     }
-    assert_eq!(errors["f-exit"], "exit_code=3\nstderr: err-line\n****\n\nstdout: out-line\n");
+    assert_eq!(
+        errors["f-exit"],
+        "exit_code=3\nstderr: err-line\n****\n\nstdout: out-line\n"
+    );
     assert_eq!(errors["f-kill"], "killed by SIGKILL\nstderr: \nstdout: ");
-    assert_eq!(errors["f-setup"], "setup.sh exited with 4\nstderr: \nstdout: setting-up\n");
-    assert!(errors["f-timeout"].starts_with("timed out after 0.3s\n"), "{:?}", errors["f-timeout"]);
-    assert!(errors["f-cancel"].starts_with("cancelled"), "{:?}", errors["f-cancel"]);
+    assert_eq!(
+        errors["f-setup"],
+        "setup.sh exited with 4\nstderr: \nstdout: setting-up\n"
+    );
+    assert!(
+        errors["f-timeout"].starts_with("timed out after 0.3s\n"),
+        "{:?}",
+        errors["f-timeout"]
+    );
+    assert!(
+        errors["f-cancel"].starts_with("cancelled"),
+        "{:?}",
+        errors["f-cancel"]
+    );
     let (_, spawn_run) = daemon.get("/v1/runs/f-spawn").await;
     let spawn_error = spawn_run["error"].as_str().unwrap();
     assert!(spawn_error.contains("/nonexistent/command"), "{spawn_run}");
-    assert!(errors["f-spawn"].starts_with(&format!("{spawn_error}\nstderr: ")), "{:?}", errors["f-spawn"]);
+    assert!(
+        errors["f-spawn"].starts_with(&format!("{spawn_error}\nstderr: ")),
+        "{:?}",
+        errors["f-spawn"]
+    );
     assert_eq!(
         errors["f-big"],
-        format!("exit_code=1\nstderr: {}\nstdout: {}", "e".repeat(1000), "o".repeat(500))
+        format!(
+            "exit_code=1\nstderr: {}\nstdout: {}",
+            "e".repeat(1000),
+            "o".repeat(500)
+        )
     );
     for (run_id, _, _) in &runs {
         wait_callback(&daemon, run_id, "delivered").await;
@@ -200,7 +271,10 @@ async fn first_retry_comes_within_a_second() {
         .await;
     let got = sink.wait_completions("svc-first", 2).await;
     let gap = got[1].at - got[0].at;
-    assert!(gap <= Duration::from_millis(1200), "first retry after {gap:?}");
+    assert!(
+        gap <= Duration::from_millis(1200),
+        "first retry after {gap:?}"
+    );
     let run = wait_callback(&daemon, "r-first", "delivered").await;
     assert_eq!(run["callback"]["attempts"], 2);
 }
@@ -212,29 +286,51 @@ async fn first_retry_comes_within_a_second() {
 async fn retries_until_the_service_takes_it() {
     let daemon = TestDaemon::start_with(fast(&[])).await;
     let sink = CallbackSink::start().await;
-    sink.script(&[Reply::Status(500), Reply::Status(503), Reply::RetryAfter(429, 1), Reply::Status(200)]);
+    sink.script(&[
+        Reply::Status(500),
+        Reply::Status(503),
+        Reply::RetryAfter(429, 1),
+        Reply::Status(200),
+    ]);
     daemon
         .start_run(json!({"run_id": "r-retry", "command": ["true"], "callback": callback(&sink, "svc-retry")}))
         .await;
     let got = sink.wait_completions("svc-retry", 3).await;
     assert_eq!(got[2].reply, Reply::RetryAfter(429, 1));
     let pending = daemon
-        .wait_run("r-retry", "to show the 429", |r| r["callback"]["last_status"] == 429)
+        .wait_run("r-retry", "to show the 429", |r| {
+            r["callback"]["last_status"] == 429
+        })
         .await;
     assert_eq!(pending["callback"]["state"], "pending", "{pending}");
-    assert!(pending["callback"]["last_error"].as_str().unwrap().contains("429"));
+    assert!(pending["callback"]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("429"));
     let got = sink.wait_completions("svc-retry", 4).await;
     assert_valid(&got);
-    assert!(got.iter().all(|r| r.body == got[0].body), "every attempt sends the same body");
+    assert!(
+        got.iter().all(|r| r.body == got[0].body),
+        "every attempt sends the same body"
+    );
     let after_429 = got[3].at - got[2].at;
-    assert!(after_429 >= Duration::from_millis(950), "Retry-After: 1 not honoured: {after_429:?}");
+    assert!(
+        after_429 >= Duration::from_millis(950),
+        "Retry-After: 1 not honoured: {after_429:?}"
+    );
     let run = wait_callback(&daemon, "r-retry", "delivered").await;
     assert_eq!(run["callback"]["attempts"], 4);
     assert_eq!(run["callback"]["last_status"], 200);
     assert!(run["callback"]["last_error"].is_null());
     let (_, metrics) = daemon.text("/metrics").await;
-    assert!(metrics.contains("sandboxd_callback_attempts_total{outcome=\"retry\"} 3"), "{metrics}");
-    assert!(metrics.contains("sandboxd_callback_attempts_total{outcome=\"delivered\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("sandboxd_callback_attempts_total{outcome=\"retry\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sandboxd_callback_attempts_total{outcome=\"delivered\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// 409 (the service already holds a terminal state) counts as delivered;
@@ -245,7 +341,9 @@ async fn conflict_is_delivered_and_bad_request_fails() {
     let sink = CallbackSink::start().await;
     sink.script(&[Reply::Status(409)]);
     daemon
-        .start_run(json!({"run_id": "r-409", "command": ["true"], "callback": callback(&sink, "svc-409")}))
+        .start_run(
+            json!({"run_id": "r-409", "command": ["true"], "callback": callback(&sink, "svc-409")}),
+        )
         .await;
     let run = wait_callback(&daemon, "r-409", "delivered").await;
     assert_eq!(run["callback"]["attempts"], 1);
@@ -258,7 +356,13 @@ async fn conflict_is_delivered_and_bad_request_fails() {
     let run = wait_callback(&daemon, "r-400", "failed").await;
     assert_eq!(run["callback"]["attempts"], 1);
     assert_eq!(run["callback"]["last_status"], 400);
-    assert!(run["callback"]["last_error"].as_str().unwrap().contains("400"), "{run}");
+    assert!(
+        run["callback"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("400"),
+        "{run}"
+    );
     assert!(run["callback"]["delivered_at"].is_null());
     let (_, status) = daemon.get("/v1/status").await;
     assert_eq!(status["outbox"], json!({"pending": 0, "failed": 1}));
@@ -272,7 +376,9 @@ async fn conflict_is_delivered_and_bad_request_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_service_is_timed_out_and_retried() {
     let daemon = TestDaemon::start_with(Options {
-        args: ["--callback-backoff", "0.05", "--callback-timeout", "0.5"].map(String::from).to_vec(),
+        args: ["--callback-backoff", "0.05", "--callback-timeout", "0.5"]
+            .map(String::from)
+            .to_vec(),
         ..Options::default()
     })
     .await;
@@ -284,7 +390,10 @@ async fn a_hanging_service_is_timed_out_and_retried() {
     let run = wait_callback(&daemon, "r-hang", "delivered").await;
     assert_eq!(run["callback"]["attempts"], 2, "{run}");
     assert_eq!(sink.completions("svc-hang").len(), 2);
-    assert!(daemon.logs().contains("no answer in time"), "the timeout is logged");
+    assert!(
+        daemon.logs().contains("no answer in time"),
+        "the timeout is logged"
+    );
 }
 
 /// While the service is down the callback stays pending (connect errors
@@ -300,17 +409,28 @@ async fn service_down_for_a_while_then_back() {
                           "callback": {"url": url, "token": TOKEN, "run_id": "svc-down"}}))
         .await;
     let run = daemon
-        .wait_run("r-down", "to retry a few times", |r| r["callback"]["attempts"].as_u64() >= Some(3))
+        .wait_run("r-down", "to retry a few times", |r| {
+            r["callback"]["attempts"].as_u64() >= Some(3)
+        })
         .await;
     assert_eq!(run["callback"]["state"], "pending", "{run}");
     assert!(run["callback"]["last_status"].is_null());
-    assert!(run["callback"]["last_error"].as_str().unwrap().contains("cannot connect"), "{run}");
+    assert!(
+        run["callback"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{run}"
+    );
     let (_, status) = daemon.get("/v1/status").await;
     assert_eq!(status["outbox"], json!({"pending": 1, "failed": 0}));
 
     let sink = CallbackSink::start_at(addr).await;
     let got = sink.wait_completions("svc-down", 1).await;
-    assert_eq!(got[0].body, json!({"status": "COMPLETED", "run_id": "svc-down"}));
+    assert_eq!(
+        got[0].body,
+        json!({"status": "COMPLETED", "run_id": "svc-down"})
+    );
     wait_callback(&daemon, "r-down", "delivered").await;
     let (_, status) = daemon.get("/v1/status").await;
     assert_eq!(status["outbox"], json!({"pending": 0, "failed": 0}));
@@ -323,11 +443,16 @@ async fn retries_stop_at_the_max_age() {
     let sink = CallbackSink::start().await;
     sink.script(&[Reply::Status(503); 200]);
     daemon
-        .start_run(json!({"run_id": "r-old", "command": ["true"], "callback": callback(&sink, "svc-old")}))
+        .start_run(
+            json!({"run_id": "r-old", "command": ["true"], "callback": callback(&sink, "svc-old")}),
+        )
         .await;
     let run = wait_callback(&daemon, "r-old", "failed").await;
     let error = run["callback"]["last_error"].as_str().unwrap();
-    assert!(error.contains("gave up") && error.contains("503"), "{error}");
+    assert!(
+        error.contains("gave up") && error.contains("503"),
+        "{error}"
+    );
     assert!(run["callback"]["attempts"].as_u64().unwrap() >= 2);
     let (_, status) = daemon.get("/v1/status").await;
     assert_eq!(status["outbox"], json!({"pending": 0, "failed": 1}));
@@ -371,7 +496,10 @@ kill -9 $$
         json!({"status": "COMPLETED", "run_id": "svc-report-ok", "conversation_id": "conv-2", "cost": 0.0})
     );
     let (_, run) = daemon.get("/v1/runs/r-report-ok").await;
-    assert_eq!(run["report"], json!({"conversation_id": "conv-2", "cost": 0.0}));
+    assert_eq!(
+        run["report"],
+        json!({"conversation_id": "conv-2", "cost": 0.0})
+    );
 }
 
 /// A run token reaches its own run's report and status only: another
@@ -380,7 +508,9 @@ kill -9 $$
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_token_scope() {
     let daemon = TestDaemon::start().await;
-    daemon.start_run(json!({"run_id": "other", "command": ["sleep", "30"]})).await;
+    daemon
+        .start_run(json!({"run_id": "other", "command": ["sleep", "30"]}))
+        .await;
     let script = r#"
 call() {
   code=$(curl -s -o /dev/null -w '%{http_code}' -X "$2" -H "Authorization: Bearer $SANDBOXD_RUN_TOKEN" \
@@ -405,7 +535,9 @@ call metrics GET /metrics
 call files PUT '/v1/files?path=/tmp/x'
 echo "$SANDBOXD_RUN_TOKEN" > token.txt
 "#;
-    let run = daemon.exec(json!({"run_id": "scoped", "command": script})).await;
+    let run = daemon
+        .exec(json!({"run_id": "scoped", "command": script}))
+        .await;
     assert_eq!(run["state"], "succeeded", "{run}");
     let stdout = run["stdout"].as_str().unwrap();
     let codes: std::collections::HashMap<&str, &str> =
@@ -428,7 +560,11 @@ echo "$SANDBOXD_RUN_TOKEN" > token.txt
         ("files", "403"),
     ];
     for (name, code) in expected {
-        assert_eq!(codes.get(name).copied(), Some(code), "{name}; the run printed:\n{stdout}");
+        assert_eq!(
+            codes.get(name).copied(),
+            Some(code),
+            "{name}; the run printed:\n{stdout}"
+        );
     }
     let (_, other) = daemon.get("/v1/runs/other").await;
     assert_eq!(other["state"], "running", "the other run was not touched");
@@ -446,7 +582,11 @@ echo "$SANDBOXD_RUN_TOKEN" > token.txt
             .bearer_auth(token)
             .json(&json!({"cost": 1}));
         let (status, body) = support::send(req).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} after the run ended: {body}");
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} after the run ended: {body}"
+        );
         assert_eq!(body["error"]["code"], "unauthorized");
     }
 }
@@ -468,22 +608,40 @@ async fn phases_are_reported_beside_the_completion() {
         .await;
     let all = sink
         .wait("both phases and the completion", |all| {
-            all.iter().filter(|r| r.path.contains("/svc-phase/")).count() >= 3
+            all.iter()
+                .filter(|r| r.path.contains("/svc-phase/"))
+                .count()
+                >= 3
         })
         .await;
-    let mine: Vec<&Received> = all.iter().filter(|r| r.path.contains("/svc-phase/")).collect();
+    let mine: Vec<&Received> = all
+        .iter()
+        .filter(|r| r.path.contains("/svc-phase/"))
+        .collect();
     assert_valid(&mine.iter().map(|r| (*r).clone()).collect::<Vec<_>>());
-    let phases: Vec<&Value> = mine.iter().filter(|r| r.is_phase()).map(|r| &r.body["phase"]).collect();
+    let phases: Vec<&Value> = mine
+        .iter()
+        .filter(|r| r.is_phase())
+        .map(|r| &r.body["phase"])
+        .collect();
     assert_eq!(phases, [&json!("setup"), &json!("running")]);
     for r in &mine {
-        assert_eq!(r.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
         if r.is_phase() {
             assert_eq!(r.path, "/api/automation/v1/runs/svc-phase/phase");
         }
     }
 
     // The phase endpoint fails: one retry each, and the run goes on.
-    sink.script_phases(&[Reply::Status(500), Reply::Status(500), Reply::Status(500), Reply::Status(500)]);
+    sink.script_phases(&[
+        Reply::Status(500),
+        Reply::Status(500),
+        Reply::Status(500),
+        Reply::Status(500),
+    ]);
     let mut cb = callback(&sink, "svc-phase-down");
     cb["phases"] = json!(true);
     let run = daemon
@@ -492,7 +650,10 @@ async fn phases_are_reported_beside_the_completion() {
     assert_eq!(run["state"], "succeeded");
     sink.wait_completions("svc-phase-down", 1).await;
     sink.wait("two tries of each phase", |all| {
-        all.iter().filter(|r| r.path.ends_with("/svc-phase-down/phase")).count() >= 4
+        all.iter()
+            .filter(|r| r.path.ends_with("/svc-phase-down/phase"))
+            .count()
+            >= 4
     })
     .await;
     wait_callback(&daemon, "r-phase-down", "delivered").await;
@@ -502,7 +663,10 @@ async fn phases_are_reported_beside_the_completion() {
         .exec(json!({"run_id": "r-nophase", "command": ["true"], "callback": callback(&sink, "svc-nophase")}))
         .await;
     sink.wait_completions("svc-nophase", 1).await;
-    assert!(sink.for_run("svc-nophase").iter().all(Received::is_complete));
+    assert!(sink
+        .for_run("svc-nophase")
+        .iter()
+        .all(Received::is_complete));
 }
 
 /// SIGTERM: runs stopped by the shutdown get their callback before the
@@ -516,7 +680,9 @@ async fn shutdown_flushes_and_keeps_the_rest() {
     daemon
         .start_run(json!({"run_id": "s-live", "command": ["sleep", "30"], "callback": callback(&sink, "svc-live")}))
         .await;
-    daemon.wait_run("s-live", "running", |r| r["state"] == "running").await;
+    daemon
+        .wait_run("s-live", "running", |r| r["state"] == "running")
+        .await;
     let url = format!("http://{down}/api/automation/v1/runs/svc-later/complete");
     daemon
         .exec(json!({"run_id": "s-later", "command": ["true"], "callback": {"url": url, "run_id": "svc-later"}}))
@@ -525,8 +691,16 @@ async fn shutdown_flushes_and_keeps_the_rest() {
     let code = daemon.wait_exit();
     assert!(code.success(), "{code:?}");
     let got = sink.completions("svc-live");
-    assert_eq!(got.len(), 1, "the shutdown's cancellation was reported before exit");
-    assert!(error_text(&got[0]).starts_with("cancelled"), "{:?}", got[0].body);
+    assert_eq!(
+        got.len(),
+        1,
+        "the shutdown's cancellation was reported before exit"
+    );
+    assert!(
+        error_text(&got[0]).starts_with("cancelled"),
+        "{:?}",
+        got[0].body
+    );
     let file = daemon.state_dir().join("outbox/s-later.json");
     let stored: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(stored["state"], "pending", "{stored}");
@@ -538,12 +712,19 @@ async fn shutdown_flushes_and_keeps_the_rest() {
     })
     .await;
     let got = later.wait_completions("svc-later", 1).await;
-    assert_eq!(got[0].body, json!({"status": "COMPLETED", "run_id": "svc-later"}));
+    assert_eq!(
+        got[0].body,
+        json!({"status": "COMPLETED", "run_id": "svc-later"})
+    );
     wait_callback(&daemon, "s-later", "delivered").await;
     let run = wait_callback(&daemon, "s-live", "delivered").await;
     assert_eq!(run["callback"]["attempts"], 1, "{run}");
     assert_eq!(run["callback"]["last_status"], 200);
-    assert_eq!(sink.completions("svc-live").len(), 1, "not sent again after the restart");
+    assert_eq!(
+        sink.completions("svc-live").len(),
+        1,
+        "not sent again after the restart"
+    );
 }
 
 /// kill -9 of sandboxd while callbacks are pending and runs are running,
@@ -565,7 +746,9 @@ async fn crash_and_restart_lose_no_callback() {
     ];
     for (run_id, script) in runs {
         first
-            .start_run(json!({"run_id": run_id, "command": script, "callback": callback(&sink, run_id)}))
+            .start_run(
+                json!({"run_id": run_id, "command": script, "callback": callback(&sink, run_id)}),
+            )
             .await;
     }
     for run_id in ["c-done", "c-fail"] {
@@ -578,7 +761,8 @@ async fn crash_and_restart_lose_no_callback() {
     let runs_dir = first.state_dir().join("runs");
     // c-lost's shim dies too, without recording the end: nobody can know.
     let record: Value =
-        serde_json::from_slice(&std::fs::read(runs_dir.join("c-lost/record.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(runs_dir.join("c-lost/record.json")).unwrap())
+            .unwrap();
     let shim_pid = record["shim"]["pid"].as_i64().unwrap() as i32;
     let group = record["pid"].as_i64().unwrap() as i32;
     // SAFETY: kill with plain integers, on processes this test started.
@@ -589,13 +773,20 @@ async fn crash_and_restart_lose_no_callback() {
     for run_id in ["c-ends-while-down", "c-killed-while-down"] {
         let exit = runs_dir.join(run_id).join("exit.json");
         let mut last = false;
-        support::wait_for(&format!("{run_id} ending while sandboxd is down"), || {
-            let exists = exit.exists();
-            async move { (exists, exists) }
-        }, &mut last)
+        support::wait_for(
+            &format!("{run_id} ending while sandboxd is down"),
+            || {
+                let exists = exit.exists();
+                async move { (exists, exists) }
+            },
+            &mut last,
+        )
         .await;
     }
-    assert!(!runs_dir.join("c-outlives/exit.json").exists(), "c-outlives must still run at the restart");
+    assert!(
+        !runs_dir.join("c-outlives/exit.json").exists(),
+        "c-outlives must still run at the restart"
+    );
     sink.clear_script();
     let second = TestDaemon::start_with(Options {
         dir: Some(first.dir.clone()),
@@ -619,12 +810,26 @@ async fn crash_and_restart_lose_no_callback() {
         let run = wait_callback(&second, run_id, "delivered").await;
         let got = sink.completions(run_id);
         assert_valid(&got);
-        let delivered: Vec<&Received> = got.iter().filter(|r| r.reply == Reply::Status(200)).collect();
-        assert_eq!(delivered.len(), 1, "{run_id}: delivered exactly once: {got:#?}");
+        let delivered: Vec<&Received> = got
+            .iter()
+            .filter(|r| r.reply == Reply::Status(200))
+            .collect();
+        assert_eq!(
+            delivered.len(),
+            1,
+            "{run_id}: delivered exactly once: {got:#?}"
+        );
         let body = &delivered[0].body;
         assert_eq!(body["status"], status, "{run_id}: {body}");
-        assert_eq!(body["error"].as_str().unwrap_or_default(), error, "{run_id}: {body}");
-        assert!(got.iter().all(|r| r.body == *body), "{run_id}: every attempt carried the same body");
+        assert_eq!(
+            body["error"].as_str().unwrap_or_default(),
+            error,
+            "{run_id}: {body}"
+        );
+        assert!(
+            got.iter().all(|r| r.body == *body),
+            "{run_id}: every attempt carried the same body"
+        );
         assert_eq!(run["callback"]["last_status"], 200, "{run_id}: {run}");
     }
     let (_, status) = second.get("/v1/status").await;
@@ -633,7 +838,8 @@ async fn crash_and_restart_lose_no_callback() {
     assert_eq!(status["runs"]["lost"], 1);
     let logs = second.logs();
     assert!(
-        logs.contains("re-attached to a run that outlived the last daemon") && logs.contains("c-outlives"),
+        logs.contains("re-attached to a run that outlived the last daemon")
+            && logs.contains("c-outlives"),
         "c-outlives was followed through its shim:\n{logs}"
     );
 }

@@ -35,7 +35,9 @@ fn body(completion: &Completion) -> Value {
 /// The rules the tests check payloads with agree with every fixture case.
 #[test]
 fn rules_agree_with_the_fixtures() {
-    rules::check_against_fixtures(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fixtures"));
+    rules::check_against_fixtures(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fixtures"),
+    );
 }
 
 /// Success is exactly `{"status":"COMPLETED","run_id"}`.
@@ -52,55 +54,94 @@ fn succeeded_is_completed_with_run_id_only() {
 #[test]
 fn every_terminal_state_has_a_valid_payload() {
     let cases: Vec<(&str, Completion, &str)> = vec![
-        ("exit 1", {
-            let mut c = completion(RunState::Failed);
-            c.exit_code = Some(1);
-            c
-        }, "exit_code=1\n"),
-        ("killed", {
-            let mut c = completion(RunState::Failed);
-            c.signal = Some("SIGKILL".into());
-            c.error = Some("killed by SIGKILL".into());
-            c
-        }, "killed by SIGKILL\n"),
-        ("signal without error text", {
-            let mut c = completion(RunState::Failed);
-            c.signal = Some("SIGSEGV".into());
-            c
-        }, "killed by SIGSEGV\n"),
-        ("spawn failed", {
-            let mut c = completion(RunState::Failed);
-            c.error = Some("command not found: nope".into());
-            c
-        }, "command not found: nope\n"),
-        ("setup failed", {
-            let mut c = completion(RunState::Failed);
-            c.exit_code = Some(3);
-            c.error = Some("setup.sh exited with 3".into());
-            c
-        }, "setup.sh exited with 3\n"),
-        ("timed out", {
-            let mut c = completion(RunState::TimedOut);
-            c.signal = Some("SIGTERM".into());
-            c.error = Some("timed out after 3600s".into());
-            c
-        }, "timed out after 3600s\n"),
-        ("cancelled", {
-            let mut c = completion(RunState::Cancelled);
-            c.error = Some("cancelled (killed by SIGTERM)".into());
-            c
-        }, "cancelled (killed by SIGTERM)\n"),
-        ("lost", {
-            let mut c = completion(RunState::Lost);
-            c.error = Some("sandboxd restarted and the run's shim was gone".into());
-            c
-        }, "sandboxd restarted"),
-        ("lost without words", completion(RunState::Lost), "run ended lost\n"),
+        (
+            "exit 1",
+            {
+                let mut c = completion(RunState::Failed);
+                c.exit_code = Some(1);
+                c
+            },
+            "exit_code=1\n",
+        ),
+        (
+            "killed",
+            {
+                let mut c = completion(RunState::Failed);
+                c.signal = Some("SIGKILL".into());
+                c.error = Some("killed by SIGKILL".into());
+                c
+            },
+            "killed by SIGKILL\n",
+        ),
+        (
+            "signal without error text",
+            {
+                let mut c = completion(RunState::Failed);
+                c.signal = Some("SIGSEGV".into());
+                c
+            },
+            "killed by SIGSEGV\n",
+        ),
+        (
+            "spawn failed",
+            {
+                let mut c = completion(RunState::Failed);
+                c.error = Some("command not found: nope".into());
+                c
+            },
+            "command not found: nope\n",
+        ),
+        (
+            "setup failed",
+            {
+                let mut c = completion(RunState::Failed);
+                c.exit_code = Some(3);
+                c.error = Some("setup.sh exited with 3".into());
+                c
+            },
+            "setup.sh exited with 3\n",
+        ),
+        (
+            "timed out",
+            {
+                let mut c = completion(RunState::TimedOut);
+                c.signal = Some("SIGTERM".into());
+                c.error = Some("timed out after 3600s".into());
+                c
+            },
+            "timed out after 3600s\n",
+        ),
+        (
+            "cancelled",
+            {
+                let mut c = completion(RunState::Cancelled);
+                c.error = Some("cancelled (killed by SIGTERM)".into());
+                c
+            },
+            "cancelled (killed by SIGTERM)\n",
+        ),
+        (
+            "lost",
+            {
+                let mut c = completion(RunState::Lost);
+                c.error = Some("sandboxd restarted and the run's shim was gone".into());
+                c
+            },
+            "sandboxd restarted",
+        ),
+        (
+            "lost without words",
+            completion(RunState::Lost),
+            "run ended lost\n",
+        ),
     ];
     for (name, mut c, starts) in cases {
         for report in [
             RunReport::default(),
-            RunReport { conversation_id: Some("conv".into()), cost: Some(0.25) },
+            RunReport {
+                conversation_id: Some("conv".into()),
+                cost: Some(0.25),
+            },
         ] {
             c.report = report.clone();
             c.stderr_tail = "Traceback: boom".into();
@@ -128,10 +169,16 @@ fn every_terminal_state_has_a_valid_payload() {
         }
     }
     let mut ok = completion(RunState::Succeeded);
-    ok.report = RunReport { conversation_id: Some("c".into()), cost: Some(0.0) };
+    ok.report = RunReport {
+        conversation_id: Some("c".into()),
+        cost: Some(0.0),
+    };
     let value = body(&ok);
     rules::validate(&value).unwrap();
-    assert_eq!(value, json!({"status": "COMPLETED", "run_id": "svc-1", "conversation_id": "c", "cost": 0.0}));
+    assert_eq!(
+        value,
+        json!({"status": "COMPLETED", "run_id": "svc-1", "conversation_id": "c", "cost": 0.0})
+    );
 }
 
 /// The tails are cut to the last 1000 (stderr) and 500 (stdout)
@@ -143,7 +190,11 @@ fn tails_are_cut_by_characters() {
     c.stderr_tail = format!("{}{}", "x".repeat(3000), "é".repeat(1000));
     c.stdout_tail = format!("{}{}", "y".repeat(100), "✗".repeat(600));
     let text = error_text(&c);
-    let expected = format!("exit_code=2\nstderr: {}\nstdout: {}", "é".repeat(1000), "✗".repeat(500));
+    let expected = format!(
+        "exit_code=2\nstderr: {}\nstdout: {}",
+        "é".repeat(1000),
+        "✗".repeat(500)
+    );
     assert_eq!(text, expected);
     c.stderr_tail = "short".into();
     c.stdout_tail = String::new();

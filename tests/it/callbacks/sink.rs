@@ -105,7 +105,10 @@ impl CallbackSink {
 
     /// The completion URL of a service-side run id.
     pub fn complete_url(&self, service_run_id: &str) -> String {
-        format!("{}/api/automation/v1/runs/{service_run_id}/complete", self.url)
+        format!(
+            "{}/api/automation/v1/runs/{service_run_id}/complete",
+            self.url
+        )
     }
 
     /// Answers the next completions with these replies, in order (then 200).
