@@ -2,11 +2,14 @@
 //! automation service.
 //!
 //! When a run with a `callback` ends, [`Outbox::enqueue`] builds the
-//! payload ([`payload`]), writes it to `<state-dir>/outbox/<run_id>.json`
-//! with fsync ([`store`]) and wakes the delivery loop ([`worker`]), which
-//! posts it ([`deliver`]) and retries what may succeed later. The file
-//! keeps the result after delivery, so status survives restarts; it goes
-//! away with its run ([`Outbox::forget`]).
+//! payload ([`payload`]), puts it in `<state-dir>/outbox/<run_id>.json`
+//! ([`store`]), starts the first attempt ([`deliver`]) and flushes the file
+//! to disk while that attempt is on its way; the run's final record is
+//! written only after that flush, so no crash or power loss can leave an
+//! ended run without its callback. The delivery loop ([`worker`]) retries
+//! what may succeed later and resumes pending callbacks after a restart.
+//! The file keeps the result after delivery, so status survives restarts;
+//! it goes away with its run ([`Outbox::forget`]).
 //!
 //! At most one callback per run: a run whose end is recorded twice (a
 //! crash between the outbox write and the run's final record) finds its

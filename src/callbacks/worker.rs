@@ -1,7 +1,9 @@
-//! The delivery loop: one task that waits for the next due callback, a new
-//! entry or shutdown, and starts an attempt for each due callback; each
-//! attempt settles its entry (delivered, failed, or due again after a
-//! backoff with full jitter) and writes it back to disk.
+//! The delivery loop: one task that waits for the next due callback, a
+//! wake-up or shutdown, and starts an attempt for each due callback (first
+//! attempts start at once from [`super::Outbox::enqueue`]; the loop runs
+//! retries and callbacks resumed after a restart). Each attempt settles
+//! its entry (delivered, failed, or due again after a backoff with full
+//! jitter) and writes it back to disk.
 //!
 //! Also the phase reports: one small task per run posting its phases in
 //! order, best effort, one retry each.
