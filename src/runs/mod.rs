@@ -628,11 +628,10 @@ impl Registry {
         let hard_deadline = deadline + Duration::from_secs(2);
         loop {
             let notified = self.inner.ended.notified();
+            // Ended and fully recorded (outbox included): `progress.ended`.
             let left = {
                 let runs = self.lock_runs();
-                runs.values()
-                    .filter(|s| !s.record.state.is_terminal())
-                    .count()
+                runs.values().filter(|s| !s.progress.borrow().ended).count()
             };
             if left == 0 {
                 return;

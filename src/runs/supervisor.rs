@@ -277,15 +277,23 @@ impl Registry {
         }
     }
 
-    /// Records a run's end: outbox first (durable), then the record, then
-    /// wakes everyone waiting on the run.
+    /// Records a run's end: in memory, then the outbox (durable), then the
+    /// record, then wakes everyone waiting on the run.
     pub(super) async fn finish(&self, run_id: &str, report: Result<ExitReport, String>) {
-        let (mut record, masker) = {
-            let runs = self.lock_runs();
-            let Some(slot) = runs.get(run_id) else { return };
-            (slot.record.clone(), slot.masker.clone())
+        // The end is applied in memory at once: from here on the run reads
+        // as ended (a status read by the service when the callback arrives
+        // agrees with it) and takes no more reports, so every accepted
+        // report is in the payload. `progress.ended` and the waiters follow
+        // once the outbox and the record are written.
+        let record = {
+            let mut runs = self.lock_runs();
+            let Some(slot) = runs.get_mut(run_id) else {
+                return;
+            };
+            let masker = slot.masker.clone();
+            apply_exit(&mut slot.record, report, &masker);
+            slot.record.clone()
         };
-        apply_exit(&mut record, report, &masker);
         let run_dir = self.run_dir(run_id);
         if let Some(target) = record.callback.clone() {
             let completion = Completion {
@@ -330,7 +338,6 @@ impl Registry {
                     stderr_bytes: record.stderr_bytes,
                     ended: true,
                 };
-                slot.record = record;
                 slot.control = None;
                 slot.progress.send_replace(final_progress);
             }

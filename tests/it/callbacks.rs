@@ -108,6 +108,11 @@ async fn success_is_posted_once_with_its_headers() {
     );
     assert_eq!(post.header("content-type"), Some("application/json"));
     assert_eq!(post.header("idempotency-key"), Some("ok-1"));
+    let (_, run) = daemon.get("/v1/runs/ok-1").await;
+    assert_eq!(
+        run["state"], "succeeded",
+        "ended by the time the service hears of it"
+    );
 
     let run = wait_callback(&daemon, "ok-1", "delivered").await;
     let cb = &run["callback"];
@@ -741,7 +746,12 @@ async fn crash_and_restart_lose_no_callback() {
         ("c-fail", "echo bad >&2; exit 5"),
         ("c-ends-while-down", "sleep 1; echo late; exit 7"),
         ("c-killed-while-down", "sleep 1; kill -9 $$"),
-        ("c-outlives", "sleep 3; exit 0"),
+        (
+            "c-outlives",
+            r#"curl -sf -o /dev/null -X POST -H "Authorization: Bearer $SANDBOXD_RUN_TOKEN" \
+                 -H 'Content-Type: application/json' -d '{"conversation_id":"conv-x","cost":2.5}' \
+                 "$SANDBOXD_URL/v1/runs/$SANDBOXD_RUN_ID/report"; sleep 3; exit 0"#,
+        ),
         ("c-lost", "sleep 30"),
     ];
     for (run_id, script) in runs {
@@ -754,6 +764,9 @@ async fn crash_and_restart_lose_no_callback() {
     for run_id in ["c-done", "c-fail"] {
         sink.wait_completions(run_id, 2).await;
     }
+    first
+        .wait_run("c-outlives", "to report", |r| r["report"]["cost"] == 2.5)
+        .await;
     first
         .wait_run("c-lost", "running", |r| r["state"] == "running")
         .await;
@@ -832,6 +845,12 @@ async fn crash_and_restart_lose_no_callback() {
         );
         assert_eq!(run["callback"]["last_status"], 200, "{run_id}: {run}");
     }
+    let outlived = &sink.completions("c-outlives")[0].body;
+    assert_eq!(
+        outlived["conversation_id"], "conv-x",
+        "reported before the crash: {outlived}"
+    );
+    assert_eq!(outlived["cost"], 2.5);
     let (_, status) = second.get("/v1/status").await;
     assert_eq!(status["outbox"], json!({"pending": 0, "failed": 0}));
     assert_eq!(status["runs"]["running"], 0);
