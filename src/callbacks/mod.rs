@@ -184,7 +184,8 @@ impl Outbox {
                 run_id,
                 "the run's callback is already in the outbox; not sending another"
             );
-            return Ok(());
+            // It may have been written just before a crash, never flushed.
+            return self.flush_file(run_id).await;
         }
         let record = OutboxRecord {
             version: store::OUTBOX_VERSION,
@@ -212,6 +213,10 @@ impl Outbox {
         self.shared.lock_entries().insert(run_id.clone(), entry);
         tokio::spawn(worker::attempt(self.shared.clone(), run_id.clone()));
         saved?;
+        self.flush_file(run_id).await
+    }
+
+    async fn flush_file(&self, run_id: String) -> std::io::Result<()> {
         let store = self.shared.store.clone();
         tokio::task::spawn_blocking(move || store.flush(&run_id))
             .await
