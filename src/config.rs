@@ -100,6 +100,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBOXD_CALLBACK_MAX_AGE", default_value = "24h", value_parser = parse_duration)]
     pub callback_max_age: Duration,
 
+    /// Upper bound of the first callback retry's wait; retry n waits a
+    /// random time up to min(60 s, this × 2^(n-1)) (full jitter).
+    #[arg(long, env = "SANDBOXD_CALLBACK_BACKOFF", default_value = "1", value_parser = parse_duration)]
+    pub callback_backoff: Duration,
+
+    /// Timeout of one callback attempt (connect, send, answer).
+    #[arg(long, env = "SANDBOXD_CALLBACK_TIMEOUT", default_value = "30", value_parser = parse_duration)]
+    pub callback_timeout: Duration,
+
     /// Base URL of the OpenHands cloud API, for named secrets.
     #[arg(long, env = "OPENHANDS_CLOUD_API_URL")]
     pub cloud_api_url: Option<String>,
@@ -264,6 +273,10 @@ pub struct Config {
     pub callback_token_from_env: bool,
     /// Retry window of callbacks.
     pub callback_max_age: Duration,
+    /// Ceiling of the first callback retry's wait (doubles per retry).
+    pub callback_backoff: Duration,
+    /// Timeout of one callback attempt.
+    pub callback_timeout: Duration,
     /// Cloud API base URL (no trailing slash).
     pub cloud_api_url: Option<String>,
     /// Sandbox id for named secrets.
@@ -326,6 +339,9 @@ impl Config {
         if args.default_timeout.is_zero() {
             bail!("--default-timeout must be greater than 0");
         }
+        if args.callback_timeout.is_zero() {
+            bail!("--callback-timeout must be greater than 0");
+        }
         let callback_token = args.callback_token.clone().filter(|t| !t.is_empty());
         let callback_token_from_env = std::env::var("OPENHANDS_API_KEY")
             .ok()
@@ -372,6 +388,8 @@ impl Config {
             callback_token: callback_token.map(SecretString::from),
             callback_token_from_env,
             callback_max_age: args.callback_max_age,
+            callback_backoff: args.callback_backoff,
+            callback_timeout: args.callback_timeout,
             cloud_api_url,
             sandbox_id: args.sandbox_id.clone().filter(|s| !s.is_empty()),
             agent_server_url,

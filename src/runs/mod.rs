@@ -620,12 +620,17 @@ impl Registry {
         loop {
             let notified = self.inner.ended.notified();
             // A run that was still starting (no control channel yet) when
-            // the shutdown began is stopped as soon as it has one.
+            // the shutdown began is stopped as soon as it has one. A run is
+            // done once its end is fully recorded (outbox included):
+            // `progress.ended`.
             let live: Vec<(String, bool)> = {
                 let runs = self.lock_runs();
                 runs.values()
-                    .filter(|s| !s.record.state.is_terminal())
-                    .map(|s| (s.record.run_id.clone(), s.control.is_some()))
+                    .filter(|s| !s.progress.borrow().ended)
+                    .map(|s| {
+                        let controllable = s.control.is_some() && !s.record.state.is_terminal();
+                        (s.record.run_id.clone(), controllable)
+                    })
                     .collect()
             };
             if live.is_empty() {

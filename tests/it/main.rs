@@ -6,6 +6,7 @@
 
 mod support;
 
+mod callbacks;
 mod cli;
 mod daemon;
 mod docs;
