@@ -8,11 +8,33 @@
 //! leftmost-longest over all values at once (Aho-Corasick), so overlapping
 //! secrets mask the longer one.
 //!
-//! Values shorter than [`MIN_MASKED_LEN`] bytes are not masked: replacing
-//! every `a` or `42` in a log would shred ordinary output while hiding
-//! nothing (a value that short is guessed in a few tries anyway).
+//! Memory stays bounded: between chunks at most `longest - 1` bytes are
+//! held, and a chunk is masked in place of being accumulated.
+//!
+//! # The minimum length
+//!
+//! Values shorter than [`MIN_MASKED_LEN`] (3) bytes are not masked; every
+//! value of 3 bytes or more is, whatever the chunking (tested one byte at a
+//! time for every length from 3 to 200, in the unit tests below and through
+//! a real child in the integration tests). Why not shorter ones:
+//! - a 1- or 2-byte value occurs everywhere: masking every `a`, `1` or `ok`
+//!   would shred ordinary output (numbers, words, JSON) into `****` and make
+//!   the logs useless for the people debugging the run;
+//! - it hides nothing: a 2-byte value has at most 65,536 possibilities, and
+//!   the surrounding output would still show where it was used;
+//! - 3 bytes is the smallest length where a match is rare in ordinary text,
+//!   while no real credential is that short. Other systems sit on both sides
+//!   (GitLab refuses to mask CI variables under 8 characters; GitHub masks
+//!   any registered value); 3 keeps short PINs and codes masked.
+//!
+//! Pattern bytes are zeroized when the last clone of a [`Masker`] is
+//! dropped. The automaton built from them is not (`aho-corasick` has no
+//! zeroizing mode); it lives in the non-dumpable daemon and shim only.
+
+use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, MatchKind};
+use zeroize::Zeroizing;
 
 /// What a secret value is replaced by.
 pub const MASK: &[u8] = b"****";
@@ -24,9 +46,9 @@ pub const MIN_MASKED_LEN: usize = 3;
 #[derive(Clone)]
 pub struct Masker {
     matcher: Option<AhoCorasick>,
-    patterns: std::sync::Arc<Vec<Vec<u8>>>,
+    patterns: Arc<Vec<Zeroizing<Vec<u8>>>>,
     /// `first_bytes[b]`: some value starts with byte `b`.
-    first_bytes: std::sync::Arc<[bool; 256]>,
+    first_bytes: Arc<[bool; 256]>,
     longest: usize,
 }
 
@@ -46,20 +68,22 @@ impl Masker {
         I: IntoIterator<Item = V>,
         V: AsRef<[u8]>,
     {
-        let mut patterns: Vec<Vec<u8>> = values
+        let mut patterns: Vec<Zeroizing<Vec<u8>>> = values
             .into_iter()
-            .map(|v| v.as_ref().to_vec())
-            .filter(|v| v.len() >= MIN_MASKED_LEN)
+            .filter(|v| v.as_ref().len() >= MIN_MASKED_LEN)
+            .map(|v| Zeroizing::new(v.as_ref().to_vec()))
             .collect();
-        patterns.sort();
-        patterns.dedup();
-        let longest = patterns.iter().map(Vec::len).max().unwrap_or(0);
+        patterns.sort_by(|a, b| a.as_slice().cmp(b.as_slice()));
+        patterns.dedup_by(|a, b| a.as_slice() == b.as_slice());
+        let longest = patterns.iter().map(|p| p.len()).max().unwrap_or(0);
         let matcher = if patterns.is_empty() {
             None
         } else {
+            // Building fails only past aho-corasick's size limits (billions
+            // of states), far beyond any set of values a run can be given.
             AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostLongest)
-                .build(&patterns)
+                .build(patterns.iter().map(|p| p.as_slice()))
                 .ok()
         };
         let mut first_bytes = [false; 256];
@@ -68,8 +92,8 @@ impl Masker {
         }
         Masker {
             matcher,
-            patterns: std::sync::Arc::new(patterns),
-            first_bytes: std::sync::Arc::new(first_bytes),
+            patterns: Arc::new(patterns),
+            first_bytes: Arc::new(first_bytes),
             longest,
         }
     }
@@ -133,12 +157,11 @@ impl StreamMasker {
             out.extend_from_slice(chunk);
             return;
         };
-        let buf: &[u8] = if self.pending.is_empty() {
-            chunk
-        } else {
+        let held = !self.pending.is_empty();
+        if held {
             self.pending.extend_from_slice(chunk);
-            &self.pending
-        };
+        }
+        let buf: &[u8] = if held { &self.pending } else { chunk };
         // No match can start before `hold` and end past `buf`: from `hold`
         // on, `buf` is a prefix of some value that the next chunk may
         // complete. A match starting before `hold` is complete (and is the
@@ -158,8 +181,12 @@ impl StreamMasker {
         }
         let keep_from = emitted.max(hold);
         out.extend_from_slice(&buf[emitted..keep_from]);
-        let rest = buf[keep_from..].to_vec();
-        self.pending = rest;
+        // Keep the undecided tail in the same buffer: no allocation per chunk.
+        if held {
+            self.pending.drain(..keep_from);
+        } else {
+            self.pending.extend_from_slice(&chunk[keep_from..]);
+        }
     }
 
     /// Ends the stream, flushing the held-back tail.
