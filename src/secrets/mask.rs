@@ -61,9 +61,9 @@ pub const SAMPLE_MIN_LEN: usize = 16;
 /// Bytes in a sampled window.
 const GRAM: usize = 8;
 
-/// log2 of the bits in a sampler's set (32 KiB: fits in L1/L2, and 50
-/// values of 40 bytes fill under 1% of it).
-const SAMPLE_BITS: u32 = 18;
+/// Bits in a sampler's set per 8-byte piece of a value: about 1 in 32
+/// windows of unrelated text passes the set and is then looked up exactly.
+const BITS_PER_GRAM: usize = 32;
 
 /// A set of values to mask; cheap to share, builds stream maskers.
 #[derive(Clone)]
@@ -82,8 +82,13 @@ pub struct Masker {
 /// Aho-Corasick searches, so it cannot change what is masked (the tests
 /// compare it with a full search).
 struct Sampler {
-    /// Hashes of every 8-byte piece of the first `shortest` bytes of every
-    /// value.
+    /// A bit per hash of every 8-byte piece of the first `shortest` bytes
+    /// of every value.
+    bits: Zeroizing<Vec<u64>>,
+    /// log2 of the number of bits.
+    bits_log2: u32,
+    /// The pieces themselves, sorted, to rule out hash collisions before
+    /// searching.
     grams: Zeroizing<Vec<u64>>,
     /// Distance between sampled windows: `shortest - GRAM + 1`.
     stride: usize,
@@ -93,18 +98,35 @@ struct Sampler {
 
 impl Sampler {
     fn new(patterns: &[Zeroizing<Vec<u8>>], shortest: usize) -> Sampler {
-        let mut grams = Zeroizing::new(vec![0u64; 1 << (SAMPLE_BITS - 6)]);
+        let mut grams = Zeroizing::new(Vec::with_capacity(patterns.len() * (shortest - GRAM + 1)));
         for pattern in patterns {
-            for window in pattern[..shortest].windows(GRAM) {
-                let bit = gram_bit(window);
-                grams[bit >> 6] |= 1 << (bit & 63);
-            }
+            grams.extend(pattern[..shortest].windows(GRAM).map(gram_of));
+        }
+        grams.sort_unstable();
+        grams.dedup();
+        // 4 KiB to 128 KiB of bits.
+        let bits_log2 = (grams.len() * BITS_PER_GRAM)
+            .next_power_of_two()
+            .trailing_zeros()
+            .clamp(15, 20);
+        let mut bits = Zeroizing::new(vec![0u64; 1 << (bits_log2 - 6)]);
+        for gram in grams.iter() {
+            let bit = bit_of(*gram, bits_log2);
+            bits[bit >> 6] |= 1 << (bit & 63);
         }
         Sampler {
+            bits,
+            bits_log2,
             grams,
             stride: shortest - GRAM + 1,
             reach_back: shortest - GRAM,
         }
+    }
+
+    /// Whether these 8 bytes are a piece of a value.
+    fn has(&self, gram: u64) -> bool {
+        let bit = bit_of(gram, self.bits_log2);
+        self.bits[bit >> 6] & (1 << (bit & 63)) != 0 && self.grams.binary_search(&gram).is_ok()
     }
 
     /// Calls `found` with each range of `buf` (merged, in order) that may
@@ -113,8 +135,7 @@ impl Sampler {
         let mut current: Option<(usize, usize)> = None;
         let mut at = 0;
         while at + GRAM <= buf.len() {
-            let bit = gram_bit(&buf[at..at + GRAM]);
-            if self.grams[bit >> 6] & (1 << (bit & 63)) != 0 {
+            if self.has(gram_of(&buf[at..at + GRAM])) {
                 // An occurrence covering this window starts at most
                 // `reach_back` before it and ends at most `longest` after.
                 let start = at.saturating_sub(self.reach_back);
@@ -136,11 +157,14 @@ impl Sampler {
     }
 }
 
-fn gram_bit(window: &[u8]) -> usize {
+fn gram_of(window: &[u8]) -> u64 {
     let mut bytes = [0u8; GRAM];
     bytes.copy_from_slice(window);
-    let hash = u64::from_le_bytes(bytes).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (hash >> (64 - SAMPLE_BITS)) as usize
+    u64::from_le_bytes(bytes)
+}
+
+fn bit_of(gram: u64, bits_log2: u32) -> usize {
+    (gram.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits_log2)) as usize
 }
 
 impl std::fmt::Debug for Masker {
