@@ -28,7 +28,7 @@ const SECRETS: usize = 50;
 const START_RUNS: usize = 40;
 
 /// Runs per variant for the throughput measure.
-const CAPTURE_RUNS: usize = 3;
+const CAPTURE_RUNS: usize = 5;
 
 /// A log line like real output: words, ids, numbers.
 const LINE: &str = "INFO 2026-01-01T12:00:00Z worker-7 processed request id=5f3a9c0e1b2d4f68 status=200 bytes=51234 user=alice path=/api/v1/items";
@@ -95,7 +95,7 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1 << 30);
     println!(
-        "\n== capture: a child writes {} MiB of log lines to stdout, median of {CAPTURE_RUNS}",
+        "\n== capture: a child writes {} MiB of log lines to stdout, median of {CAPTURE_RUNS}, alternating",
         bytes >> 20
     );
     let writer = format!("yes '{LINE}' | head -c {bytes}");
@@ -118,18 +118,21 @@ async fn main() {
         masked_rates.push(capture_rate(&daemon, &capture_masked, bytes).await);
     }
     let (plain_rate, masked_rate) = (median_f(&mut plain_rates), median_f(&mut masked_rates));
+    let (plain_best, masked_best) = (best_f(&plain_rates), best_f(&masked_rates));
     let cost = 1.0 - masked_rate / plain_rate;
+    let best_cost = 1.0 - masked_best / plain_best;
     println!(
-        "session key only:     {plain_rate:>8.1} MiB/s  (runs: {})",
+        "session key only:     median {plain_rate:>7.1} MiB/s  best {plain_best:>7.1}  (runs: {})",
         rates(&plain_rates)
     );
     println!(
-        "+ {SECRETS} secrets:         {masked_rate:>8.1} MiB/s  (runs: {})",
+        "+ {SECRETS} secrets:         median {masked_rate:>7.1} MiB/s  best {masked_best:>7.1}  (runs: {})",
         rates(&masked_rates)
     );
     println!(
-        "masking cost:         {:.1}% (target < 10%): {}",
+        "masking cost:         median {:.1}%, best-of-{CAPTURE_RUNS} {:.1}% (target < 10%): {}",
         cost * 100.0,
+        best_cost * 100.0,
         verdict(cost < 0.10)
     );
 
@@ -173,14 +176,15 @@ fn masker_alone(values: &[String]) {
     text.truncate(64 * 1024);
     let chunks = 4096; // 256 MiB
     let mut out = Vec::with_capacity(128 * 1024);
-    let copy = {
+    let mut copy = Duration::MAX;
+    for _ in 0..5 {
         let started = Instant::now();
         for _ in 0..chunks {
             out.clear();
             out.extend_from_slice(std::hint::black_box(&text));
         }
-        started.elapsed()
-    };
+        copy = copy.min(started.elapsed());
+    }
     let mib = (chunks * text.len()) as f64 / (1 << 20) as f64;
     println!(
         "plain copy:           {:>8.0} MiB/s",
@@ -193,17 +197,20 @@ fn masker_alone(values: &[String]) {
             Masker::new(values.iter().map(String::as_str).chain([support::KEY])),
         ),
     ] {
-        let mut stream = masker.stream();
-        let started = Instant::now();
-        for _ in 0..chunks {
-            out.clear();
-            stream.push(std::hint::black_box(&text), &mut out);
+        let mut best = Duration::MAX;
+        for _ in 0..5 {
+            let mut stream = masker.stream();
+            let started = Instant::now();
+            for _ in 0..chunks {
+                out.clear();
+                stream.push(std::hint::black_box(&text), &mut out);
+            }
+            stream.finish(&mut out);
+            best = best.min(started.elapsed());
         }
-        stream.finish(&mut out);
-        let elapsed = started.elapsed();
         println!(
-            "masker, {label:<18} {:>8.0} MiB/s",
-            mib / elapsed.as_secs_f64()
+            "masker, {label:<18} {:>8.0} MiB/s (best of 5)",
+            mib / best.as_secs_f64()
         );
     }
 }
@@ -248,6 +255,10 @@ fn p90(samples: &[Duration]) -> Duration {
 fn median_f(samples: &mut [f64]) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
+}
+
+fn best_f(samples: &[f64]) -> f64 {
+    samples.iter().copied().fold(0.0, f64::max)
 }
 
 fn rates(samples: &[f64]) -> String {
