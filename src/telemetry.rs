@@ -58,12 +58,15 @@ static LOG_MASKER: RwLock<Option<Arc<Masker>>> = RwLock::new(None);
 pub fn mask_in_logs<'a>(owner: &str, values: impl IntoIterator<Item = &'a SecretString>) {
     let values: Vec<SecretString> = values.into_iter().cloned().collect();
     let mut all = MASKED_VALUES.lock().unwrap_or_else(|e| e.into_inner());
-    if values.is_empty() {
-        all.remove(owner);
+    let changed = if values.is_empty() {
+        all.remove(owner).is_some()
     } else {
         all.insert(owner.to_owned(), values);
+        true
+    };
+    if changed {
+        rebuild(&all);
     }
-    rebuild(&all);
 }
 
 /// Stops masking an owner's values (its run has ended); they are zeroized.
