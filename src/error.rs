@@ -142,7 +142,8 @@ fn upload_status(err: &UploadError) -> (StatusCode, &'static str) {
 
 fn secret_status(err: &SecretError) -> (StatusCode, &'static str) {
     match err {
-        SecretError::NotImplemented => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+        SecretError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_secret"),
+        SecretError::Unresolved { .. } => (StatusCode::FAILED_DEPENDENCY, "secret_unresolved"),
     }
 }
 

@@ -38,6 +38,7 @@ use nix::sys::signal::{killpg, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
 
 use crate::durable;
 use crate::secrets::mask::{Masker, StreamMasker};
@@ -80,6 +81,17 @@ pub struct ShimSpec {
     /// fsync the logs and `exit.json` before exiting. Off for an
     /// exec-and-wait without callback, whose caller gets the answer directly.
     pub durable: bool,
+}
+
+// The spec carries secret values (in `env` and `mask`): wipe them when it
+// goes, in the daemon (after handing it over) and in the shim.
+impl Drop for ShimSpec {
+    fn drop(&mut self) {
+        for (_, value) in &mut self.env {
+            value.zeroize();
+        }
+        self.mask.zeroize();
+    }
 }
 
 /// Which part of a run a process is.
@@ -192,9 +204,9 @@ fn run_shim() -> io::Result<()> {
 
     let mut text = String::new();
     io::stdin().read_to_string(&mut text)?;
-    let spec: ShimSpec =
-        serde_json::from_str(&text).map_err(|e| io::Error::other(format!("bad spec: {e}")))?;
-    drop(text);
+    let spec = serde_json::from_str::<ShimSpec>(&text);
+    text.zeroize();
+    let spec = spec.map_err(|e| io::Error::other(format!("bad spec: {e}")))?;
 
     let open = |name: &str| {
         OpenOptions::new()

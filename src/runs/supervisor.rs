@@ -342,8 +342,13 @@ impl Registry {
                 };
                 slot.control = None;
                 slot.progress.send_replace(final_progress);
+                // The run's secrets are no longer needed: dropping them
+                // zeroizes them.
+                slot.secrets = Default::default();
+                slot.masker = self.credentials_masker();
             }
         }
+        crate::telemetry::unmask_in_logs(run_id);
         self.inner.ended.notify_waiters();
     }
 
@@ -385,7 +390,7 @@ impl Registry {
             stderr_bytes: record.stderr_bytes,
             ended: terminal,
         };
-        let masker = Masker::new(self.daemon_credentials());
+        let masker = self.credentials_masker();
         self.lock_tokens()
             .insert(record.token.clone(), run_id.clone());
         self.lock_runs().insert(

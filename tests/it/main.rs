@@ -13,4 +13,5 @@ mod docs;
 mod examples;
 mod packaging;
 mod runs;
+mod secrets;
 mod supervise;
