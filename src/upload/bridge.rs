@@ -1,0 +1,145 @@
+//! The bounded bridge between an async body (a request body or a download)
+//! and the synchronous code reading it in `spawn_blocking`.
+//!
+//! Hand-written rather than `tokio_util::io::SyncIoBridge`: the async side
+//! here counts the bytes (metrics and `--max-bundle-bytes`, before anything
+//! is decompressed), the channel lets receiving overlap with extraction,
+//! and the end of the body is an explicit message, so a body that stops
+//! early (a dropped sender) reads as an error, never as a clean EOF.
+
+use std::io::{self, Read};
+
+use bytes::{Buf, Bytes};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+
+use super::UploadError;
+use crate::metrics::Metrics;
+
+/// Chunks in flight between the two sides. With the chunk sizes hyper and
+/// reqwest produce (tens of KiB, at most a few hundred) this keeps the
+/// memory of an upload to a few MiB whatever its size.
+const CHANNEL_CHUNKS: usize = 8;
+
+/// One message from the async side.
+#[derive(Debug)]
+pub(crate) enum Chunk {
+    /// More bytes.
+    Data(Bytes),
+    /// The body ended normally.
+    End,
+    /// The body failed; the async side has the reason.
+    Failed,
+}
+
+/// A new bridge: the sender for [`pump`], the reader for the blocking side.
+pub(crate) fn channel() -> (mpsc::Sender<Chunk>, BodyReader) {
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    (
+        tx,
+        BodyReader {
+            rx,
+            current: Bytes::new(),
+            ended: false,
+        },
+    )
+}
+
+/// The blocking side: a `Read` over the chunks. Only for use outside the
+/// async runtime (in `spawn_blocking`).
+#[derive(Debug)]
+pub(crate) struct BodyReader {
+    rx: mpsc::Receiver<Chunk>,
+    current: Bytes,
+    ended: bool,
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            if self.ended || buf.is_empty() {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Chunk::Data(bytes)) => self.current = bytes,
+                Some(Chunk::End) => self.ended = true,
+                Some(Chunk::Failed) | None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the upload stopped before its end",
+                    ))
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
+}
+
+/// How a pump ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pumped {
+    /// The whole body went through.
+    Complete,
+    /// The reader stopped early (it failed or was done); the rest of the
+    /// body is unread. Carries the bytes received so far.
+    Stopped(u64),
+}
+
+/// Moves `stream` into the bridge, counting its bytes in the upload
+/// metrics and refusing more than `limit`. On error the reader is told
+/// the body failed, and the cause is returned here.
+pub(crate) async fn pump<S, E>(
+    stream: &mut S,
+    tx: mpsc::Sender<Chunk>,
+    limit: Option<u64>,
+    metrics: &Metrics,
+    on_error: impl FnOnce(E) -> UploadError,
+) -> Result<Pumped, UploadError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let mut total = 0u64;
+    loop {
+        let bytes = match stream.next().await {
+            None => {
+                let _ = tx.send(Chunk::End).await;
+                return Ok(Pumped::Complete);
+            }
+            Some(Err(err)) => {
+                let _ = tx.send(Chunk::Failed).await;
+                return Err(on_error(err));
+            }
+            Some(Ok(bytes)) => bytes,
+        };
+        total += bytes.len() as u64;
+        metrics.upload_bytes(bytes.len() as u64);
+        if let Some(limit) = limit.filter(|limit| total > *limit) {
+            let _ = tx.send(Chunk::Failed).await;
+            return Err(UploadError::BundleTooLarge { limit });
+        }
+        if tx.send(Chunk::Data(bytes)).await.is_err() {
+            return Ok(Pumped::Stopped(total));
+        }
+    }
+}
+
+/// Reads and discards the rest of a request body the server no longer
+/// needs, up to `limit` bytes in all, so that the client, still sending,
+/// reads the answer instead of a reset connection.
+pub(crate) async fn drain<S, E>(stream: &mut S, mut total: u64, limit: u64, metrics: &Metrics)
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    while total <= limit {
+        match stream.next().await {
+            Some(Ok(bytes)) => {
+                total += bytes.len() as u64;
+                metrics.upload_bytes(bytes.len() as u64);
+            }
+            _ => return,
+        }
+    }
+}
