@@ -90,19 +90,16 @@ pub async fn put_bundle(
     body: Body,
 ) -> Result<(StatusCode, Json<BundleView>), ApiError> {
     check_run_id(&run_id)?;
-    let limit = state.config.upload_limits.max_bundle_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(UploadError::BundleTooLarge { limit }.into());
-    }
     let summary = state
         .uploads
         .put_bundle(
             &run_id,
             body.into_data_stream(),
+            declared,
             query.replace.unwrap_or(false),
             started(&state, &run_id),
         )

@@ -21,6 +21,11 @@ use crate::metrics::Metrics;
 /// memory of an upload to a few MiB whatever its size.
 const CHANNEL_CHUNKS: usize = 8;
 
+/// Bytes of a refused request body read and discarded beyond what the
+/// server would have accepted, so a client still sending reads the answer
+/// instead of a reset connection. Past this, the connection is closed.
+pub(crate) const DRAIN_EXTRA: u64 = 8 << 20;
+
 /// One message from the async side.
 #[derive(Debug)]
 pub(crate) enum Chunk {
@@ -84,24 +89,24 @@ pub(crate) enum Pumped {
     /// The whole body went through.
     Complete,
     /// The reader stopped early (it failed or was done); the rest of the
-    /// body is unread. Carries the bytes received so far.
-    Stopped(u64),
+    /// body is unread.
+    Stopped,
 }
 
-/// Moves `stream` into the bridge, counting its bytes in the upload
-/// metrics and refusing more than `limit`. On error the reader is told
-/// the body failed, and the cause is returned here.
+/// Moves `stream` into the bridge, counting its bytes (in `total` and the
+/// upload metrics) and refusing more than `limit`. On error the reader is
+/// told the body failed, and the cause is returned here.
 pub(crate) async fn pump<S, E>(
     stream: &mut S,
     tx: mpsc::Sender<Chunk>,
     limit: Option<u64>,
     metrics: &Metrics,
+    total: &mut u64,
     on_error: impl FnOnce(E) -> UploadError,
 ) -> Result<Pumped, UploadError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
-    let mut total = 0u64;
     loop {
         let bytes = match stream.next().await {
             None => {
@@ -114,21 +119,20 @@ where
             }
             Some(Ok(bytes)) => bytes,
         };
-        total += bytes.len() as u64;
+        *total += bytes.len() as u64;
         metrics.upload_bytes(bytes.len() as u64);
-        if let Some(limit) = limit.filter(|limit| total > *limit) {
+        if let Some(limit) = limit.filter(|limit| *total > *limit) {
             let _ = tx.send(Chunk::Failed).await;
             return Err(UploadError::BundleTooLarge { limit });
         }
         if tx.send(Chunk::Data(bytes)).await.is_err() {
-            return Ok(Pumped::Stopped(total));
+            return Ok(Pumped::Stopped);
         }
     }
 }
 
 /// Reads and discards the rest of a request body the server no longer
-/// needs, up to `limit` bytes in all, so that the client, still sending,
-/// reads the answer instead of a reset connection.
+/// needs, up to `limit` bytes in all (see [`DRAIN_EXTRA`]).
 pub(crate) async fn drain<S, E>(stream: &mut S, mut total: u64, limit: u64, metrics: &Metrics)
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,

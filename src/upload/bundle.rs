@@ -21,7 +21,7 @@ use nix::errno::Errno;
 use nix::fcntl::{renameat2, RenameFlags};
 use serde::{Deserialize, Serialize};
 
-use super::bridge::{self, BodyReader, Pumped};
+use super::bridge::{self, BodyReader, Pumped, DRAIN_EXTRA};
 use super::{extract, Busy, Started, UploadError, Uploader};
 use crate::config::Config;
 use crate::durable;
@@ -90,11 +90,13 @@ pub fn clean_staging(work_root: &Path) -> io::Result<()> {
 }
 
 impl Uploader {
-    /// `PUT /v1/runs/{run_id}/bundle`: extracts `body` as the run's bundle.
+    /// `PUT /v1/runs/{run_id}/bundle`: extracts `body` (of `declared`
+    /// length, when the request says) as the run's bundle.
     pub async fn put_bundle<S, E>(
         &self,
         run_id: &str,
-        body: S,
+        mut body: S,
+        declared: Option<u64>,
         replace: bool,
         started: Started,
     ) -> Result<BundleSummary, UploadError>
@@ -102,7 +104,20 @@ impl Uploader {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
         E: Display + Send + 'static,
     {
-        let busy = self.begin(run_id, replace, &started)?;
+        let limit = self.limits().max_bundle_bytes;
+        let checked = match declared {
+            Some(len) if len > limit => Err(UploadError::BundleTooLarge { limit }),
+            _ => self.begin(run_id, replace, &started),
+        };
+        let busy = match checked {
+            Ok(busy) => busy,
+            Err(err) => {
+                if declared.is_none_or(|len| len <= limit + DRAIN_EXTRA) {
+                    bridge::drain(&mut body, 0, limit + DRAIN_EXTRA, self.metrics()).await;
+                }
+                return Err(err);
+            }
+        };
         let on_error = |err: E| UploadError::Incomplete(err.to_string());
         self.receive(busy, body, replace, started, on_error, true)
             .await
@@ -155,9 +170,19 @@ impl Uploader {
                 installer.install(reader, &busy, replace, &*started)
             });
             let limit = this.limits().max_bundle_bytes;
-            let pumped = bridge::pump(&mut body, tx, Some(limit), this.metrics(), on_error).await;
-            if let (Ok(Pumped::Stopped(total)), true) = (&pumped, drain) {
-                bridge::drain(&mut body, *total, limit, this.metrics()).await;
+            let mut total = 0;
+            let pumped = bridge::pump(
+                &mut body,
+                tx,
+                Some(limit),
+                this.metrics(),
+                &mut total,
+                on_error,
+            )
+            .await;
+            if drain && !matches!(pumped, Ok(Pumped::Complete)) {
+                let upto = limit.max(total) + DRAIN_EXTRA;
+                bridge::drain(&mut body, total, upto, this.metrics()).await;
             }
             let installed = job.await.map_err(|err| panicked(&this, err))?;
             // A body that failed is the cause of whatever the extractor saw.

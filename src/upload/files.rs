@@ -23,11 +23,8 @@ use nix::fcntl::{openat, renameat, OFlag};
 use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use super::bridge::{self, BodyReader, Pumped};
+use super::bridge::{self, BodyReader, Pumped, DRAIN_EXTRA};
 use super::{UploadError, Uploader};
-
-/// Bytes of a refused body read anyway so the client sees the answer.
-const DRAIN_LIMIT: u64 = 8 << 20;
 
 /// A file that was written.
 #[derive(Debug, Clone)]
@@ -50,13 +47,13 @@ impl Uploader {
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
         E: Display + Send + 'static,
     {
-        let mode = parse_mode(mode)?;
-        let (parents, name) = parse_path(path)?;
-        let roots = self.config().upload_roots.clone();
-        let asked = path.to_owned();
-        let opened = tokio::task::spawn_blocking(move || open_parent(&asked, &parents, &roots))
-            .await
-            .map_err(|err| UploadError::Invalid(format!("cannot open the parent dir: {err}")))??;
+        let (opened, name, mode) = match self.prepare_file(path, mode).await {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                bridge::drain(&mut body, 0, DRAIN_EXTRA, self.metrics()).await;
+                return Err(err);
+            }
+        };
         let this = self.clone();
         let path = PathBuf::from(path);
         let task = tokio::spawn(async move {
@@ -69,9 +66,11 @@ impl Uploader {
                 written
             });
             let on_error = |err: E| UploadError::Incomplete(err.to_string());
-            let pumped = bridge::pump(&mut body, tx, None, this.metrics(), on_error).await;
-            if let Ok(Pumped::Stopped(total)) = &pumped {
-                bridge::drain(&mut body, *total, total + DRAIN_LIMIT, this.metrics()).await;
+            let mut total = 0;
+            let pumped =
+                bridge::pump(&mut body, tx, None, this.metrics(), &mut total, on_error).await;
+            if !matches!(pumped, Ok(Pumped::Complete)) {
+                bridge::drain(&mut body, total, total + DRAIN_EXTRA, this.metrics()).await;
             }
             let written = job.await.map_err(|err| UploadError::Io {
                 action: "writing",
@@ -87,6 +86,25 @@ impl Uploader {
             path: PathBuf::new(),
             source: io::Error::other(format!("the upload task failed: {err}")),
         })?
+    }
+}
+
+impl Uploader {
+    /// Checks the query and opens (creating) the parent dir under a root;
+    /// returns it with the file's name and mode.
+    async fn prepare_file(
+        &self,
+        path: &str,
+        mode: Option<&str>,
+    ) -> Result<(Opened, OsString, u32), UploadError> {
+        let mode = parse_mode(mode)?;
+        let (parents, name) = parse_path(path)?;
+        let roots = self.config().upload_roots.clone();
+        let asked = path.to_owned();
+        let opened = tokio::task::spawn_blocking(move || open_parent(&asked, &parents, &roots))
+            .await
+            .map_err(|err| UploadError::Invalid(format!("cannot open the parent dir: {err}")))??;
+        Ok((opened, name, mode))
     }
 }
 

@@ -8,3 +8,4 @@ mod support;
 
 mod daemon;
 mod runs;
+mod upload;

@@ -106,7 +106,14 @@ fn modes() {
 /// through an earlier symlink of the same archive are refused.
 #[test]
 fn symlinks() {
-    let table: &[(&str, &str, &[(&str, &str)], Result<(), &str>)] = &[
+    // (link path, target, earlier symlinks, Ok or a part of the reason)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        Result<(), &'a str>,
+    );
+    let table: &[Case] = &[
         ("lnk", "file", &[], Ok(())),
         ("a/b/lnk", "../c", &[], Ok(())),
         ("a/b/lnk", "../../c", &[], Ok(())),
