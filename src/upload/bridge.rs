@@ -8,6 +8,7 @@
 //! early (a dropped sender) reads as an error, never as a clean EOF.
 
 use std::io::{self, Read};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use futures::{Stream, StreamExt};
@@ -25,6 +26,10 @@ const CHANNEL_CHUNKS: usize = 8;
 /// server would have accepted, so a client still sending reads the answer
 /// instead of a reset connection. Past this, the connection is closed.
 pub(crate) const DRAIN_EXTRA: u64 = 8 << 20;
+
+/// How long a request body may send nothing before the upload is given
+/// up (and the run's upload slot freed).
+pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One message from the async side.
 #[derive(Debug)]
@@ -94,12 +99,14 @@ pub(crate) enum Pumped {
 }
 
 /// Moves `stream` into the bridge, counting its bytes (in `total` and the
-/// upload metrics) and refusing more than `limit`. On error the reader is
-/// told the body failed, and the cause is returned here.
+/// upload metrics) and refusing more than `limit` or a pause longer than
+/// `idle`. On error the reader is told the body failed, and the cause is
+/// returned here.
 pub(crate) async fn pump<S, E>(
     stream: &mut S,
     tx: mpsc::Sender<Chunk>,
     limit: Option<u64>,
+    idle: Option<Duration>,
     metrics: &Metrics,
     total: &mut u64,
     on_error: impl FnOnce(E) -> UploadError,
@@ -108,7 +115,20 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
     loop {
-        let bytes = match stream.next().await {
+        let next = match idle {
+            None => stream.next().await,
+            Some(idle) => match tokio::time::timeout(idle, stream.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    let _ = tx.send(Chunk::Failed).await;
+                    return Err(UploadError::Incomplete(format!(
+                        "no data received for {} s",
+                        idle.as_secs()
+                    )));
+                }
+            },
+        };
+        let bytes = match next {
             None => {
                 let _ = tx.send(Chunk::End).await;
                 return Ok(Pumped::Complete);
@@ -138,12 +158,43 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
     while total <= limit {
-        match stream.next().await {
-            Some(Ok(bytes)) => {
+        match tokio::time::timeout(BODY_IDLE_TIMEOUT, stream.next()).await {
+            Ok(Some(Ok(bytes))) => {
                 total += bytes.len() as u64;
                 metrics.upload_bytes(bytes.len() as u64);
             }
             _ => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that stops sending is given up after the idle timeout, and
+    /// the reader sees an error, not an end.
+    #[tokio::test]
+    async fn stalled_bodies_time_out() {
+        let (tx, reader) = channel();
+        let reading = tokio::task::spawn_blocking(move || {
+            let mut reader = reader;
+            io::copy(&mut reader, &mut io::sink())
+        });
+        let mut stream = futures::stream::iter([Ok::<_, io::Error>(Bytes::from_static(b"abc"))])
+            .chain(futures::stream::pending());
+        let mut total = 0;
+        let metrics = Metrics::new();
+        let idle = Some(Duration::from_millis(100));
+        let pumped = pump(&mut stream, tx, None, idle, &metrics, &mut total, |e| {
+            UploadError::Incomplete(e.to_string())
+        })
+        .await;
+        assert!(
+            matches!(pumped, Err(UploadError::Incomplete(_))),
+            "{pumped:?}"
+        );
+        assert_eq!(total, 3);
+        assert!(reading.await.unwrap().is_err());
     }
 }

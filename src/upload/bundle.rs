@@ -21,7 +21,7 @@ use nix::errno::Errno;
 use nix::fcntl::{renameat2, RenameFlags};
 use serde::{Deserialize, Serialize};
 
-use super::bridge::{self, BodyReader, Pumped, DRAIN_EXTRA};
+use super::bridge::{self, BodyReader, Pumped, BODY_IDLE_TIMEOUT, DRAIN_EXTRA};
 use super::{extract, Busy, Started, UploadError, Uploader};
 use crate::config::Config;
 use crate::durable;
@@ -147,7 +147,8 @@ impl Uploader {
 
     /// Streams `body` into the extraction. Runs as its own task, so an
     /// upload whose handler is dropped (the client went away) still ends
-    /// and cleans up. `drain`: read the rest of a refused request body.
+    /// and cleans up. `from_client`: the body is a request body (idle
+    /// timeout; the rest of a refused one is drained).
     pub(super) async fn receive<S, E, F>(
         &self,
         busy: Busy,
@@ -155,7 +156,7 @@ impl Uploader {
         replace: bool,
         started: Started,
         on_error: F,
-        drain: bool,
+        from_client: bool,
     ) -> Result<BundleSummary, UploadError>
     where
         S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
@@ -171,16 +172,18 @@ impl Uploader {
             });
             let limit = this.limits().max_bundle_bytes;
             let mut total = 0;
+            let idle = from_client.then_some(BODY_IDLE_TIMEOUT);
             let pumped = bridge::pump(
                 &mut body,
                 tx,
                 Some(limit),
+                idle,
                 this.metrics(),
                 &mut total,
                 on_error,
             )
             .await;
-            if drain && !matches!(pumped, Ok(Pumped::Complete)) {
+            if from_client && !matches!(pumped, Ok(Pumped::Complete)) {
                 let upto = limit.max(total) + DRAIN_EXTRA;
                 bridge::drain(&mut body, total, upto, this.metrics()).await;
             }

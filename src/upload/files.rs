@@ -23,7 +23,7 @@ use nix::fcntl::{openat, renameat, OFlag};
 use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use super::bridge::{self, BodyReader, Pumped, DRAIN_EXTRA};
+use super::bridge::{self, BodyReader, Pumped, BODY_IDLE_TIMEOUT, DRAIN_EXTRA};
 use super::{UploadError, Uploader};
 
 /// A file that was written.
@@ -67,8 +67,16 @@ impl Uploader {
             });
             let on_error = |err: E| UploadError::Incomplete(err.to_string());
             let mut total = 0;
-            let pumped =
-                bridge::pump(&mut body, tx, None, this.metrics(), &mut total, on_error).await;
+            let pumped = bridge::pump(
+                &mut body,
+                tx,
+                None,
+                Some(BODY_IDLE_TIMEOUT),
+                this.metrics(),
+                &mut total,
+                on_error,
+            )
+            .await;
             if !matches!(pumped, Ok(Pumped::Complete)) {
                 bridge::drain(&mut body, total, total + DRAIN_EXTRA, this.metrics()).await;
             }
