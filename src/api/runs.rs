@@ -399,7 +399,7 @@ pub(super) fn view(state: &AppState, snapshot: RunSnapshot) -> RunView {
             }
         }
     };
-    let bundle = crate::upload::has_bundle(&state.runs.work_dir(&record.run_id));
+    let bundle = crate::upload::has_bundle(&state.config, &record.run_id);
     RunView {
         duration_s: record.duration_s(),
         run_id: record.run_id,

@@ -581,6 +581,9 @@ impl Registry {
             let work = self.work_dir(run_id);
             remove_dir(&work).map_err(|e| RunError::io(run_id, "removing", &work, e))?;
         }
+        let state_dir = &self.inner.config.state_dir;
+        crate::upload::forget_bundle(state_dir, run_id)
+            .map_err(|e| RunError::io(run_id, "removing the bundle record of", state_dir, e))?;
         Ok(())
     }
 

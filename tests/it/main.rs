@@ -15,3 +15,4 @@ mod packaging;
 mod runs;
 mod secrets;
 mod supervise;
+mod upload;
