@@ -197,9 +197,21 @@ pub(super) fn read_error(stats: &Stats, err: &io::Error, last: Option<&str>) -> 
             ),
         };
     }
-    UploadError::BadArchive {
-        reason: format!("cannot read the archive{}: {err}", after(last)),
+    // Some parse errors quote the bytes they choked on; keep it short.
+    let mut detail = err.to_string();
+    if detail.len() > 120 {
+        let cut = (0..=120)
+            .rev()
+            .find(|i| detail.is_char_boundary(*i))
+            .unwrap_or(0);
+        detail.truncate(cut);
+        detail.push_str("...");
     }
+    let reason = match last {
+        None => format!("the body is not a tar, tar.gz or tar.zst archive ({detail})"),
+        Some(_) => format!("cannot read the archive{}: {detail}", after(last)),
+    };
+    UploadError::BadArchive { reason }
 }
 
 fn after(last: Option<&str>) -> String {

@@ -294,7 +294,7 @@ impl<'a> Writer<'a> {
         if let Err((path, reason)) = self.links.recheck() {
             return Err(UploadError::Unsafe {
                 entry: path.display().to_string(),
-                reason: format!("symlink, once all entries exist, {reason}"),
+                reason,
             });
         }
         // Deepest first, so setting a child's mtime does not disturb its
