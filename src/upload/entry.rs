@@ -78,6 +78,10 @@ impl Links {
         for (path, target) in &self.map {
             let base = path.parent().unwrap_or(Path::new(""));
             if let Err(reason) = resolve(base, target, self) {
+                let reason = format!(
+                    "symlink target {}: {reason} through symlinks of later entries",
+                    target.display()
+                );
                 return Err((path.clone(), reason));
             }
         }

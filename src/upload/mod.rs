@@ -9,6 +9,7 @@
 //!   rename into place, the bundle record in `<state-dir>/bundles/`.
 //! - `fetch`: the URL form, streaming a download into the same extraction.
 //! - `files`: single files written atomically under the upload roots.
+//! - `write`: writing validated entries (files, dirs, links) to disk.
 
 mod bridge;
 mod bundle;
@@ -16,6 +17,7 @@ pub mod entry;
 pub mod extract;
 mod fetch;
 mod files;
+mod write;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
