@@ -1,8 +1,18 @@
 //! `GET /openapi.json`: the OpenAPI document, generated from the handlers
 //! and wire types.
+//!
+//! The handlers' annotations list the answers particular to each
+//! operation; [`CommonResponses`] adds the ones every operation of a kind
+//! can give (no key, a run token out of scope, a malformed body or query,
+//! an internal error), so that the document describes every status the
+//! daemon really sends. `bench/reliability/20-schemathesis.sh` checks it
+//! against the live daemon.
 
 use axum::Json;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{files, runs, secrets, status};
@@ -19,7 +29,7 @@ use super::{files, runs, secrets, status};
         secrets::resolve_secrets,
         get_openapi,
     ),
-    modifiers(&Auth),
+    modifiers(&Auth, &CommonResponses),
     security(("session_key" = []), ("bearer" = [])),
 )]
 pub struct ApiDoc;
@@ -40,8 +50,97 @@ impl Modify for Auth {
     }
 }
 
+/// Adds the answers shared by whole classes of operations, and describes
+/// raw upload bodies as binary strings.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                add_common(operation);
+            }
+        }
+    }
+}
+
+fn add_common(operation: &mut Operation) {
+    let public = operation.security.as_ref().is_some_and(Vec::is_empty);
+    let body_media: Vec<String> = operation
+        .request_body
+        .as_ref()
+        .map(|body| body.content.keys().cloned().collect())
+        .unwrap_or_default();
+    let has_params = operation
+        .parameters
+        .as_ref()
+        .is_some_and(|params| !params.is_empty());
+    if let Some(body) = operation.request_body.as_mut() {
+        if let Some(raw) = body.content.get_mut("application/octet-stream") {
+            raw.schema = Some(RefOr::T(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+                    .into(),
+            ));
+        }
+    }
+    let mut add = |status: &str, description: &str| {
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| error_response(description));
+    };
+    if body_media.iter().any(|m| m == "application/json") {
+        add(
+            "400",
+            "bad_json: the body is not this JSON, or lacks Content-Type: application/json",
+        );
+        add("413", "body_too_large: a JSON body over 10 MiB");
+    }
+    if has_params {
+        add("400", "bad_request: a malformed query string or path");
+    }
+    if !public {
+        add(
+            "401",
+            "unauthorized: no key, a wrong key, or the token of an ended run",
+        );
+        add(
+            "403",
+            "forbidden: a run token used beyond its own run's report, status and secrets",
+        );
+        add(
+            "500",
+            "internal: a bug or an I/O failure inside sandboxd; its log has the details",
+        );
+    }
+}
+
+fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
 /// This document (no auth).
-#[utoipa::path(get, path = "/openapi.json", security(), responses((status = 200, description = "OpenAPI 3.1 document")))]
+#[utoipa::path(get, path = "/openapi.json", security(),
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object, content_type = "application/json")))]
 pub async fn get_openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }

@@ -17,6 +17,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{AppState, Caller};
+use crate::config::Config;
 use crate::error::{ApiError, ErrorBody};
 use crate::runs::logs::{self, LogReader, LogStream};
 use crate::runs::record::{CallbackTarget, RunReport, RunState};
@@ -24,7 +25,7 @@ use crate::runs::shim::files;
 use crate::runs::{parse_signal, NewRun, RunError, RunSnapshot};
 
 /// The command: an argv executed directly, or a string run by `bash -c`.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum CommandSpec {
     /// argv.
@@ -33,15 +34,39 @@ pub enum CommandSpec {
     Shell(String),
 }
 
+// Written by hand: the derived schema cannot say that the argv and the
+// string must not be empty.
+impl utoipa::PartialSchema for CommandSpec {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        let text = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+        };
+        OneOfBuilder::new()
+            .description(Some(
+                "argv (executed directly), or a string run as `bash -c <string>`",
+            ))
+            .item(ArrayBuilder::new().items(text()).min_items(Some(1)))
+            .item(text())
+            .into()
+    }
+}
+
+impl ToSchema for CommandSpec {}
+
 /// Body of `POST /v1/runs`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRunRequest {
     /// The run's id; a UUID v4 when absent. Letters, digits, `.`, `_`, `-`.
+    #[schema(pattern = "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")]
     pub run_id: Option<String>,
     /// argv, or a string run as `bash -c <string>`.
     pub command: CommandSpec,
     /// Absolute working dir; default: the run's work dir (created).
+    #[schema(pattern = "^/")]
     pub cwd: Option<String>,
     /// Extra environment variables.
     #[serde(default)]
@@ -61,6 +86,7 @@ pub struct CreateRunRequest {
     #[serde(default = "yes")]
     pub setup: bool,
     /// Wall-clock limit of setup + command, in seconds.
+    #[schema(exclusive_minimum = 0.0, maximum = 2592000.0)]
     pub timeout_s: Option<f64>,
     /// Completion callback.
     pub callback: Option<CallbackRequest>,
@@ -200,24 +226,28 @@ pub struct CancelRequest {
 #[serde(deny_unknown_fields)]
 pub struct SignalRequest {
     /// `SIGINT`, `INT` or a number.
-    #[schema(value_type = String)]
+    #[schema(schema_with = signal_schema)]
     pub signal: serde_json::Value,
+}
+
+fn signal_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    OneOfBuilder::new()
+        .item(ObjectBuilder::new().schema_type(Type::String))
+        .item(ObjectBuilder::new().schema_type(Type::Integer))
+        .into()
 }
 
 /// Start a run.
 #[utoipa::path(post, path = "/v1/runs", request_body = CreateRunRequest,
     responses((status = 201, body = RunView), (status = 200, description = "existing run, or wait: true", body = RunView),
               (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 424, body = ErrorBody),
-              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody), (status = 507, body = ErrorBody)))]
 pub async fn create_run(
     State(state): State<AppState>,
-    ApiJson(mut body): ApiJson<serde_json::Value>,
+    ApiJson(body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
-    let fingerprint = fingerprint(&mut body);
-    let request: CreateRunRequest =
-        serde_json::from_value(body).map_err(|e| ApiError::BadJson(e.to_string()))?;
-    let wait = request.wait;
-    let mut new = validate(&state, request, fingerprint)?;
+    let (mut new, wait) = create_run_request(body, &state.config)?;
     if wait {
         new.record_sync = crate::durable::Sync::NoFlush;
     }
@@ -240,6 +270,28 @@ pub async fn create_run(
     Ok((status, Json(view(&state, snapshot))).into_response())
 }
 
+/// The parsing and validation `POST /v1/runs` does, from the body's bytes:
+/// the run to start and whether the caller waits for its end. The checks
+/// that need the registry (the run's id, `--max-running`) and the env
+/// checks ([`crate::runs::check_env`]) come after. Public for the fuzz
+/// target `run_spec`.
+pub fn parse_create_run(body: &[u8], config: &Config) -> Result<(NewRun, bool), ApiError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::BadJson(e.to_string()))?;
+    create_run_request(value, config)
+}
+
+fn create_run_request(
+    mut body: serde_json::Value,
+    config: &Config,
+) -> Result<(NewRun, bool), ApiError> {
+    let fingerprint = fingerprint(&mut body);
+    let request: CreateRunRequest =
+        serde_json::from_value(body).map_err(|e| ApiError::BadJson(e.to_string()))?;
+    let wait = request.wait;
+    Ok((validate(config, request, fingerprint)?, wait))
+}
+
 /// The request's identity for idempotent retries: a hash of its canonical
 /// JSON without `wait` (a retry may wait or not). Hashed as it is
 /// serialized: no copy of the body (and its secret values) is made.
@@ -259,13 +311,13 @@ fn fingerprint(body: &mut serde_json::Value) -> String {
 }
 
 fn validate(
-    state: &AppState,
+    config: &Config,
     mut request: CreateRunRequest,
     fingerprint: String,
 ) -> Result<NewRun, ApiError> {
     // First, so that the raw values are zeroized (as they are parsed) on
     // every path.
-    let secrets = crate::secrets::parse_map(std::mem::take(&mut request.secrets), &state.config)?;
+    let secrets = crate::secrets::parse_map(std::mem::take(&mut request.secrets), config)?;
     let invalid = |msg: String| ApiError::Run(RunError::Invalid(msg));
     let run_id = match request.run_id {
         Some(id) => {
@@ -305,11 +357,11 @@ fn validate(
                 "timeout_s {secs} must be between 0 and 2592000 seconds"
             )))
         }
-        None => state.config.default_timeout,
+        None => config.default_timeout,
     };
     let callback = request
         .callback
-        .map(|cb| callback_target(state, cb, &run_id))
+        .map(|cb| callback_target(config, cb, &run_id))
         .transpose()?;
     Ok(NewRun {
         run_id,
@@ -328,7 +380,7 @@ fn validate(
 }
 
 fn callback_target(
-    state: &AppState,
+    config: &Config,
     cb: CallbackRequest,
     run_id: &str,
 ) -> Result<CallbackTarget, ApiError> {
@@ -343,8 +395,7 @@ fn callback_target(
     }
     use secrecy::ExposeSecret;
     let token = cb.token.filter(|t| !t.is_empty()).or_else(|| {
-        state
-            .config
+        config
             .callback_token
             .as_ref()
             .map(|t| t.expose_secret().to_owned())
@@ -578,9 +629,12 @@ pub async fn delete_run(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// An optional JSON body: empty, or JSON `null`, means the defaults.
 fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::BadJson(e.to_string()))
+    serde_json::from_slice::<Option<T>>(body)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| ApiError::BadJson(e.to_string()))
 }

@@ -201,7 +201,7 @@ pub async fn get_status(State(state): State<AppState>) -> Json<StatusView> {
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain", body = String)))]
+#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "application/openmetrics-text", body = String)))]
 pub async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
     let counts: Vec<(&str, u64)> = state
         .runs

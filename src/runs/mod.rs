@@ -261,22 +261,7 @@ impl Registry {
     }
 
     fn check_env(&self, new: &NewRun) -> Result<(), RunError> {
-        if let Some(bad) = new.env.keys().find(|name| !env::valid_name(name)) {
-            return Err(RunError::Invalid(format!(
-                "env name {bad:?} is not a valid variable name"
-            )));
-        }
-        if let Some(bad) = new.secrets.keys().find(|name| !env::valid_name(name)) {
-            return Err(RunError::Invalid(format!(
-                "secrets name {bad:?} is not a valid variable name"
-            )));
-        }
-        let forbidden =
-            env::forbidden_names(&new.env, &new.allow_sensitive_env, &self.env_policy());
-        if !forbidden.is_empty() {
-            return Err(RunError::SensitiveEnv(forbidden.join(", ")));
-        }
-        Ok(())
+        check_env(new, &self.inner.config)
     }
 
     /// Claims the id in memory (or finds the identical run). The slot is
@@ -403,16 +388,7 @@ impl Registry {
     }
 
     fn env_policy(&self) -> env::EnvPolicy {
-        let config = &self.inner.config;
-        let mut credential_names = Vec::new();
-        if config.callback_token_from_env {
-            credential_names.push("OPENHANDS_API_KEY".to_owned());
-        }
-        env::EnvPolicy {
-            strip_names: config.strip_env.clone(),
-            strip_prefixes: config.strip_env_prefix.clone(),
-            credential_names,
-        }
+        env_policy(&self.inner.config)
     }
 
     /// A masker of the daemon's own credentials only: for runs whose
@@ -725,6 +701,39 @@ fn remove_dir(dir: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
         other => other,
+    }
+}
+
+/// Checks a new run's env and secrets names: valid variable names, and no
+/// sensitive name in `env` unless `allow_sensitive_env` lists it. Part of
+/// accepting a run; public for the fuzz target `run_spec`.
+pub fn check_env(new: &NewRun, config: &Config) -> Result<(), RunError> {
+    if let Some(bad) = new.env.keys().find(|name| !env::valid_name(name)) {
+        return Err(RunError::Invalid(format!(
+            "env name {bad:?} is not a valid variable name"
+        )));
+    }
+    if let Some(bad) = new.secrets.keys().find(|name| !env::valid_name(name)) {
+        return Err(RunError::Invalid(format!(
+            "secrets name {bad:?} is not a valid variable name"
+        )));
+    }
+    let forbidden = env::forbidden_names(&new.env, &new.allow_sensitive_env, &env_policy(config));
+    if !forbidden.is_empty() {
+        return Err(RunError::SensitiveEnv(forbidden.join(", ")));
+    }
+    Ok(())
+}
+
+fn env_policy(config: &Config) -> env::EnvPolicy {
+    let mut credential_names = Vec::new();
+    if config.callback_token_from_env {
+        credential_names.push("OPENHANDS_API_KEY".to_owned());
+    }
+    env::EnvPolicy {
+        strip_names: config.strip_env.clone(),
+        strip_prefixes: config.strip_env_prefix.clone(),
+        credential_names,
     }
 }
 
