@@ -208,7 +208,7 @@ pub struct SignalRequest {
 #[utoipa::path(post, path = "/v1/runs", request_body = CreateRunRequest,
     responses((status = 201, body = RunView), (status = 200, description = "existing run, or wait: true", body = RunView),
               (status = 400, body = ErrorBody), (status = 409, body = ErrorBody), (status = 424, body = ErrorBody),
-              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody), (status = 507, body = ErrorBody)))]
 pub async fn create_run(
     State(state): State<AppState>,
     ApiJson(mut body): ApiJson<serde_json::Value>,
