@@ -134,6 +134,16 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBOXD_SECRET_TIMEOUT", default_value = "10", value_parser = parse_duration)]
     pub secret_timeout: Duration,
 
+    /// A connection that sends no complete request head for this long is
+    /// closed (also between requests on a kept-alive connection).
+    #[arg(long, env = "SANDBOXD_HEADER_TIMEOUT", default_value = "30", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// A request body that sends nothing for this long is given up: a JSON
+    /// body is answered 408, an upload ends with nothing written.
+    #[arg(long, env = "SANDBOXD_BODY_TIMEOUT", default_value = "60", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
     /// How long shutdown waits for runs and the outbox before SIGKILL and exit.
     #[arg(long, env = "SANDBOXD_SHUTDOWN_GRACE", default_value = "10", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
@@ -287,6 +297,10 @@ pub struct Config {
     pub internal_server_url: String,
     /// Timeout of one secret request.
     pub secret_timeout: Duration,
+    /// Longest wait for a complete request head.
+    pub header_timeout: Duration,
+    /// Longest pause inside a request body.
+    pub body_timeout: Duration,
     /// Shutdown grace.
     pub shutdown_grace: Duration,
     /// The supervised service's settings.
@@ -339,8 +353,14 @@ impl Config {
         if args.default_timeout.is_zero() {
             bail!("--default-timeout must be greater than 0");
         }
-        if args.callback_timeout.is_zero() {
-            bail!("--callback-timeout must be greater than 0");
+        for (flag, value) in [
+            ("--callback-timeout", args.callback_timeout),
+            ("--header-timeout", args.header_timeout),
+            ("--body-timeout", args.body_timeout),
+        ] {
+            if value.is_zero() {
+                bail!("{flag} must be greater than 0");
+            }
         }
         let callback_token = args.callback_token.clone().filter(|t| !t.is_empty());
         let callback_token_from_env = std::env::var("OPENHANDS_API_KEY")
@@ -395,6 +415,8 @@ impl Config {
             agent_server_url,
             internal_server_url,
             secret_timeout: args.secret_timeout,
+            header_timeout: args.header_timeout,
+            body_timeout: args.body_timeout,
             shutdown_grace: args.shutdown_grace,
             service: ServiceConfig {
                 restart: args.service_restart,

@@ -40,8 +40,16 @@ pub fn main(config: Config, service: Vec<String>) -> ExitCode {
 }
 
 /// Makes the daemon non-dumpable (a same-uid process cannot read its
-/// memory or `/proc/<pid>/environ`) and a poor OOM-killer choice.
+/// memory or `/proc/<pid>/environ`) and a poor OOM-killer choice, and keeps
+/// a file-size limit (RLIMIT_FSIZE) from killing it: with SIGXFSZ ignored
+/// such a write fails with EFBIG, which is answered like a full disk (507).
+/// Shims inherit the ignored SIGXFSZ; run children start with it at its
+/// default.
 fn harden() {
+    // SAFETY: setting a signal to SIG_IGN installs no handler code.
+    if unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) } == libc::SIG_ERR {
+        tracing::warn!("cannot ignore SIGXFSZ: {}", std::io::Error::last_os_error());
+    }
     // SAFETY: prctl with integer arguments touches no memory of ours.
     let res = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     if res != 0 {

@@ -60,9 +60,14 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Whether an I/O error means the disk (or a quota) is full.
+/// Whether an I/O error means the disk (or a quota, or a file-size limit)
+/// is full. By kind, so errors that wrap the OS error with more context
+/// (e.g. `tempfile`'s path) count too.
 pub fn is_storage_full(err: &io::Error) -> bool {
     matches!(
+        err.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge
+    ) || matches!(
         err.raw_os_error(),
         Some(libc::ENOSPC) | Some(libc::EDQUOT) | Some(libc::EFBIG)
     )
@@ -84,5 +89,18 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["r.json"], "no temp file is left behind");
+    }
+
+    #[test]
+    fn storage_full_is_recognised_also_when_wrapped() {
+        for errno in [libc::ENOSPC, libc::EDQUOT, libc::EFBIG] {
+            let err = io::Error::from_raw_os_error(errno);
+            assert!(is_storage_full(&err), "{err}");
+            let wrapped = io::Error::new(err.kind(), format!("{err} at path \"/x\""));
+            assert!(is_storage_full(&wrapped), "{wrapped}");
+        }
+        assert!(!is_storage_full(&io::Error::from_raw_os_error(
+            libc::EACCES
+        )));
     }
 }

@@ -49,6 +49,9 @@ pub enum ApiError {
         /// The limit in bytes.
         limit: u64,
     },
+    /// The request body stopped arriving (`--body-timeout`).
+    #[error("the request body paused longer than the daemon's --body-timeout; send the whole body without long pauses")]
+    BodyTimeout,
     /// A query string or path parameter is wrong.
     #[error("{0}")]
     BadRequest(String),
@@ -100,6 +103,7 @@ impl ApiError {
             }
             ApiError::BadJson(_) => (StatusCode::BAD_REQUEST, "bad_json"),
             ApiError::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             ApiError::Run(err) => run_status(err),

@@ -8,8 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, UnixListener};
 use tower::Service;
@@ -19,9 +18,6 @@ use crate::config::Config;
 
 /// Headers larger than this are answered 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
-
-/// A connection that sends no complete request head in this time is closed.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A bound listener.
 #[derive(Debug)]
@@ -69,11 +65,19 @@ pub async fn run(
     });
     let service_stop = state.service_exit_token();
     let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // HTTP/1.1 only. Its header read timeout (`--header-timeout`) runs from
+    // the moment a request head is awaited: on a new connection, and again
+    // between requests on a kept-alive one, so a silent, slow or idle
+    // client is closed. HTTP/2 with prior knowledge would need idle and
+    // header timeouts of its own (hyper's auto-detection waits for the
+    // preface without one), and no client of sandboxd speaks it.
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(state.config.header_timeout)
+        // The hard limit on a request head (431). The read buffer's size
+        // alone is not one: a single read may fill it past its maximum.
+        .max_header_size(MAX_HEADER_BYTES)
         .max_buf_size(MAX_HEADER_BYTES);
     loop {
         let io = tokio::select! {
@@ -90,10 +94,7 @@ pub async fn run(
         };
         let app = app.clone();
         let hyper_service = hyper::service::service_fn(move |req| app.clone().call(req));
-        let conn = builder
-            .serve_connection_with_upgrades(io, hyper_service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let conn = graceful.watch(builder.serve_connection(io, hyper_service));
         tokio::spawn(async move {
             let _ = conn.await;
         });

@@ -5,6 +5,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::AppState;
@@ -55,7 +56,7 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
             "missing credentials: send the session key as X-Session-API-Key or Authorization: Bearer",
         ));
     };
-    if bool::from(presented.as_bytes().ct_eq(key)) {
+    if key_matches(presented.as_bytes(), key) {
         return Ok(Caller::Operator);
     }
     match state.runs.token_owner(presented) {
@@ -65,6 +66,17 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Caller, ApiErro
         )),
         None => Err(ApiError::Unauthorized("invalid session key")),
     }
+}
+
+/// Whether `presented` is the session key. Both are hashed first and the
+/// digests compared with `subtle::ConstantTimeEq`: the comparison takes the
+/// same time whatever prefix (or length) of the key a guess shares. (A
+/// plain `ct_eq` of the two values would still answer early on a length
+/// mismatch, telling the key's length.)
+fn key_matches(presented: &[u8], key: &[u8]) -> bool {
+    let presented = Sha256::digest(presented);
+    let key = Sha256::digest(key);
+    presented.ct_eq(&key).into()
 }
 
 fn presented_credential(headers: &HeaderMap) -> Option<&str> {
@@ -107,4 +119,24 @@ fn check_run_scope(req: &Request, run_id: &str) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_matches_only_the_whole_key() {
+        let key = b"session-key-0123456789";
+        assert!(key_matches(key, key));
+        for wrong in [
+            &b""[..],
+            b"session-key-012345678",
+            b"session-key-0123456789x",
+            b"session-key-0123456788",
+            b"xession-key-0123456789",
+        ] {
+            assert!(!key_matches(wrong, key), "{wrong:?}");
+        }
+    }
 }

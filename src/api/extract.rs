@@ -22,6 +22,9 @@ pub struct ApiPath<T>(pub T);
 
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> ApiError {
+        if body_timed_out(&rejection) {
+            return ApiError::BodyTimeout;
+        }
         match rejection {
             JsonRejection::BytesRejection(err) if err.status().as_u16() == 413 => {
                 ApiError::BodyTooLarge {
@@ -34,6 +37,19 @@ impl From<JsonRejection> for ApiError {
             other => ApiError::BadJson(other.body_text()),
         }
     }
+}
+
+/// Whether the body failed because it stopped arriving: the error the
+/// router's body timeout layer (`--body-timeout`) puts into the stream.
+fn body_timed_out(rejection: &JsonRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(err) = source {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 impl From<QueryRejection> for ApiError {

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::Router;
 use tokio_util::sync::CancellationToken;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 pub use auth::Caller;
 
@@ -153,10 +154,7 @@ fn prepare_dirs(config: &Config) -> anyhow::Result<()> {
             .mode(0o700)
             .create(dir)
             .with_context(|| format!("{flag} {}: cannot create it", dir.display()))?;
-        let probe = dir.join(format!(".sandboxd-write-test-{}", std::process::id()));
-        std::fs::write(&probe, b"")
-            .with_context(|| format!("{flag} {}: not writable by sandboxd", dir.display()))?;
-        let _ = std::fs::remove_file(probe);
+        check_writable(flag, dir)?;
     }
     crate::upload::clean_staging(&config.work_root).with_context(|| {
         format!(
@@ -171,7 +169,24 @@ fn prepare_dirs(config: &Config) -> anyhow::Result<()> {
             .mode(0o700)
             .create(&dir)
             .with_context(|| format!("--state-dir: cannot create {}", dir.display()))?;
+        check_writable("--state-dir", &dir)?;
     }
+    crate::upload::clean_record_temp_files(&config.state_dir).with_context(|| {
+        format!(
+            "--state-dir {}: cannot clean it",
+            config.state_dir.display()
+        )
+    })?;
+    Ok(())
+}
+
+/// Creates and removes a file in `dir`: a dir sandboxd cannot write stops
+/// the start, instead of failing every run later.
+fn check_writable(flag: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+    let probe = dir.join(format!(".sandboxd-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("{flag} {}: not writable by sandboxd", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
     Ok(())
 }
 
@@ -211,6 +226,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(RequestBodyTimeoutLayer::new(state.config.body_timeout))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

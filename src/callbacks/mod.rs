@@ -38,7 +38,11 @@ use crate::runs::record::{CallbackTarget, RunReport, RunState};
 use store::{DeliveryState, OutboxRecord, Store, StoredToken};
 
 /// Attempts in flight at once, over all runs.
-const MAX_CONCURRENT_ATTEMPTS: usize = 16;
+const MAX_CONCURRENT_ATTEMPTS: usize = 64;
+
+/// Attempts in flight at once to one origin (scheme, host, port): a
+/// receiver that hangs ties up at most this many of the slots above.
+const MAX_ATTEMPTS_PER_ORIGIN: usize = 16;
 
 /// Everything the completion payload is built from.
 #[derive(Debug, Clone)]
@@ -100,6 +104,12 @@ struct Shared {
     /// The outbox stops starting attempts.
     stop: CancellationToken,
     slots: Semaphore,
+    /// Attempt slots per origin, present while an attempt holds or awaits one.
+    origins: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Callbacks whose last write to the outbox failed (a full state dir):
+    /// written again from memory by the delivery loop until the disk
+    /// takes them.
+    unsaved: Mutex<std::collections::HashSet<String>>,
 }
 
 /// One callback in memory: its record and when its next attempt is due
@@ -112,6 +122,71 @@ struct Entry {
 impl Shared {
     fn lock_entries(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The attempt slots of a callback URL's origin, and the origin.
+    fn origin_slots(&self, url: &str) -> (String, Arc<Semaphore>) {
+        let origin = reqwest::Url::parse(url)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| url.to_owned());
+        let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        let slots = origins
+            .entry(origin.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(MAX_ATTEMPTS_PER_ORIGIN)))
+            .clone();
+        (origin, slots)
+    }
+
+    /// Forgets an origin's slots once no attempt holds or awaits them.
+    fn release_origin(&self, origin: &str) {
+        let mut origins = self.origins.lock().unwrap_or_else(|e| e.into_inner());
+        if origins
+            .get(origin)
+            .is_some_and(|slots| Arc::strong_count(slots) == 1)
+        {
+            origins.remove(origin);
+        }
+    }
+
+    /// Writes an entry's record (the caller holds the entries lock, so a
+    /// concurrent `forget` cannot be undone by a late write); a failure is
+    /// remembered for the delivery loop to write it again.
+    fn save_entry(&self, record: &OutboxRecord, sync: durable::Sync) -> std::io::Result<()> {
+        let saved = self.store.save(record, sync);
+        let mut unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+        match saved {
+            Ok(()) => unsaved.remove(&record.run_id),
+            Err(_) => unsaved.insert(record.run_id.clone()),
+        };
+        saved
+    }
+
+    /// Writes again every entry whose last write failed; true when some
+    /// are still unsaved.
+    fn save_unsaved(&self) -> bool {
+        let unsaved: Vec<String> = {
+            let unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+            unsaved.iter().cloned().collect()
+        };
+        for run_id in unsaved {
+            let entries = self.lock_entries();
+            match entries.get(&run_id) {
+                Some(entry) => {
+                    if self.save_entry(&entry.record, durable::Sync::Flush).is_ok() {
+                        tracing::info!(run_id, "the callback's outbox file is written again");
+                    }
+                }
+                None => {
+                    let mut unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
+                    unsaved.remove(&run_id);
+                }
+            }
+        }
+        !self
+            .unsaved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
     }
 
     fn lock_phases(&self) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<&'static str>>> {
@@ -163,6 +238,8 @@ impl Outbox {
             changed: Notify::new(),
             stop: CancellationToken::new(),
             slots: Semaphore::new(MAX_CONCURRENT_ATTEMPTS),
+            origins: Mutex::default(),
+            unsaved: Mutex::default(),
         });
         tokio::spawn(worker::run(shared.clone()));
         Ok(Outbox { shared })
@@ -205,12 +282,16 @@ impl Outbox {
             delivered_at: None,
         };
         // Write-ahead: in place before the first attempt. When the disk
-        // refuses, the callback is still attempted from memory.
-        let saved = self.shared.store.save(&record, durable::Sync::NoFlush);
+        // refuses, the callback is still attempted from memory, and the
+        // file written once there is space again.
+        let saved = {
+            let mut entries = self.shared.lock_entries();
+            let saved = self.shared.save_entry(&record, durable::Sync::NoFlush);
+            entries.insert(run_id.clone(), Entry { record, due: None });
+            saved
+        };
         // The first attempt starts right here, not through the worker's
         // loop: one task hop less between a run's end and its callback.
-        let entry = Entry { record, due: None };
-        self.shared.lock_entries().insert(run_id.clone(), entry);
         tokio::spawn(worker::attempt(self.shared.clone(), run_id.clone()));
         saved?;
         self.flush_file(run_id).await

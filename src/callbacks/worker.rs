@@ -26,13 +26,20 @@ use crate::durable;
 /// from the service is honoured even when longer).
 pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
+/// How often outbox files whose write failed are written again.
+const UNSAVED_RETRY: Duration = Duration::from_secs(1);
+
 /// Longest a phase report may take.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs until the outbox is stopped.
 pub(super) async fn run(shared: Arc<Shared>) {
     loop {
-        let next = dispatch_due(&shared);
+        let mut next = dispatch_due(&shared);
+        if shared.save_unsaved() {
+            let retry = Instant::now() + UNSAVED_RETRY;
+            next = Some(next.map_or(retry, |at| at.min(retry)));
+        }
         let sleep = async {
             match next {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -70,14 +77,32 @@ fn dispatch_due(shared: &Arc<Shared>) -> Option<Instant> {
     next
 }
 
-/// One attempt for one run's callback, then its settlement.
+/// One attempt for one run's callback, then its settlement. It waits for
+/// a slot of its receiver's origin, then for one of all attempts: a
+/// receiver that hangs holds at most its own origin's slots, and the
+/// callbacks of other receivers go on.
 pub(super) async fn attempt(shared: Arc<Shared>, run_id: String) {
-    let Ok(_permit) = shared.slots.acquire().await else {
-        return;
+    let url = {
+        let entries = shared.lock_entries();
+        let Some(entry) = entries.get(&run_id) else {
+            return;
+        };
+        entry.record.url.clone()
     };
+    let (origin, origin_slots) = shared.origin_slots(&url);
+    if let Ok(_origin_permit) = origin_slots.acquire().await {
+        if let Ok(_permit) = shared.slots.acquire().await {
+            attempt_now(&shared, &run_id).await;
+        }
+    }
+    drop(origin_slots);
+    shared.release_origin(&origin);
+}
+
+async fn attempt_now(shared: &Arc<Shared>, run_id: &str) {
     let prepared = {
         let entries = shared.lock_entries();
-        entries.get(&run_id).map(|entry| {
+        entries.get(run_id).map(|entry| {
             let record = &entry.record;
             (
                 record.url.clone(),
@@ -96,14 +121,14 @@ pub(super) async fn attempt(shared: Arc<Shared>, run_id: String) {
         deliver::Request {
             url: &url,
             token: token.as_ref(),
-            idempotency_key: Some(&run_id),
+            idempotency_key: Some(run_id),
             body,
             timeout: None,
         },
     )
     .await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let settled = settle(&shared, &run_id, &result);
+    let settled = settle(shared, run_id, &result);
     if let Some((state, attempts, retry_in)) = settled {
         let label = match (result.outcome, state) {
             (Outcome::Retry, DeliveryState::Failed) => "failed",
@@ -194,7 +219,7 @@ fn settle(
     // Written under the lock (no fsync: a crash loses nothing; a power
     // loss at worst repeats an attempt, which the Idempotency-Key covers),
     // so a concurrent `forget` cannot be undone by a late write.
-    if let Err(err) = shared.store.save(&entry.record, durable::Sync::NoFlush) {
+    if let Err(err) = shared.save_entry(&entry.record, durable::Sync::NoFlush) {
         tracing::error!(run_id, "cannot write the callback's outbox file: {err}");
     }
     Some((state, attempts, retry_in))

@@ -13,7 +13,7 @@ pub mod shim;
 mod spawn;
 mod supervisor;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,7 +66,7 @@ pub enum RunError {
     #[error("sandboxd is shutting down and starts no new runs")]
     ShuttingDown,
     /// The state dir is full.
-    #[error("no space left to record run {run_id:?} in the state dir")]
+    #[error("no space left on the device to record run {run_id:?}; free space in the state dir (and work root) and retry")]
     StorageFull {
         /// The run.
         run_id: String,
@@ -189,9 +189,14 @@ struct Inner {
     metrics: Metrics,
     resolver: Resolver,
     runs: Mutex<HashMap<String, RunSlot>>,
-    tokens: Mutex<HashMap<String, String>>,
+    /// Run ids by the SHA-256 of their token: a lookup compares digests,
+    /// so its timing says nothing about how much of a token was guessed.
+    tokens: Mutex<HashMap<[u8; 32], String>>,
     shutting_down: AtomicBool,
     ended: tokio::sync::Notify,
+    /// Runs whose last record write failed (a full state dir): their
+    /// records are written again from memory until the disk takes them.
+    unsaved: Mutex<HashSet<String>>,
 }
 
 impl Registry {
@@ -216,6 +221,7 @@ impl Registry {
                 tokens: Mutex::default(),
                 shutting_down: AtomicBool::new(false),
                 ended: tokio::sync::Notify::new(),
+                unsaved: Mutex::default(),
             }),
         }
     }
@@ -334,15 +340,18 @@ impl Registry {
                 .ok_or_else(|| RunError::NotFound(run_id.clone()))?;
             (slot.record.clone(), slot.record.token.clone())
         };
-        if record.default_cwd {
-            create_dir(&record.cwd)
-                .map_err(|e| RunError::io(&run_id, "creating work dir", &record.cwd, e))?;
-        }
         let run_dir = self.run_dir(&run_id);
-        create_dir(&run_dir).map_err(|e| RunError::io(&run_id, "creating run dir", &run_dir, e))?;
-        // Write-ahead: the record exists before any process does.
-        record::save(&run_dir, &record, new.record_sync)
-            .map_err(|e| RunError::io(&run_id, "writing the record of", &run_dir, e))?;
+        // Write-ahead: the record exists before any process does. A run
+        // refused here (a full or broken state dir) leaves nothing behind.
+        let new_work_dir = record.default_cwd && !record.cwd.exists();
+        let prepared = prepare_dirs(&record, &run_dir, new.record_sync);
+        if let Err((action, path, err)) = prepared {
+            let _ = remove_dir(&run_dir);
+            if new_work_dir {
+                let _ = std::fs::remove_dir(&record.cwd);
+            }
+            return Err(RunError::io(&run_id, action, &path, err));
+        }
         let credentials = daemon_credentials(&self.inner.config);
         let secret_values = resolved.iter().map(|(_, v)| v).chain(&credentials);
         let masker = Masker::new(secret_values.clone().map(|v| v.expose_secret().as_bytes()));
@@ -372,10 +381,19 @@ impl Registry {
             slot.control = Some(control_tx);
             slot.masker = masker;
         }
-        self.lock_tokens().insert(token, run_id.clone());
+        self.lock_tokens()
+            .insert(token_digest(&token), run_id.clone());
         crate::telemetry::mask_in_logs(&run_id, resolved.iter().map(|(_, v)| v));
         self.inner.metrics.run_started();
         let shim = spawn::spawn_shim(&self.inner.config.shim_exe, &run_dir, &spec).await;
+        if let Ok(shim) = &shim {
+            // In the record before the run is acknowledged: a daemon
+            // restarted after a crash finds the shim and re-attaches.
+            let identity = shim.identity;
+            self.update(&run_id, durable::Sync::NoFlush, |record| {
+                record.shim = Some(identity)
+            });
+        }
         drop(spec);
         drop(resolved);
         tokio::spawn(supervisor::supervise_new(
@@ -532,7 +550,7 @@ impl Registry {
             }
             (slot.record.clone(), self.run_dir(run_id))
         };
-        record::save(&run_dir, &record, durable::Sync::Flush)
+        self.save_record(run_id, &record, durable::Sync::Flush)
             .map_err(|e| RunError::io(run_id, "writing the record of", &run_dir, e))?;
         self.snapshot(run_id)
     }
@@ -549,7 +567,7 @@ impl Registry {
             }
             runs.remove(run_id).expect("checked above")
         };
-        self.lock_tokens().remove(&slot.record.token);
+        self.lock_tokens().remove(&token_digest(&slot.record.token));
         self.inner.outbox.forget(run_id);
         let run_dir = self.run_dir(run_id);
         remove_dir(&run_dir).map_err(|e| RunError::io(run_id, "removing", &run_dir, e))?;
@@ -565,7 +583,7 @@ impl Registry {
 
     /// The run a token belongs to, and whether that run is still going.
     pub fn token_owner(&self, token: &str) -> Option<(String, bool)> {
-        let run_id = self.lock_tokens().get(token).cloned()?;
+        let run_id = self.lock_tokens().get(&token_digest(token)).cloned()?;
         let running = self
             .lock_runs()
             .get(&run_id)
@@ -653,7 +671,11 @@ impl Registry {
         self.inner.runs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn lock_unsaved(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.inner.unsaved.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], String>> {
         self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -681,12 +703,33 @@ fn snapshot_of(slot: &RunSlot) -> RunSnapshot {
     }
 }
 
+/// The key of a run token in the token map.
+fn token_digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
 /// A fresh per-run token: 32 random bytes, hex.
 fn new_token() -> String {
     use rand::RngCore;
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Creates the run's work dir (when it is the default one) and state dir,
+/// and writes its first record.
+fn prepare_dirs(
+    record: &RunRecord,
+    run_dir: &Path,
+    sync: durable::Sync,
+) -> Result<(), (&'static str, PathBuf, std::io::Error)> {
+    if record.default_cwd {
+        create_dir(&record.cwd).map_err(|e| ("creating work dir", record.cwd.clone(), e))?;
+    }
+    create_dir(run_dir).map_err(|e| ("creating run dir", run_dir.to_owned(), e))?;
+    record::save(run_dir, record, sync)
+        .map_err(|e| ("writing the record of", run_dir.to_owned(), e))
 }
 
 fn create_dir(dir: &Path) -> std::io::Result<()> {

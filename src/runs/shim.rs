@@ -16,9 +16,10 @@
 //! - when the leader exits, kills what is left of the run (the group and any
 //!   orphan reparented to the shim), drains the pipes, and writes
 //!   `exit.json` ([`ExitReport`]) atomically, tells the daemon
-//!   ([`ShimEvent::Ended`]), and only then flushes the logs and the report
-//!   to disk. That file is the run's result, read by whichever daemon is
-//!   alive.
+//!   ([`ShimEvent::Ended`], carrying the report), and only then flushes the
+//!   logs and the report to disk. That file is the run's result for
+//!   whichever daemon is alive later; the live daemon takes the report from
+//!   the event, so a full state dir costs output, not the run's end.
 //!
 //! Events for a live daemon go to stdout as JSON lines ([`ShimEvent`]),
 //! written non-blocking: a stalled or dead daemon never blocks the run.
@@ -122,8 +123,13 @@ pub enum ShimEvent {
         /// stderr.log size.
         r: u64,
     },
-    /// The run has ended and `exit.json` is written (not yet flushed).
-    Ended,
+    /// The run has ended and `exit.json` is written (not yet flushed), or
+    /// could not be written (a full state dir): the report comes along,
+    /// so a live daemon records the end either way.
+    Ended {
+        /// How the run ended: the content of `exit.json`.
+        report: Box<ExitReport>,
+    },
 }
 
 /// How the run ended, as the shim saw it. Written to `exit.json`.
@@ -248,8 +254,10 @@ fn run_shim() -> io::Result<()> {
     // the path from the child's exit to its completion callback; the
     // daemon flushes its outbox and record itself.
     let exit_path = spec.run_dir.join(files::EXIT);
-    durable::write_atomic(&exit_path, &bytes, 0o600, durable::Sync::NoFlush)?;
-    output.events.send_blocking(&ShimEvent::Ended);
+    let written = durable::write_atomic(&exit_path, &bytes, 0o600, durable::Sync::NoFlush);
+    let report = Box::new(report);
+    output.events.send_blocking(&ShimEvent::Ended { report });
+    written.map_err(|err| io::Error::new(err.kind(), format!("cannot write exit.json: {err}")))?;
     if !spec.durable {
         return Ok(());
     }
@@ -596,21 +604,38 @@ fn store(shared: &Shared, stream: Stream, bytes: &[u8]) {
         Stream::Stdout => (&mut files.stdout, &mut files.stdout_bytes, 1u8),
         Stream::Stderr => (&mut files.stderr, &mut files.stderr_bytes, 2u8),
     };
-    if file.write_all(bytes).is_err() {
-        // Disk full: the bytes are lost, but the run goes on and the
-        // counters stay true to what is stored.
+    // On a full disk (or a file-size limit) the bytes that did not fit are
+    // lost, but the run goes on, and the counters and the index stay true
+    // to what is stored, also when a write stopped partway.
+    let stored = write_what_fits(file, bytes);
+    if stored == 0 {
         return;
     }
-    *counter += bytes.len() as u64;
+    *counter += stored as u64;
     let mut record = [0u8; 5];
     record[0] = tag;
-    record[1..].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+    record[1..].copy_from_slice(&(stored as u32).to_le_bytes());
     let _ = files.index.write_all(&record);
     let event = ShimEvent::Output {
         o: files.stdout_bytes,
         r: files.stderr_bytes,
     };
     files.events.send_lossy(&event);
+}
+
+/// Writes `bytes` until done or a write fails; returns how many were
+/// written.
+fn write_what_fits(file: &mut File, bytes: &[u8]) -> usize {
+    let mut written = 0;
+    while written < bytes.len() {
+        match file.write(&bytes[written..]) {
+            Ok(0) => break,
+            Ok(n) => written += n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    written
 }
 
 fn spawn_signal_thread(shared: Arc<Shared>, set: SigSet) {

@@ -23,6 +23,9 @@ use crate::secrets::mask::Masker;
 /// Bytes of each output stream kept for the completion payload.
 const COMPLETION_TAIL_BYTES: u64 = 4096;
 
+/// How often records whose write failed are written again.
+const UNSAVED_RETRY: Duration = Duration::from_secs(1);
+
 /// How often a re-attached run's output counters are refreshed (no event
 /// pipe survives a restart; the files are the source).
 const REATTACHED_REFRESH: Duration = Duration::from_millis(250);
@@ -45,14 +48,11 @@ pub(super) async fn supervise_new(
             return;
         }
     };
-    registry.update(&run_id, durable::Sync::NoFlush, |record| {
-        record.shim = Some(identity)
-    });
     let mut lines = BufReader::new(events).lines();
     let mut events_open = true;
-    let mut ended = false;
+    let mut ended: Option<ExitReport> = None;
     let mut kill_at: Option<tokio::time::Instant> = None;
-    while !ended {
+    while ended.is_none() {
         let kill_timer = async {
             match kill_at {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -77,13 +77,18 @@ pub(super) async fn supervise_new(
         }
     }
     // Events written just before the shim exited.
-    while !ended {
+    while ended.is_none() {
         match tokio::time::timeout(Duration::from_millis(200), lines.next_line()).await {
             Ok(Ok(Some(line))) => ended = registry.on_event(&run_id, &line),
             _ => break,
         }
     }
-    let report = read_exit_report(&registry.run_dir(&run_id));
+    // The report of the `Ended` event is exit.json's content, and arrives
+    // also when exit.json could not be written (a full state dir).
+    let report = match ended {
+        Some(report) => Ok(report),
+        None => read_exit_report(&registry.run_dir(&run_id)),
+    };
     registry.finish(&run_id, report).await;
     // After `Ended` the shim still flushes to disk; reap it when it exits.
     let _ = child.wait().await;
@@ -146,6 +151,20 @@ async fn wait_pid_exit(pid: i32) {
     let _ = async_fd.readable().await;
 }
 
+/// Removes the temp files of record writes a crash interrupted (only the
+/// daemon writes records, and no other daemon is alive now).
+fn remove_record_temp_files(run_dir: &Path) {
+    let prefix = format!(".{}.tmp-", record::RECORD_FILE);
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn read_exit_report(run_dir: &Path) -> Result<ExitReport, String> {
     let path = run_dir.join(shim::files::EXIT);
     let bytes = std::fs::read(&path)
@@ -153,7 +172,50 @@ fn read_exit_report(run_dir: &Path) -> Result<ExitReport, String> {
     serde_json::from_slice(&bytes).map_err(|e| format!("the run's exit record is unreadable: {e}"))
 }
 
+/// Every second, writes again the records whose last write failed (see
+/// [`Registry::save_record`]).
+async fn rewrite_unsaved(registry: Registry) {
+    let mut tick = tokio::time::interval(UNSAVED_RETRY);
+    loop {
+        tick.tick().await;
+        let unsaved: Vec<String> = registry.lock_unsaved().iter().cloned().collect();
+        for run_id in unsaved {
+            let record = registry.lock_runs().get(&run_id).map(|s| s.record.clone());
+            let Some(record) = record else {
+                // Deleted meanwhile.
+                registry.lock_unsaved().remove(&run_id);
+                continue;
+            };
+            if registry
+                .save_record(&run_id, &record, durable::Sync::Flush)
+                .is_ok()
+            {
+                tracing::info!(run_id, "the run's record is written again");
+            }
+        }
+    }
+}
+
 impl Registry {
+    /// Writes a run's record. When that fails (a full state dir), the run
+    /// is remembered and its record, as it is in memory then, written
+    /// again every second until the disk takes it: what a restart reads
+    /// catches up once there is space again.
+    pub(super) fn save_record(
+        &self,
+        run_id: &str,
+        record: &RunRecord,
+        sync: durable::Sync,
+    ) -> std::io::Result<()> {
+        let saved = record::save(&self.run_dir(run_id), record, sync);
+        let mut unsaved = self.lock_unsaved();
+        match saved {
+            Ok(()) => unsaved.remove(run_id),
+            Err(_) => unsaved.insert(run_id.to_owned()),
+        };
+        saved
+    }
+
     /// Changes a run's record and writes it.
     pub(super) fn update(
         &self,
@@ -169,19 +231,20 @@ impl Registry {
             change(&mut slot.record);
             slot.record.clone()
         };
-        if let Err(err) = record::save(&self.run_dir(run_id), &record, sync) {
+        if let Err(err) = self.save_record(run_id, &record, sync) {
             tracing::error!(run_id, "cannot write the run's record: {err}");
         }
     }
 
-    /// Applies one event of the shim; true when it says the run has ended.
-    fn on_event(&self, run_id: &str, line: &str) -> bool {
+    /// Applies one event of the shim; the run's exit report when it says
+    /// the run has ended.
+    fn on_event(&self, run_id: &str, line: &str) -> Option<ExitReport> {
         let Ok(event) = serde_json::from_str::<ShimEvent>(line) else {
             tracing::warn!(run_id, "unreadable event from the run's shim");
-            return false;
+            return None;
         };
         match event {
-            ShimEvent::Ended => return true,
+            ShimEvent::Ended { report } => return Some(*report),
             ShimEvent::Output { o, r } => {
                 let runs = self.lock_runs();
                 if let Some(slot) = runs.get(run_id) {
@@ -211,7 +274,7 @@ impl Registry {
                 }
             }
         }
-        false
+        None
     }
 
     /// Applies a control message; returns when to SIGKILL, if anything.
@@ -319,7 +382,7 @@ impl Registry {
         }
         // A run with a callback already made its promise durable in the
         // outbox; the record follows the run's own durability.
-        if let Err(err) = record::save(&run_dir, &record, sync) {
+        if let Err(err) = self.save_record(run_id, &record, sync) {
             tracing::error!(run_id, "cannot write the run's final record: {err}");
         }
         tracing::info!(
@@ -363,8 +426,19 @@ impl Registry {
             if !dir.is_dir() {
                 continue;
             }
+            remove_record_temp_files(&dir);
             let record = match record::load(&dir) {
                 Ok(record) => record,
+                Err(err)
+                    if err.kind() == std::io::ErrorKind::NotFound
+                        && !dir.join(shim::files::EXIT).exists() =>
+                {
+                    // Made by a daemon that died before the run's first
+                    // record: the run was neither acknowledged nor started.
+                    tracing::info!(dir = %dir.display(), "removing a run dir without a record");
+                    let _ = std::fs::remove_dir_all(&dir);
+                    continue;
+                }
                 Err(err) => {
                     tracing::warn!(dir = %dir.display(), "skipping a run dir without a readable record: {err}");
                     continue;
@@ -376,6 +450,7 @@ impl Registry {
         if restored > 0 {
             tracing::info!(runs = restored, "restored runs from the state dir");
         }
+        tokio::spawn(rewrite_unsaved(self.clone()));
         Ok(())
     }
 
@@ -392,7 +467,7 @@ impl Registry {
         };
         let masker = self.credentials_masker();
         self.lock_tokens()
-            .insert(record.token.clone(), run_id.clone());
+            .insert(super::token_digest(&record.token), run_id.clone());
         self.lock_runs().insert(
             run_id.clone(),
             RunSlot {

@@ -27,10 +27,6 @@ const CHANNEL_CHUNKS: usize = 8;
 /// instead of a reset connection. Past this, the connection is closed.
 pub(crate) const DRAIN_EXTRA: u64 = 8 << 20;
 
-/// How long a request body may send nothing before the upload is given
-/// up (and the run's upload slot freed).
-pub(crate) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// One message from the async side.
 #[derive(Debug)]
 pub(crate) enum Chunk {
@@ -152,13 +148,19 @@ where
 }
 
 /// Reads and discards the rest of a request body the server no longer
-/// needs, up to `limit` bytes in all (see [`DRAIN_EXTRA`]).
-pub(crate) async fn drain<S, E>(stream: &mut S, mut total: u64, limit: u64, metrics: &Metrics)
-where
+/// needs, up to `limit` bytes in all (see [`DRAIN_EXTRA`]), giving up when
+/// it pauses longer than `idle` (`--body-timeout`).
+pub(crate) async fn drain<S, E>(
+    stream: &mut S,
+    mut total: u64,
+    limit: u64,
+    idle: Duration,
+    metrics: &Metrics,
+) where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
     while total <= limit {
-        match tokio::time::timeout(BODY_IDLE_TIMEOUT, stream.next()).await {
+        match tokio::time::timeout(idle, stream.next()).await {
             Ok(Some(Ok(bytes))) => {
                 total += bytes.len() as u64;
                 metrics.upload_bytes(bytes.len() as u64);

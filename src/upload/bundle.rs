@@ -21,7 +21,7 @@ use nix::errno::Errno;
 use nix::fcntl::{renameat2, RenameFlags};
 use serde::{Deserialize, Serialize};
 
-use super::bridge::{self, BodyReader, Pumped, BODY_IDLE_TIMEOUT, DRAIN_EXTRA};
+use super::bridge::{self, BodyReader, Pumped, DRAIN_EXTRA};
 use super::{extract, Busy, Started, UploadError, Uploader};
 use crate::config::Config;
 use crate::durable;
@@ -29,6 +29,9 @@ use crate::durable;
 /// Names of staging dirs in the work root. A leading `.` keeps them apart
 /// from run ids, which cannot start with one.
 const STAGING_PREFIX: &str = ".sandboxd-staging-";
+
+/// Names of bundle records being written, in `<state-dir>/bundles/`.
+const RECORD_TEMP_PREFIX: &str = ".bundle-";
 
 /// Version of [`BundleRecord`].
 const RECORD_VERSION: u32 = 1;
@@ -73,6 +76,23 @@ pub fn forget_bundle(state_dir: &Path, run_id: &str) -> io::Result<()> {
     }
 }
 
+/// Removes the temp files of bundle records a crash left half-written
+/// (`<state-dir>/bundles/.bundle-*`).
+pub fn clean_record_temp_files(state_dir: &Path) -> io::Result<()> {
+    let dir = state_dir.join("bundles");
+    for entry in fs::read_dir(&dir)? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(RECORD_TEMP_PREFIX)
+        {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes staging dirs a crash left in the work root.
 pub fn clean_staging(work_root: &Path) -> io::Result<()> {
     for entry in fs::read_dir(work_root)? {
@@ -113,7 +133,8 @@ impl Uploader {
             Ok(busy) => busy,
             Err(err) => {
                 if declared.is_none_or(|len| len <= limit + DRAIN_EXTRA) {
-                    bridge::drain(&mut body, 0, limit + DRAIN_EXTRA, self.metrics()).await;
+                    let idle = self.config().body_timeout;
+                    bridge::drain(&mut body, 0, limit + DRAIN_EXTRA, idle, self.metrics()).await;
                 }
                 return Err(err);
             }
@@ -172,7 +193,7 @@ impl Uploader {
             });
             let limit = this.limits().max_bundle_bytes;
             let mut total = 0;
-            let idle = from_client.then_some(BODY_IDLE_TIMEOUT);
+            let idle = from_client.then_some(this.config().body_timeout);
             let pumped = bridge::pump(
                 &mut body,
                 tx,
@@ -185,7 +206,8 @@ impl Uploader {
             .await;
             if from_client && !matches!(pumped, Ok(Pumped::Complete)) {
                 let upto = limit.max(total) + DRAIN_EXTRA;
-                bridge::drain(&mut body, total, upto, this.metrics()).await;
+                let idle = this.config().body_timeout;
+                bridge::drain(&mut body, total, upto, idle, this.metrics()).await;
             }
             let installed = job.await.map_err(|err| panicked(&this, err))?;
             // A body that failed is the cause of whatever the extractor saw.
@@ -253,7 +275,7 @@ impl Uploader {
                 .mode(0o700)
                 .create(&dir)?;
             let mut file = tempfile::Builder::new()
-                .prefix(".bundle-")
+                .prefix(RECORD_TEMP_PREFIX)
                 .tempfile_in(&dir)?;
             serde_json::to_writer(&mut file, record)?;
             file.write_all(b"\n")?;

@@ -23,7 +23,7 @@ use nix::fcntl::{openat, renameat, OFlag};
 use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
-use super::bridge::{self, BodyReader, Pumped, BODY_IDLE_TIMEOUT, DRAIN_EXTRA};
+use super::bridge::{self, BodyReader, Pumped, DRAIN_EXTRA};
 use super::{UploadError, Uploader};
 
 /// A file that was written.
@@ -50,7 +50,8 @@ impl Uploader {
         let (opened, name, mode) = match self.prepare_file(path, mode).await {
             Ok(prepared) => prepared,
             Err(err) => {
-                bridge::drain(&mut body, 0, DRAIN_EXTRA, self.metrics()).await;
+                let idle = self.config().body_timeout;
+                bridge::drain(&mut body, 0, DRAIN_EXTRA, idle, self.metrics()).await;
                 return Err(err);
             }
         };
@@ -71,14 +72,15 @@ impl Uploader {
                 &mut body,
                 tx,
                 None,
-                Some(BODY_IDLE_TIMEOUT),
+                Some(this.config().body_timeout),
                 this.metrics(),
                 &mut total,
                 on_error,
             )
             .await;
             if !matches!(pumped, Ok(Pumped::Complete)) {
-                bridge::drain(&mut body, total, total + DRAIN_EXTRA, this.metrics()).await;
+                let idle = this.config().body_timeout;
+                bridge::drain(&mut body, total, total + DRAIN_EXTRA, idle, this.metrics()).await;
             }
             let written = job.await.map_err(|err| UploadError::Io {
                 action: "writing",

@@ -23,7 +23,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use bundle::{clean_staging, forget_bundle, has_bundle, BundleSummary};
+pub use bundle::{
+    clean_record_temp_files, clean_staging, forget_bundle, has_bundle, BundleSummary,
+};
 pub use extract::{extract_sync, Summary};
 pub use fetch::FetchRequest;
 pub use files::FileSummary;

@@ -4,7 +4,7 @@
 //! and `kill -9` of sandboxd with callbacks pending and runs running.
 
 mod rules;
-mod sink;
+pub mod sink;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -11,6 +11,7 @@ mod cli;
 mod daemon;
 mod docs;
 mod examples;
+mod faults;
 mod hostile;
 mod packaging;
 mod runs;

@@ -46,7 +46,7 @@ impl Seen {
 /// `.../api/settings/secrets/N` (agent-server style: `value-of-N`).
 #[derive(Clone, Default)]
 pub struct SecretServer {
-    url: String,
+    pub url: String,
     state: Arc<ServerState>,
 }
 
