@@ -130,6 +130,8 @@ pub(crate) struct Results {
     pub(crate) machine: procfs::Machine,
     pub(crate) load_start: String,
     pub(crate) load_end: String,
+    /// (step, load average as it began).
+    pub(crate) loads: Vec<(String, String)>,
     pub(crate) started_at: String,
     pub(crate) duration: Duration,
     pub(crate) rev: String,
@@ -162,8 +164,16 @@ fn skipped() -> Outcome {
     Outcome::Unavailable("skipped (BENCH_ONLY)".into())
 }
 
+/// The load average as each step began, for the report.
+static LOADS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
 fn step(name: &str) {
-    println!("== {name} ({})", procfs::loadavg());
+    let load = procfs::loadavg();
+    println!("== {name} (load {load})");
+    LOADS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((name.to_owned(), load));
 }
 
 /// Scenario 5's start part: start each daemon `n` times, interleaved;
@@ -324,6 +334,7 @@ async fn main() -> anyhow::Result<()> {
         machine,
         load_start,
         load_end: procfs::loadavg(),
+        loads: LOADS.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         started_at,
         duration: clock.elapsed(),
         rev: cfg.rev.clone(),

@@ -354,6 +354,14 @@ between columns, measured interleaved, are the figures to read.",
         );
     }
 
+    if !r.loads.is_empty() {
+        let _ = writeln!(o, "\nLoad average as each step began:\n");
+        let _ = writeln!(o, "| step | load (1, 5, 15 min) |\n| --- | --- |");
+        for (step, load) in &r.loads {
+            let _ = writeln!(o, "| {step} | {load} |");
+        }
+    }
+
     let _ = writeln!(o, "\n## Targets (issue 8)\n");
     let _ = writeln!(o, "| target | measured | verdict |\n| --- | --- | --- |");
     let all = targets(r);
