@@ -150,12 +150,13 @@ fn bars(
     log: bool,
     entries: &[(String, f64, RGBColor)],
 ) -> anyhow::Result<()> {
-    let entries: Vec<_> = entries.iter().filter(|e| e.1 > 0.0).collect();
-    if entries.is_empty() {
+    // A figure not measured keeps its slot, marked "n/a".
+    let measured: Vec<f64> = entries.iter().map(|e| e.1).filter(|v| *v > 0.0).collect();
+    if measured.is_empty() {
         return Err(anyhow!("no figures"));
     }
-    let max = entries.iter().map(|e| e.1).fold(0.0, f64::max);
-    let min = entries.iter().map(|e| e.1).fold(f64::MAX, f64::min);
+    let max = measured.iter().copied().fold(0.0, f64::max);
+    let min = measured.iter().copied().fold(f64::MAX, f64::min);
     area.fill(&WHITE).map_err(err)?;
     let n = entries.len();
     let mut builder = ChartBuilder::on(area);
@@ -184,6 +185,21 @@ fn bars(
                 .draw()
                 .map_err(err)?;
             for (i, (_, v, color)) in entries.iter().map(|e| (&e.0, e.1, e.2)).enumerate() {
+                if v <= 0.0 {
+                    chart
+                        .draw_series(std::iter::once(Text::new(
+                            "n/a: not measured",
+                            (SegmentValue::CenterOf(i), $base),
+                            (FONT, 15).into_font().color(&BLACK).pos(
+                                plotters::style::text_anchor::Pos::new(
+                                    plotters::style::text_anchor::HPos::Center,
+                                    plotters::style::text_anchor::VPos::Bottom,
+                                ),
+                            ),
+                        )))
+                        .map_err(err)?;
+                    continue;
+                }
                 let mut bar = Rectangle::new(
                     [
                         (SegmentValue::Exact(i), $base),

@@ -153,6 +153,7 @@ fn why_exec_peer(s: Option<f64>, a: Option<f64>, l: Option<f64>) -> String {
     let (Some(s), Some(a), Some(l)) = (s, a, l) else {
         return String::new();
     };
+    let budget = a / 10.0 - l;
     let mut text = format!(
         "10x faster than the agent-server's {} means a whole round trip (HTTP request, spawn, wait, \
 answer) in {}, while spawning `true` and waiting for it takes {} here by itself. ",
@@ -160,20 +161,27 @@ answer) in {}, while spawning `true` and waiting for it takes {} here by itself.
         ms(a / 10.0),
         ms(l)
     );
-    if a / l < 10.0 {
+    if budget <= 0.0 {
+        text.push_str(
+            "On this machine the target is out of reach of any design that starts a process per \
+request. ",
+        );
+    } else {
         let _ = write!(
             text,
-            "Even a daemon with no overhead at all beyond the bare spawn would be {} faster: on this \
-machine the target is out of reach of any design that starts a process per request (it assumed a \
-slower agent-server round trip relative to a process spawn; the agent-server's own cost is Python \
-handling the request, not the spawn). ",
-            ratio(a, l)
+            "That leaves {} for everything a run adds to the bare spawn (HTTP and JSON, the run's \
+record, output capture), against {} now. ",
+            ms(budget),
+            ms((s - l).max(0.0))
         );
     }
     let _ = write!(
         text,
-        "sandboxd spends {} beyond the bare spawn; closing that (next row) brings the ratio to at most {}.",
-        ms((s - l).max(0.0)),
+        "The target assumed an agent-server much slower than a process spawn; here its cost is {} \
+of Python request handling on top of a {} spawn, so even a daemon adding nothing to the spawn would \
+be {} faster. What would close the gap that sandboxd controls is the fast path of the next row.",
+        ms((a - l).max(0.0)),
+        ms(l),
         ratio(a, l)
     );
     text

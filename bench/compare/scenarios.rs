@@ -836,9 +836,8 @@ impl Ctx {
                     .await?;
                 if round == 0 || run["callback"]["attempts"] == 0 {
                     bail!(
-                        "{NOT_IN_BUILD} (no callback within {wait_s} s; run state {}, callback {})",
-                        run["state"],
-                        run["callback"]
+                        "{NOT_IN_BUILD} (no callback arrived within {wait_s} s; the run's callback stayed {})",
+                        run["callback"]["state"]
                     );
                 }
                 bail!("no callback within {wait_s} s: {run}");
