@@ -6,7 +6,7 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
-out="${BENCH_OUT_DIR:-$here/out}"
+out="${BENCH_OUT:-$here/out}"
 peer="$out/peer"
 version="${PEER_VERSION:-1.58.2}"
 marker="$peer/.installed-$version"

@@ -56,7 +56,8 @@ install_pid=$!
 echo "== building sandboxd (release) and the driver"
 cargo build --release --bin sandboxd
 driver="$(cargo bench --bench compare --no-run --message-format=json 2>/dev/null |
-    grep -o '"executable":"[^"]*"' | tail -n 1 | sed 's/^"executable":"//; s/"$//')"
+    grep '"name":"compare"' | grep -o '"executable":"[^"]*"' | tail -n 1 |
+    sed 's/^"executable":"//; s/"$//')"
 if [[ -z "$driver" || ! -x "$driver" ]]; then
     echo "could not build the benchmark driver; run: cargo bench --bench compare --no-run" >&2
     exit 1
