@@ -100,6 +100,15 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBOXD_CALLBACK_MAX_AGE", default_value = "24h", value_parser = parse_duration)]
     pub callback_max_age: Duration,
 
+    /// Upper bound of the first callback retry's wait; retry n waits a
+    /// random time up to min(60 s, this × 2^(n-1)) (full jitter).
+    #[arg(long, env = "SANDBOXD_CALLBACK_BACKOFF", default_value = "1", value_parser = parse_duration)]
+    pub callback_backoff: Duration,
+
+    /// Timeout of one callback attempt (connect, send, answer).
+    #[arg(long, env = "SANDBOXD_CALLBACK_TIMEOUT", default_value = "30", value_parser = parse_duration)]
+    pub callback_timeout: Duration,
+
     /// Base URL of the OpenHands cloud API, for named secrets.
     #[arg(long, env = "OPENHANDS_CLOUD_API_URL")]
     pub cloud_api_url: Option<String>,
@@ -129,6 +138,36 @@ pub struct ServeArgs {
     #[arg(long, env = "SANDBOXD_SHUTDOWN_GRACE", default_value = "10", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 
+    /// Become a tiny init first (as PID 1 this is automatic): reap every
+    /// orphan, forward signals, run the daemon as its child and restart it
+    /// if it crashes. Uses PR_SET_CHILD_SUBREAPER.
+    #[arg(long, env = "SANDBOXD_SUBREAPER")]
+    pub subreaper: bool,
+
+    /// When to restart the supervised service (`serve -- CMD`) after it exits.
+    #[arg(
+        long,
+        env = "SANDBOXD_SERVICE_RESTART",
+        value_enum,
+        default_value = "on-failure"
+    )]
+    pub service_restart: RestartPolicy,
+
+    /// Restarts in a row (the service never staying up for 60 s) before
+    /// sandboxd gives up and exits with the service's exit code.
+    #[arg(long, env = "SANDBOXD_SERVICE_MAX_RESTARTS", default_value_t = 10)]
+    pub service_max_restarts: u32,
+
+    /// How the service's stdout/stderr reach sandboxd's: as they are, or
+    /// each line prefixed with `[service] `.
+    #[arg(
+        long,
+        env = "SANDBOXD_SERVICE_OUTPUT",
+        value_enum,
+        default_value = "raw"
+    )]
+    pub service_output: ServiceOutput,
+
     /// Log format: text for people, json for log pipelines.
     #[arg(long, env = "SANDBOXD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -145,6 +184,37 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// When the supervised service is restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RestartPolicy {
+    /// Never: when it exits, sandboxd shuts down with its exit code.
+    Never,
+    /// When it exits non-zero or is killed by a signal.
+    OnFailure,
+    /// Whenever it exits.
+    Always,
+}
+
+/// How the service's output is passed through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServiceOutput {
+    /// Byte for byte (line by line).
+    Raw,
+    /// Each line prefixed with `[service] `.
+    Prefixed,
+}
+
+/// Settings of the supervised service.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceConfig {
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Restarts in a row before giving up.
+    pub max_restarts: u32,
+    /// Pass-through style.
+    pub output: ServiceOutput,
 }
 
 /// Where the API listens.
@@ -203,6 +273,10 @@ pub struct Config {
     pub callback_token_from_env: bool,
     /// Retry window of callbacks.
     pub callback_max_age: Duration,
+    /// Ceiling of the first callback retry's wait (doubles per retry).
+    pub callback_backoff: Duration,
+    /// Timeout of one callback attempt.
+    pub callback_timeout: Duration,
     /// Cloud API base URL (no trailing slash).
     pub cloud_api_url: Option<String>,
     /// Sandbox id for named secrets.
@@ -215,6 +289,8 @@ pub struct Config {
     pub secret_timeout: Duration,
     /// Shutdown grace.
     pub shutdown_grace: Duration,
+    /// The supervised service's settings.
+    pub service: ServiceConfig,
     /// The executable that runs `sandboxd shim` for each run.
     pub shim_exe: PathBuf,
 }
@@ -263,6 +339,9 @@ impl Config {
         if args.default_timeout.is_zero() {
             bail!("--default-timeout must be greater than 0");
         }
+        if args.callback_timeout.is_zero() {
+            bail!("--callback-timeout must be greater than 0");
+        }
         let callback_token = args.callback_token.clone().filter(|t| !t.is_empty());
         let callback_token_from_env = std::env::var("OPENHANDS_API_KEY")
             .ok()
@@ -309,12 +388,19 @@ impl Config {
             callback_token: callback_token.map(SecretString::from),
             callback_token_from_env,
             callback_max_age: args.callback_max_age,
+            callback_backoff: args.callback_backoff,
+            callback_timeout: args.callback_timeout,
             cloud_api_url,
             sandbox_id: args.sandbox_id.clone().filter(|s| !s.is_empty()),
             agent_server_url,
             internal_server_url,
             secret_timeout: args.secret_timeout,
             shutdown_grace: args.shutdown_grace,
+            service: ServiceConfig {
+                restart: args.service_restart,
+                max_restarts: args.service_max_restarts,
+                output: args.service_output,
+            },
             shim_exe,
         })
     }

@@ -85,8 +85,14 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     Ok(async move {
         tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+            _ = term.recv() => {
+                tracing::info!("SIGTERM: shutting down");
+                crate::supervise::set_stop_signal(nix::sys::signal::Signal::SIGTERM);
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT: shutting down");
+                crate::supervise::set_stop_signal(nix::sys::signal::Signal::SIGINT);
+            }
         }
     })
 }

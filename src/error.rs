@@ -111,7 +111,8 @@ impl ApiError {
 
     fn permanent(&self) -> Option<bool> {
         match self {
-            ApiError::Upload(_) => None,
+            ApiError::Upload(UploadError::Unavailable { .. }) => Some(true),
+            ApiError::Upload(UploadError::FetchFailed { .. }) => Some(false),
             _ => None,
         }
     }
@@ -136,13 +137,33 @@ fn run_status(err: &RunError) -> (StatusCode, &'static str) {
 
 fn upload_status(err: &UploadError) -> (StatusCode, &'static str) {
     match err {
-        UploadError::NotImplemented => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+        UploadError::Unsafe { .. } => (StatusCode::BAD_REQUEST, "unsafe_archive"),
+        UploadError::BadArchive { .. } => (StatusCode::BAD_REQUEST, "bad_archive"),
+        UploadError::BundleTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "bundle_too_large"),
+        UploadError::ExtractedTooLarge { .. } => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "extracted_too_large")
+        }
+        UploadError::TooManyEntries { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_many_entries"),
+        UploadError::Incomplete(_) => (StatusCode::BAD_REQUEST, "upload_incomplete"),
+        UploadError::BundleExists(_) => (StatusCode::CONFLICT, "bundle_exists"),
+        UploadError::RunStarted(_) => (StatusCode::CONFLICT, "run_started"),
+        UploadError::InProgress(_) => (StatusCode::CONFLICT, "upload_in_progress"),
+        UploadError::WorkDirExists(_) => (StatusCode::CONFLICT, "work_dir_exists"),
+        UploadError::Unavailable { .. } => (StatusCode::FAILED_DEPENDENCY, "bundle_unavailable"),
+        UploadError::FetchFailed { .. } => (StatusCode::BAD_GATEWAY, "bundle_fetch_failed"),
+        UploadError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_upload"),
+        UploadError::Forbidden { .. } => (StatusCode::FORBIDDEN, "path_not_allowed"),
+        UploadError::StorageFull { .. } => {
+            (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+        }
+        UploadError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
 
 fn secret_status(err: &SecretError) -> (StatusCode, &'static str) {
     match err {
-        SecretError::NotImplemented => (StatusCode::NOT_IMPLEMENTED, "not_implemented"),
+        SecretError::Invalid { .. } => (StatusCode::BAD_REQUEST, "invalid_secret"),
+        SecretError::Unresolved { .. } => (StatusCode::FAILED_DEPENDENCY, "secret_unresolved"),
     }
 }
 
@@ -151,7 +172,9 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let message = match (&self, status.is_server_error()) {
             // Internal detail is logged once by the request layer, never sent.
-            (ApiError::Run(RunError::Io { .. }), true) | (ApiError::Internal(_), true) => {
+            (ApiError::Run(RunError::Io { .. }), true)
+            | (ApiError::Upload(UploadError::Io { .. }), true)
+            | (ApiError::Internal(_), true) => {
                 "internal error; the daemon's log has the details".to_owned()
             }
             _ => self.to_string(),

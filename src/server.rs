@@ -59,7 +59,7 @@ pub async fn run(
     let state = AppState::start(config, url.clone(), service).await?;
     let app = api::router(state.clone());
     tracing::info!(addr = %url, version = env!("CARGO_PKG_VERSION"), "listening");
-    crate::supervise::notify_ready();
+    crate::supervise::notify_ready(&url);
 
     let stop = tokio_util::sync::CancellationToken::new();
     let stop_on_signal = stop.clone();
@@ -99,6 +99,7 @@ pub async fn run(
         });
     }
     drop(listener);
+    crate::supervise::notify_stopping();
     let grace = state.config.shutdown_grace;
     let deadline = Instant::now() + grace;
     tracing::info!(

@@ -32,6 +32,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::runs::Registry;
 use crate::supervise::{AgentProbe, Service};
+use crate::upload::Uploader;
 
 /// Largest JSON request body.
 pub const JSON_BODY_LIMIT: usize = 10 * 1024 * 1024;
@@ -54,6 +55,8 @@ pub struct StateInner {
     pub metrics: Metrics,
     /// HTTP client for secrets and bundle URLs.
     pub http: reqwest::Client,
+    /// Bundle and file uploads.
+    pub uploads: Uploader,
     /// The agent-server health probe.
     pub agent: AgentProbe,
     /// The supervised service, when one was given.
@@ -97,8 +100,9 @@ impl AppState {
         runs.restore()
             .await
             .context("cannot restore runs from the state dir")?;
+        let uploads = Uploader::new(config.clone(), metrics.clone());
         let agent = AgentProbe::start(config.agent_server_url.clone(), http.clone());
-        let service = Service::start(&config, service, metrics.clone())?;
+        let service = Service::start(&config, service, metrics.clone(), agent.clone()).await?;
         Ok(AppState {
             inner: Arc::new(StateInner {
                 config,
@@ -106,6 +110,7 @@ impl AppState {
                 outbox,
                 metrics,
                 http,
+                uploads,
                 agent,
                 service,
                 started: Instant::now(),
@@ -121,14 +126,17 @@ impl AppState {
         }
     }
 
-    /// The ordered shutdown: refuse new runs, stop runs and the service,
-    /// flush the outbox until `deadline`. Returns the exit code.
+    /// The ordered shutdown: refuse new runs, stop runs and the service
+    /// together (signal now, SIGKILL at `deadline`), then flush the outbox
+    /// until `deadline`. Returns the exit code.
     pub async fn shutdown(&self, deadline: Instant) -> ExitCode {
-        self.runs.shutdown(deadline).await;
-        let code = match &self.service {
-            Some(service) => service.stop(deadline).await,
-            None => ExitCode::SUCCESS,
+        let service = async {
+            match &self.service {
+                Some(service) => service.stop(deadline).await,
+                None => ExitCode::SUCCESS,
+            }
         };
+        let ((), code) = tokio::join!(self.runs.shutdown(deadline), service);
         self.outbox.flush(deadline).await;
         code
     }
@@ -150,7 +158,13 @@ fn prepare_dirs(config: &Config) -> anyhow::Result<()> {
             .with_context(|| format!("{flag} {}: not writable by sandboxd", dir.display()))?;
         let _ = std::fs::remove_file(probe);
     }
-    for sub in ["runs", "outbox"] {
+    crate::upload::clean_staging(&config.work_root).with_context(|| {
+        format!(
+            "--work-root {}: cannot clean it",
+            config.work_root.display()
+        )
+    })?;
+    for sub in ["runs", "outbox", "bundles"] {
         let dir = config.state_dir.join(sub);
         std::fs::DirBuilder::new()
             .recursive(true)

@@ -52,7 +52,8 @@ pub struct CreateRunRequest {
     /// Start from the daemon's env, sanitized (default true).
     #[serde(default = "yes")]
     pub inherit_env: bool,
-    /// Env var name to secret source, resolved before spawn.
+    /// Env var name to secret source (LookupSecret, `{"name": ...}`,
+    /// StaticSecret or a string), resolved before spawn.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub secrets: BTreeMap<String, serde_json::Value>,
@@ -210,9 +211,9 @@ pub struct SignalRequest {
               (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn create_run(
     State(state): State<AppState>,
-    ApiJson(body): ApiJson<serde_json::Value>,
+    ApiJson(mut body): ApiJson<serde_json::Value>,
 ) -> Result<Response, ApiError> {
-    let fingerprint = fingerprint(&body);
+    let fingerprint = fingerprint(&mut body);
     let request: CreateRunRequest =
         serde_json::from_value(body).map_err(|e| ApiError::BadJson(e.to_string()))?;
     let wait = request.wait;
@@ -240,21 +241,31 @@ pub async fn create_run(
 }
 
 /// The request's identity for idempotent retries: a hash of its canonical
-/// JSON without `wait` (a retry may wait or not).
-fn fingerprint(body: &serde_json::Value) -> String {
-    let mut body = body.clone();
-    if let Some(map) = body.as_object_mut() {
-        map.remove("wait");
+/// JSON without `wait` (a retry may wait or not). Hashed as it is
+/// serialized: no copy of the body (and its secret values) is made.
+fn fingerprint(body: &mut serde_json::Value) -> String {
+    let wait = body.as_object_mut().and_then(|map| map.remove("wait"));
+    let mut hasher = Sha256::new();
+    // Writing into a hasher cannot fail.
+    let _ = serde_json::to_writer(&mut hasher, &*body);
+    if let (Some(wait), Some(map)) = (wait, body.as_object_mut()) {
+        map.insert("wait".to_owned(), wait);
     }
-    let digest = Sha256::digest(body.to_string().as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn validate(
     state: &AppState,
-    request: CreateRunRequest,
+    mut request: CreateRunRequest,
     fingerprint: String,
 ) -> Result<NewRun, ApiError> {
+    // First, so that the raw values are zeroized (as they are parsed) on
+    // every path.
+    let secrets = crate::secrets::parse_map(std::mem::take(&mut request.secrets), &state.config)?;
     let invalid = |msg: String| ApiError::Run(RunError::Invalid(msg));
     let run_id = match request.run_id {
         Some(id) => {
@@ -307,7 +318,7 @@ fn validate(
         env: request.env,
         allow_sensitive_env: request.allow_sensitive_env,
         inherit_env: request.inherit_env,
-        secrets: request.secrets,
+        secrets,
         setup: request.setup,
         timeout,
         callback,
@@ -388,7 +399,7 @@ pub(super) fn view(state: &AppState, snapshot: RunSnapshot) -> RunView {
             }
         }
     };
-    let bundle = crate::upload::has_bundle(&state.runs.work_dir(&record.run_id));
+    let bundle = crate::upload::has_bundle(&state.config, &record.run_id);
     RunView {
         duration_s: record.duration_s(),
         run_id: record.run_id,

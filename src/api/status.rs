@@ -88,6 +88,34 @@ pub struct ServiceView {
     pub state: &'static str,
     /// Restarts so far.
     pub restarts: u64,
+    /// `never`, `on-failure` or `always` (`--service-restart`).
+    pub restart_policy: &'static str,
+    /// How its last run ended; null while the first one runs.
+    pub last_exit: Option<ServiceExitView>,
+    /// When it starts again (state `backoff`).
+    pub next_start_at: Option<DateTime<Utc>>,
+    /// Its last output lines (both streams, oldest first, masked).
+    pub recent_output: Vec<ServiceOutputLine>,
+}
+
+/// How the service's last run ended.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceExitView {
+    /// Exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// Signal name, when one killed it.
+    pub signal: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// One line of the service's output.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServiceOutputLine {
+    /// `stdout` or `stderr`.
+    pub stream: &'static str,
+    /// The line, without its newline, cut at 1 KiB.
+    pub text: String,
 }
 
 /// The work root.
@@ -128,6 +156,25 @@ pub async fn get_status(State(state): State<AppState>) -> Json<StatusView> {
             pid: status.pid,
             state: status.state,
             restarts: status.restarts,
+            restart_policy: status.restart_policy,
+            last_exit: status.last_exit.map(|exit| ServiceExitView {
+                exit_code: exit.code,
+                signal: exit.signal.map(|n| {
+                    nix::sys::signal::Signal::try_from(n)
+                        .map(|s| s.as_str().to_owned())
+                        .unwrap_or_else(|_| n.to_string())
+                }),
+                at: exit.at,
+            }),
+            next_start_at: status.next_start,
+            recent_output: status
+                .recent_output
+                .into_iter()
+                .map(|line| ServiceOutputLine {
+                    stream: line.stream.as_str(),
+                    text: line.text,
+                })
+                .collect(),
         }
     });
     let work_root = state.config.work_root.clone();

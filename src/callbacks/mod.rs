@@ -1,15 +1,44 @@
 //! Completion callbacks: the durable outbox and its delivery to the
 //! automation service.
+//!
+//! When a run with a `callback` ends, [`Outbox::enqueue`] builds the
+//! payload ([`payload`]), puts it in `<state-dir>/outbox/<run_id>.json`
+//! ([`store`]), starts the first attempt ([`deliver`]) and flushes the file
+//! to disk while that attempt is on its way; the run's final record is
+//! written only after that flush, so no crash or power loss can leave an
+//! ended run without its callback. The delivery loop ([`worker`]) retries
+//! what may succeed later and resumes pending callbacks after a restart.
+//! The file keeps the result after delivery, so status survives restarts;
+//! it goes away with its run ([`Outbox::forget`]).
+//!
+//! At most one callback per run: a run whose end is recorded twice (a
+//! crash between the outbox write and the run's final record) finds its
+//! entry already there and is not sent again. Duplicates happen only when
+//! a crash falls between a send and its record, and then carry the same
+//! `Idempotency-Key`.
+
+pub mod deliver;
+pub mod payload;
+pub mod store;
+pub mod worker;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::durable;
 use crate::metrics::Metrics;
 use crate::runs::record::{CallbackTarget, RunReport, RunState};
+use store::{DeliveryState, OutboxRecord, Store, StoredToken};
+
+/// Attempts in flight at once, over all runs.
+const MAX_CONCURRENT_ATTEMPTS: usize = 16;
 
 /// Everything the completion payload is built from.
 #[derive(Debug, Clone)]
@@ -52,62 +81,251 @@ pub struct CallbackStatus {
 /// Handle on the outbox. Cheap to clone.
 #[derive(Clone)]
 pub struct Outbox {
-    entries: Arc<Mutex<HashMap<String, CallbackStatus>>>,
+    shared: Arc<Shared>,
+}
+
+/// What the handle, the delivery loop and the attempts share.
+struct Shared {
+    config: Arc<Config>,
+    client: reqwest::Client,
+    metrics: Metrics,
+    store: Store,
+    entries: Mutex<HashMap<String, Entry>>,
+    /// Phase queues of running runs, by callback URL.
+    phases: Mutex<HashMap<String, mpsc::UnboundedSender<&'static str>>>,
+    /// Something became due: a new entry, or a settled attempt.
+    wake: Notify,
+    /// An attempt settled (for [`Outbox::flush`]).
+    changed: Notify,
+    /// The outbox stops starting attempts.
+    stop: CancellationToken,
+    slots: Semaphore,
+}
+
+/// One callback in memory: its record and when its next attempt is due
+/// (`None` while an attempt is in flight, and once it is settled).
+struct Entry {
+    record: OutboxRecord,
+    due: Option<tokio::time::Instant>,
+}
+
+impl Shared {
+    fn lock_entries(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_phases(&self) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<&'static str>>> {
+        self.phases.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Outbox {
-    /// Opens the outbox in the state dir and starts the delivery worker.
+    /// Opens the outbox in the state dir (pending callbacks resume, settled
+    /// ones keep their result) and starts the delivery worker.
+    ///
+    /// The daemon's shared client is not used: callbacks need one that
+    /// never follows redirects (a redirected POST would lose its body or
+    /// carry the token elsewhere) and has the callback timeout.
     pub fn start(
-        _config: Arc<Config>,
+        config: Arc<Config>,
         _http: reqwest::Client,
-        _metrics: Metrics,
+        metrics: Metrics,
     ) -> std::io::Result<Outbox> {
-        Ok(Outbox {
-            entries: Arc::default(),
-        })
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(config.callback_timeout.min(Duration::from_secs(10)))
+            .timeout(config.callback_timeout)
+            .build()
+            .map_err(std::io::Error::other)?;
+        let store = Store::new(config.state_dir.join("outbox"));
+        let now = tokio::time::Instant::now();
+        let entries: HashMap<String, Entry> = store
+            .load_all()?
+            .into_iter()
+            .map(|record| {
+                let due = (record.state == DeliveryState::Pending).then_some(now);
+                (record.run_id.clone(), Entry { record, due })
+            })
+            .collect();
+        let pending = entries.values().filter(|e| e.due.is_some()).count();
+        if pending > 0 {
+            tracing::info!(pending, "resuming pending completion callbacks");
+        }
+        let shared = Arc::new(Shared {
+            config,
+            client,
+            metrics,
+            store,
+            entries: Mutex::new(entries),
+            phases: Mutex::default(),
+            wake: Notify::new(),
+            changed: Notify::new(),
+            stop: CancellationToken::new(),
+            slots: Semaphore::new(MAX_CONCURRENT_ATTEMPTS),
+        });
+        tokio::spawn(worker::run(shared.clone()));
+        Ok(Outbox { shared })
     }
 
     /// Stores a completion durably; it is then delivered in the background.
-    pub fn enqueue(&self, completion: Completion) -> std::io::Result<()> {
-        let status = CallbackStatus {
-            state: "pending",
-            ..CallbackStatus::default()
+    /// A run whose callback is already in the outbox keeps that one.
+    ///
+    /// The file is in place (atomically) before the first attempt starts,
+    /// and on disk (fsync) when this returns: the flush runs while the
+    /// first attempt is on its way, so it costs the callback no latency,
+    /// and it completes before the caller records the run's end.
+    pub async fn enqueue(&self, completion: Completion) -> std::io::Result<()> {
+        let run_id = completion.run_id.clone();
+        // The run has ended: its phase queue drains and closes.
+        self.shared.lock_phases().remove(&completion.target.url);
+        if self.shared.lock_entries().contains_key(&run_id) {
+            tracing::info!(
+                run_id,
+                "the run's callback is already in the outbox; not sending another"
+            );
+            // It may have been written just before a crash, never flushed.
+            return self.flush_file(run_id).await;
+        }
+        let record = OutboxRecord {
+            version: store::OUTBOX_VERSION,
+            run_id: run_id.clone(),
+            url: completion.target.url.clone(),
+            token: completion
+                .target
+                .token
+                .clone()
+                .map(|t| StoredToken(SecretString::from(t))),
+            payload: payload::build(&completion),
+            created_at: Utc::now(),
+            state: DeliveryState::Pending,
+            attempts: 0,
+            last_status: None,
+            last_error: None,
+            delivered_at: None,
         };
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(completion.run_id, status);
-        Ok(())
+        // Write-ahead: in place before the first attempt. When the disk
+        // refuses, the callback is still attempted from memory.
+        let saved = self.shared.store.save(&record, durable::Sync::NoFlush);
+        // The first attempt starts right here, not through the worker's
+        // loop: one task hop less between a run's end and its callback.
+        let entry = Entry { record, due: None };
+        self.shared.lock_entries().insert(run_id.clone(), entry);
+        tokio::spawn(worker::attempt(self.shared.clone(), run_id.clone()));
+        saved?;
+        self.flush_file(run_id).await
     }
 
-    /// Posts a phase report, best effort, in the background.
-    pub fn phase(&self, _target: &CallbackTarget, _phase: &'static str) {}
+    async fn flush_file(&self, run_id: String) -> std::io::Result<()> {
+        let store = self.shared.store.clone();
+        tokio::task::spawn_blocking(move || store.flush(&run_id))
+            .await
+            .map_err(std::io::Error::other)?
+    }
 
-    /// Delivery state of a run's callback.
+    /// Posts a phase report, best effort, in the background. Phases of one
+    /// run go out in order.
+    pub fn phase(&self, target: &CallbackTarget, phase: &'static str) {
+        // Keyed by the callback URL, which names the run on the service's
+        // side; the run's completion closes the queue.
+        let key = target.url.as_str();
+        if self.shared.stop.is_cancelled() {
+            return;
+        }
+        let Some(url) = worker::phase_url(&target.url) else {
+            tracing::warn!(
+                url = target.url,
+                "callback.url does not end in /complete; no phase URL beside it, phase not reported"
+            );
+            return;
+        };
+        let mut phases = self.shared.lock_phases();
+        if let Some(queue) = phases.get(key) {
+            if queue.send(phase).is_ok() {
+                return;
+            }
+        }
+        let (queue, receiver) = mpsc::unbounded_channel();
+        let _ = queue.send(phase);
+        phases.insert(key.to_owned(), queue);
+        let token = target.token.clone().map(SecretString::from);
+        tokio::spawn(worker::phase_reports(
+            self.shared.clone(),
+            target.run_id.clone(),
+            url,
+            token,
+            receiver,
+        ));
+    }
+
+    /// Delivery state of a run's callback (`pending` until the run ends).
     pub fn status(&self, run_id: &str) -> CallbackStatus {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries.get(run_id).cloned().unwrap_or(CallbackStatus {
-            state: "pending",
-            ..CallbackStatus::default()
-        })
+        let entries = self.shared.lock_entries();
+        let Some(entry) = entries.get(run_id) else {
+            return CallbackStatus {
+                state: DeliveryState::Pending.as_str(),
+                ..CallbackStatus::default()
+            };
+        };
+        let record = &entry.record;
+        CallbackStatus {
+            state: record.state.as_str(),
+            attempts: record.attempts,
+            last_status: record.last_status,
+            last_error: record.last_error.clone(),
+            delivered_at: record.delivered_at,
+        }
     }
 
     /// Pending and failed callbacks.
     pub fn counts(&self) -> (u64, u64) {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let pending = entries.values().filter(|s| s.state == "pending").count() as u64;
-        let failed = entries.values().filter(|s| s.state == "failed").count() as u64;
-        (pending, failed)
+        let entries = self.shared.lock_entries();
+        let count = |state| entries.values().filter(|e| e.record.state == state).count() as u64;
+        (count(DeliveryState::Pending), count(DeliveryState::Failed))
     }
 
-    /// Removes a run's entry (the run was deleted).
+    /// Removes a run's entry and file (the run was deleted).
     pub fn forget(&self, run_id: &str) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(run_id);
+        let mut entries = self.shared.lock_entries();
+        entries.remove(run_id);
+        if let Err(err) = self.shared.store.remove(run_id) {
+            tracing::warn!(run_id, "cannot remove the callback's outbox file: {err}");
+        }
     }
 
-    /// Tries to deliver what is pending until `deadline`.
-    pub async fn flush(&self, _deadline: Instant) {}
+    /// Delivers what is due until `deadline`, then stops the outbox; what
+    /// is left stays on disk for the next start.
+    pub async fn flush(&self, deadline: std::time::Instant) {
+        let until = tokio::time::Instant::from_std(deadline);
+        loop {
+            let changed = self.shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.outstanding(until) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(until, changed).await.is_err() {
+                break;
+            }
+        }
+        self.shared.stop.cancel();
+        let (pending, failed) = self.counts();
+        if pending > 0 {
+            tracing::info!(
+                pending,
+                failed,
+                "callbacks left in the outbox for the next start"
+            );
+        }
+    }
+
+    /// Pending callbacks in flight or due before `until`.
+    fn outstanding(&self, until: tokio::time::Instant) -> usize {
+        let entries = self.shared.lock_entries();
+        entries
+            .values()
+            .filter(|e| e.record.state == DeliveryState::Pending)
+            .filter(|e| e.due.is_none_or(|at| at <= until))
+            .count()
+    }
 }

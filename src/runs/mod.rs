@@ -204,6 +204,7 @@ impl Registry {
         http: reqwest::Client,
     ) -> Registry {
         let resolver = Resolver::new(config.clone(), http);
+        crate::telemetry::mask_in_logs("sandboxd", &daemon_credentials(&config));
         Registry {
             inner: Arc::new(Inner {
                 config,
@@ -357,13 +358,14 @@ impl Registry {
         // Write-ahead: the record exists before any process does.
         record::save(&run_dir, &record, new.record_sync)
             .map_err(|e| RunError::io(&run_id, "writing the record of", &run_dir, e))?;
-        let mut mask_values: Vec<String> = resolved
-            .iter()
-            .map(|(_, v)| v.expose_secret().to_owned())
+        let credentials = daemon_credentials(&self.inner.config);
+        let secret_values = resolved.iter().map(|(_, v)| v).chain(&credentials);
+        let masker = Masker::new(secret_values.clone().map(|v| v.expose_secret().as_bytes()));
+        // Plain copies for the shim; ShimSpec zeroizes them when dropped.
+        let mask_values: Vec<String> = secret_values
+            .map(|v| v.expose_secret().to_owned())
             .collect();
-        mask_values.extend(self.daemon_credentials());
         let child_env = self.child_env(&new, &resolved, &token);
-        let masker = Masker::new(mask_values.iter());
         let spec = shim::ShimSpec {
             run_dir: run_dir.clone(),
             argv: record.command.clone(),
@@ -386,9 +388,11 @@ impl Registry {
             slot.masker = masker;
         }
         self.lock_tokens().insert(token, run_id.clone());
+        crate::telemetry::mask_in_logs(&run_id, resolved.iter().map(|(_, v)| v));
         self.inner.metrics.run_started();
         let shim = spawn::spawn_shim(&self.inner.config.shim_exe, &run_dir, &spec).await;
         drop(spec);
+        drop(resolved);
         tokio::spawn(supervisor::supervise_new(
             self.clone(),
             run_id.clone(),
@@ -411,17 +415,11 @@ impl Registry {
         }
     }
 
-    /// The daemon's own credentials, masked in every run's output.
-    fn daemon_credentials(&self) -> Vec<String> {
-        let config = &self.inner.config;
-        let mut values = Vec::new();
-        if let Some(key) = &config.session_key {
-            values.push(key.expose_secret().to_owned());
-        }
-        if let Some(token) = &config.callback_token {
-            values.push(token.expose_secret().to_owned());
-        }
-        values
+    /// A masker of the daemon's own credentials only: for runs whose
+    /// secrets are gone (ended, or restored after a restart).
+    fn credentials_masker(&self) -> Masker {
+        let credentials = daemon_credentials(&self.inner.config);
+        Masker::new(credentials.iter().map(|v| v.expose_secret().as_bytes()))
     }
 
     fn child_env(
@@ -438,11 +436,12 @@ impl Registry {
             .map(|k| k.expose_secret());
         let mut child = env::base_env(std::env::vars(), new.inherit_env, &self.env_policy(), key);
         child.extend(new.env.iter().map(|(k, v)| (k.clone(), v.clone())));
-        child.extend(
-            secrets
-                .iter()
-                .map(|(k, v)| (k.clone(), v.expose_secret().to_owned())),
-        );
+        for (name, value) in secrets {
+            let value = value.expose_secret().to_owned();
+            if let Some(mut replaced) = child.insert(name.clone(), value) {
+                zeroize::Zeroize::zeroize(&mut replaced);
+            }
+        }
         child.insert("SANDBOXD_RUN_ID".to_owned(), new.run_id.clone());
         child.insert("SANDBOXD_URL".to_owned(), self.inner.url.clone());
         child.insert("SANDBOXD_RUN_TOKEN".to_owned(), token.to_owned());
@@ -582,6 +581,9 @@ impl Registry {
             let work = self.work_dir(run_id);
             remove_dir(&work).map_err(|e| RunError::io(run_id, "removing", &work, e))?;
         }
+        let state_dir = &self.inner.config.state_dir;
+        crate::upload::forget_bundle(state_dir, run_id)
+            .map_err(|e| RunError::io(run_id, "removing the bundle record of", state_dir, e))?;
         Ok(())
     }
 
@@ -614,40 +616,51 @@ impl Registry {
     /// now on.
     pub async fn shutdown(&self, deadline: Instant) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
-        let grace = deadline.saturating_duration_since(Instant::now());
-        let live: Vec<String> = {
-            let runs = self.lock_runs();
-            runs.values()
-                .filter(|s| !s.record.state.is_terminal())
-                .map(|s| s.record.run_id.clone())
-                .collect()
-        };
-        for run_id in &live {
-            let _ = self.send(
-                run_id,
-                Control::Stop {
-                    reason: StopReason::Shutdown,
-                    grace,
-                },
-            );
-        }
         // Past the deadline, SIGKILL has been sent; allow a moment to record.
-        let hard_deadline = deadline + Duration::from_secs(2);
+        let hard_deadline = tokio::time::Instant::from_std(deadline + Duration::from_secs(2));
+        let mut stopped = std::collections::HashSet::new();
         loop {
             let notified = self.inner.ended.notified();
-            let left = {
+            // A run that was still starting (no control channel yet) when
+            // the shutdown began is stopped as soon as it has one. A run is
+            // done once its end is fully recorded (outbox included):
+            // `progress.ended`.
+            let live: Vec<(String, bool)> = {
                 let runs = self.lock_runs();
                 runs.values()
-                    .filter(|s| !s.record.state.is_terminal())
-                    .count()
+                    .filter(|s| !s.progress.borrow().ended)
+                    .map(|s| {
+                        let controllable = s.control.is_some() && !s.record.state.is_terminal();
+                        (s.record.run_id.clone(), controllable)
+                    })
+                    .collect()
             };
-            if left == 0 {
+            if live.is_empty() {
                 return;
             }
-            let until = tokio::time::Instant::from_std(hard_deadline);
-            if tokio::time::timeout_at(until, notified).await.is_err() {
+            let grace = deadline.saturating_duration_since(Instant::now());
+            for (run_id, controllable) in &live {
+                if *controllable && !stopped.contains(run_id) {
+                    let stop = Control::Stop {
+                        reason: StopReason::Shutdown,
+                        grace,
+                    };
+                    if self.send(run_id, stop).is_ok() {
+                        stopped.insert(run_id.clone());
+                    }
+                }
+            }
+            let starting = live.iter().any(|(id, _)| !stopped.contains(id));
+            let wake = if starting {
+                hard_deadline.min(tokio::time::Instant::now() + Duration::from_millis(20))
+            } else {
+                hard_deadline
+            };
+            if tokio::time::timeout_at(wake, notified).await.is_err()
+                && tokio::time::Instant::now() >= hard_deadline
+            {
                 tracing::warn!(
-                    left,
+                    left = live.len(),
                     "runs still not ended at the end of the shutdown grace"
                 );
                 return;
@@ -667,6 +680,17 @@ impl Registry {
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
         self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The daemon's own credentials (session key, default callback token),
+/// masked in every run's output and in the daemon's logs.
+fn daemon_credentials(config: &Config) -> Vec<SecretString> {
+    config
+        .session_key
+        .iter()
+        .chain(&config.callback_token)
+        .cloned()
+        .collect()
 }
 
 fn snapshot_of(slot: &RunSlot) -> RunSnapshot {

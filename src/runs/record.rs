@@ -66,8 +66,8 @@ impl RunState {
     }
 }
 
-/// Where a run's completion is reported.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Where a run's completion is reported. `Debug` hides the token.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallbackTarget {
     /// The `.../runs/{id}/complete` URL.
     pub url: String,
@@ -77,6 +77,17 @@ pub struct CallbackTarget {
     pub run_id: String,
     /// Also post phase reports.
     pub phases: bool,
+}
+
+impl std::fmt::Debug for CallbackTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallbackTarget")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "****"))
+            .field("run_id", &self.run_id)
+            .field("phases", &self.phases)
+            .finish()
+    }
 }
 
 /// Values an SDK script reported about its run.

@@ -15,8 +15,10 @@
 //!   current process group; SIGTERM and SIGINT also mean "cancelled";
 //! - when the leader exits, kills what is left of the run (the group and any
 //!   orphan reparented to the shim), drains the pipes, and writes
-//!   `exit.json` ([`ExitReport`]) atomically. That file is the run's result,
-//!   read by whichever daemon is alive.
+//!   `exit.json` ([`ExitReport`]) atomically, tells the daemon
+//!   ([`ShimEvent::Ended`]), and only then flushes the logs and the report
+//!   to disk. That file is the run's result, read by whichever daemon is
+//!   alive.
 //!
 //! Events for a live daemon go to stdout as JSON lines ([`ShimEvent`]),
 //! written non-blocking: a stalled or dead daemon never blocks the run.
@@ -36,6 +38,7 @@ use nix::sys::signal::{killpg, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
 
 use crate::durable;
 use crate::secrets::mask::{Masker, StreamMasker};
@@ -80,6 +83,17 @@ pub struct ShimSpec {
     pub durable: bool,
 }
 
+// The spec carries secret values (in `env` and `mask`): wipe them when it
+// goes, in the daemon (after handing it over) and in the shim.
+impl Drop for ShimSpec {
+    fn drop(&mut self) {
+        for (_, value) in &mut self.env {
+            value.zeroize();
+        }
+        self.mask.zeroize();
+    }
+}
+
 /// Which part of a run a process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -108,6 +122,8 @@ pub enum ShimEvent {
         /// stderr.log size.
         r: u64,
     },
+    /// The run has ended and `exit.json` is written (not yet flushed).
+    Ended,
 }
 
 /// How the run ended, as the shim saw it. Written to `exit.json`.
@@ -188,9 +204,9 @@ fn run_shim() -> io::Result<()> {
 
     let mut text = String::new();
     io::stdin().read_to_string(&mut text)?;
-    let spec: ShimSpec =
-        serde_json::from_str(&text).map_err(|e| io::Error::other(format!("bad spec: {e}")))?;
-    drop(text);
+    let spec = serde_json::from_str::<ShimSpec>(&text);
+    text.zeroize();
+    let spec = spec.map_err(|e| io::Error::other(format!("bad spec: {e}")))?;
 
     let open = |name: &str| {
         OpenOptions::new()
@@ -220,24 +236,29 @@ fn run_shim() -> io::Result<()> {
 
     let mut report = run_phases(&spec, &shared, &masker);
     finish(&shared);
-    let output = lock(&shared.output);
+    let mut output = lock(&shared.output);
     report.stdout_bytes = output.stdout_bytes;
     report.stderr_bytes = output.stderr_bytes;
-    if spec.durable {
-        for file in [&output.stdout, &output.stderr, &output.index] {
-            let _ = file.sync_data();
-        }
-    }
-    drop(output);
     report.timed_out = shared.timed_out.load(Ordering::SeqCst);
     report.cancelled = shared.cancelled.load(Ordering::SeqCst) && !report.timed_out;
     let bytes = serde_json::to_vec(&report).map_err(io::Error::other)?;
-    durable::write_atomic(
-        &spec.run_dir.join(files::EXIT),
-        &bytes,
-        0o600,
-        durable::Sync::Flush,
-    )
+    // The daemon hears of the end as soon as exit.json is in place (an
+    // atomic rename: a crash of the daemon loses nothing). The flushes that
+    // make the logs and the report survive a power loss come after, off
+    // the path from the child's exit to its completion callback; the
+    // daemon flushes its outbox and record itself.
+    let exit_path = spec.run_dir.join(files::EXIT);
+    durable::write_atomic(&exit_path, &bytes, 0o600, durable::Sync::NoFlush)?;
+    output.events.send_blocking(&ShimEvent::Ended);
+    if !spec.durable {
+        return Ok(());
+    }
+    for file in [&output.stdout, &output.stderr, &output.index] {
+        let _ = file.sync_data();
+    }
+    drop(output);
+    File::open(&exit_path)?.sync_all()?;
+    durable::sync_dir(&spec.run_dir)
 }
 
 fn run_phases(spec: &ShimSpec, shared: &Arc<Shared>, masker: &Masker) -> ExitReport {
@@ -461,25 +482,11 @@ fn reap_all() {
     }
 }
 
-/// Pids whose parent is `parent`. `/proc/PID/task/*/children` lists them
-/// directly (orphans are adopted by any thread of a subreaper); without it,
-/// every /proc/PID/stat is scanned.
+/// Pids whose parent is `parent`: from `/proc/<parent>/task/*/children`
+/// (one small file per thread of ours), else by scanning all of /proc.
 fn children_of(parent: i32) -> Vec<i32> {
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) {
-        let mut pids = Vec::new();
-        let mut found_file = false;
-        for task in tasks.flatten() {
-            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
-                found_file = true;
-                pids.extend(
-                    text.split_whitespace()
-                        .filter_map(|p| p.parse::<i32>().ok()),
-                );
-            }
-        }
-        if found_file {
-            return pids;
-        }
+    if let Some(children) = children_from_tasks(parent) {
+        return children;
     }
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -487,6 +494,21 @@ fn children_of(parent: i32) -> Vec<i32> {
     dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| proc_stat(*pid).is_some_and(|stat| stat.ppid == parent))
         .collect()
+}
+
+/// Children listed by the kernel per thread (CONFIG_PROC_CHILDREN); `None`
+/// when the kernel has no such files.
+fn children_from_tasks(parent: i32) -> Option<Vec<i32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{parent}/task")).ok()?;
+    let mut children = Vec::new();
+    for task in tasks.flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).ok()?;
+        children.extend(
+            text.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok()),
+        );
+    }
+    Some(children)
 }
 
 /// The fields of /proc/PID/stat that sandboxd uses.
@@ -729,5 +751,19 @@ mod tests {
         let stat = proc_stat(std::process::id() as i32).unwrap();
         assert_eq!(stat.ppid, nix::unistd::getppid().as_raw());
         assert!(stat.start_ticks > 0);
+    }
+
+    /// The per-thread children files name our children, like the /proc scan.
+    #[test]
+    fn finds_own_children() {
+        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
+        let me = std::process::id() as i32;
+        let pid = child.id() as i32;
+        let listed = children_from_tasks(me);
+        let _ = child.kill();
+        let _ = child.wait();
+        if let Some(listed) = listed {
+            assert!(listed.contains(&pid), "{pid} not in {listed:?}");
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdout, Command};
+use zeroize::Zeroizing;
 
 use super::record::ShimIdentity;
 use super::shim::{self, ShimSpec};
@@ -42,7 +43,7 @@ pub(super) async fn spawn_shim(
     let pid = child.id().unwrap_or(0) as i32;
     let start_ticks = shim::proc_stat(pid).map(|s| s.start_ticks).unwrap_or(0);
     let mut stdin = child.stdin.take().ok_or("the shim has no stdin")?;
-    let bytes = serde_json::to_vec(spec).map_err(|e| format!("cannot encode the run spec: {e}"))?;
+    let bytes = encode_spec(spec).map_err(|e| format!("cannot encode the run spec: {e}"))?;
     let write = async {
         stdin.write_all(&bytes).await?;
         stdin.shutdown().await
@@ -59,4 +60,28 @@ pub(super) async fn spawn_shim(
         events,
         identity: ShimIdentity { pid, start_ticks },
     })
+}
+
+/// The spec as JSON, in a buffer of exactly its size (so no reallocation
+/// leaves a copy of the secret values behind) that is zeroized when dropped.
+fn encode_spec(spec: &ShimSpec) -> serde_json::Result<Zeroizing<Vec<u8>>> {
+    let mut counter = ByteCounter(0);
+    serde_json::to_writer(&mut counter, spec)?;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(counter.0));
+    serde_json::to_writer(&mut *bytes, spec)?;
+    Ok(bytes)
+}
+
+/// Counts what is written to it.
+struct ByteCounter(usize);
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

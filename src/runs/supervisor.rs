@@ -50,8 +50,9 @@ pub(super) async fn supervise_new(
     });
     let mut lines = BufReader::new(events).lines();
     let mut events_open = true;
+    let mut ended = false;
     let mut kill_at: Option<tokio::time::Instant> = None;
-    loop {
+    while !ended {
         let kill_timer = async {
             match kill_at {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -60,7 +61,7 @@ pub(super) async fn supervise_new(
         };
         tokio::select! {
             line = lines.next_line(), if events_open => match line {
-                Ok(Some(line)) => registry.on_event(&run_id, &line),
+                Ok(Some(line)) => ended = registry.on_event(&run_id, &line),
                 _ => events_open = false,
             },
             Some(command) = control.recv() => {
@@ -76,13 +77,16 @@ pub(super) async fn supervise_new(
         }
     }
     // Events written just before the shim exited.
-    while let Ok(Ok(Some(line))) =
-        tokio::time::timeout(Duration::from_millis(200), lines.next_line()).await
-    {
-        registry.on_event(&run_id, &line);
+    while !ended {
+        match tokio::time::timeout(Duration::from_millis(200), lines.next_line()).await {
+            Ok(Ok(Some(line))) => ended = registry.on_event(&run_id, &line),
+            _ => break,
+        }
     }
     let report = read_exit_report(&registry.run_dir(&run_id));
     registry.finish(&run_id, report).await;
+    // After `Ended` the shim still flushes to disk; reap it when it exits.
+    let _ = child.wait().await;
 }
 
 /// Supervises a run whose shim outlived a previous daemon.
@@ -170,12 +174,14 @@ impl Registry {
         }
     }
 
-    fn on_event(&self, run_id: &str, line: &str) {
+    /// Applies one event of the shim; true when it says the run has ended.
+    fn on_event(&self, run_id: &str, line: &str) -> bool {
         let Ok(event) = serde_json::from_str::<ShimEvent>(line) else {
             tracing::warn!(run_id, "unreadable event from the run's shim");
-            return;
+            return false;
         };
         match event {
+            ShimEvent::Ended => return true,
             ShimEvent::Output { o, r } => {
                 let runs = self.lock_runs();
                 if let Some(slot) = runs.get(run_id) {
@@ -205,6 +211,7 @@ impl Registry {
                 }
             }
         }
+        false
     }
 
     /// Applies a control message; returns when to SIGKILL, if anything.
@@ -270,15 +277,23 @@ impl Registry {
         }
     }
 
-    /// Records a run's end: outbox first (durable), then the record, then
-    /// wakes everyone waiting on the run.
+    /// Records a run's end: in memory, then the outbox (durable), then the
+    /// record, then wakes everyone waiting on the run.
     pub(super) async fn finish(&self, run_id: &str, report: Result<ExitReport, String>) {
-        let (mut record, masker, sync) = {
-            let runs = self.lock_runs();
-            let Some(slot) = runs.get(run_id) else { return };
-            (slot.record.clone(), slot.masker.clone(), slot.sync)
+        // The end is applied in memory at once: from here on the run reads
+        // as ended (a status read by the service when the callback arrives
+        // agrees with it) and takes no more reports, so every accepted
+        // report is in the payload. `progress.ended` and the waiters follow
+        // once the outbox and the record are written.
+        let (record, sync) = {
+            let mut runs = self.lock_runs();
+            let Some(slot) = runs.get_mut(run_id) else {
+                return;
+            };
+            let masker = slot.masker.clone();
+            apply_exit(&mut slot.record, report, &masker);
+            (slot.record.clone(), slot.sync)
         };
-        apply_exit(&mut record, report, &masker);
         let run_dir = self.run_dir(run_id);
         if let Some(target) = record.callback.clone() {
             let completion = Completion {
@@ -288,19 +303,17 @@ impl Registry {
                 exit_code: record.exit_code,
                 signal: record.signal.clone(),
                 error: record.error.clone(),
-                stdout_tail: logs::tail_text(
+                stdout_tail: logs::tail_text_now(
                     &run_dir.join(shim::files::STDOUT),
                     COMPLETION_TAIL_BYTES,
-                )
-                .await,
-                stderr_tail: logs::tail_text(
+                ),
+                stderr_tail: logs::tail_text_now(
                     &run_dir.join(shim::files::STDERR),
                     COMPLETION_TAIL_BYTES,
-                )
-                .await,
+                ),
                 report: record.report.clone(),
             };
-            if let Err(err) = self.inner.outbox.enqueue(completion) {
+            if let Err(err) = self.inner.outbox.enqueue(completion).await {
                 tracing::error!(run_id, "cannot store the completion callback: {err}");
             }
         }
@@ -327,11 +340,15 @@ impl Registry {
                     stderr_bytes: record.stderr_bytes,
                     ended: true,
                 };
-                slot.record = record;
                 slot.control = None;
                 slot.progress.send_replace(final_progress);
+                // The run's secrets are no longer needed: dropping them
+                // zeroizes them.
+                slot.secrets = Default::default();
+                slot.masker = self.credentials_masker();
             }
         }
+        crate::telemetry::unmask_in_logs(run_id);
         self.inner.ended.notify_waiters();
     }
 
@@ -373,7 +390,7 @@ impl Registry {
             stderr_bytes: record.stderr_bytes,
             ended: terminal,
         };
-        let masker = Masker::new(self.daemon_credentials());
+        let masker = self.credentials_masker();
         self.lock_tokens()
             .insert(record.token.clone(), run_id.clone());
         self.lock_runs().insert(

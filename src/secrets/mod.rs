@@ -1,49 +1,94 @@
-//! Secrets: the sources a run may name, their resolution, and masking.
+//! Secrets: the sources a run may name ([`source`]), their resolution
+//! ([`resolve`]), and masking ([`mask`]).
+//!
+//! Custody rules, kept by these modules and the runs registry:
+//! - a value is only ever a [`SecretString`] in the daemon, zeroized when
+//!   dropped; it reaches a child only through the env in the shim spec
+//!   (a pipe, never a file), whose buffers are zeroized after use;
+//! - no value appears in an error, a log field or `Debug` output, and every
+//!   log line is masked anyway ([`crate::telemetry`]);
+//! - the daemon's session key goes only to the configured cloud API and
+//!   agent-server origins, and never into a child or a resolved value.
 
 pub mod mask;
+pub mod resolve;
+pub mod source;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use zeroize::Zeroizing;
 
-use secrecy::SecretString;
+pub use resolve::Resolver;
+pub use source::{parse_map, SecretMap, SecretSource};
 
-use crate::config::Config;
-
-/// Env var name -> secret source, as sent in a run's `secrets`.
-pub type SecretMap = BTreeMap<String, serde_json::Value>;
-
-/// Why a secret could not be resolved.
+/// Why a secret source is wrong or could not be resolved. Messages name
+/// the env var (and a named secret's name), never a value.
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    /// Not built yet.
-    #[error("secrets are not available in this build yet; send the run without `secrets`")]
-    NotImplemented,
+    /// The source is malformed (answered 400 before anything starts).
+    #[error("secrets.{var}: {reason}")]
+    Invalid {
+        /// The env var the source is for.
+        var: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// The source could not be resolved (answered 424; nothing started).
+    #[error("secret {var}{} could not be resolved: {reason}", named(name))]
+    Unresolved {
+        /// The env var the source is for.
+        var: String,
+        /// The secret's name, for a named secret.
+        name: Option<String>,
+        /// The last HTTP status, when the server answered.
+        status: Option<u16>,
+        /// What failed and how to fix it.
+        reason: String,
+    },
 }
 
-/// Resolves secret sources.
-#[derive(Clone)]
-pub struct Resolver {
-    _config: Arc<Config>,
-    _http: reqwest::Client,
+fn named(name: &Option<String>) -> String {
+    match name {
+        Some(name) => format!(" (named secret {name:?})"),
+        None => String::new(),
+    }
 }
 
-impl Resolver {
-    /// A resolver with the daemon's key, origins and HTTP client.
-    pub fn new(config: Arc<Config>, http: reqwest::Client) -> Resolver {
-        Resolver {
-            _config: config,
-            _http: http,
+/// Appends to a buffer holding secret bytes without leaving copies behind:
+/// when it must grow, the new buffer is allocated here and the old one is
+/// zeroized (a plain `Vec` reallocation frees the old bytes as they are).
+pub fn append_zeroizing(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) {
+    let needed = buf.len() + data.len();
+    if needed > buf.capacity() {
+        let mut grown = Zeroizing::new(Vec::with_capacity(needed.max(buf.capacity() * 2)));
+        grown.extend_from_slice(buf);
+        *buf = grown;
+    }
+    buf.extend_from_slice(data);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_zeroizing_keeps_the_bytes() {
+        let mut buf = Zeroizing::new(Vec::with_capacity(2));
+        for chunk in [&b"ab"[..], b"cde", b"", b"fghij"] {
+            append_zeroizing(&mut buf, chunk);
         }
+        assert_eq!(buf.as_slice(), b"abcdefghij");
     }
 
-    /// Resolves every entry, concurrently; the first failure fails all.
-    pub async fn resolve_all(
-        &self,
-        secrets: &SecretMap,
-    ) -> Result<Vec<(String, SecretString)>, SecretError> {
-        if secrets.is_empty() {
-            return Ok(Vec::new());
-        }
-        Err(SecretError::NotImplemented)
+    #[test]
+    fn errors_never_carry_values() {
+        let err = SecretError::Unresolved {
+            var: "GH".into(),
+            name: Some("gh".into()),
+            status: Some(404),
+            reason: "GET http://h/x answered 404 Not Found".into(),
+        };
+        assert_eq!(
+            err.to_string(),
+            "secret GH (named secret \"gh\") could not be resolved: GET http://h/x answered 404 Not Found"
+        );
     }
 }

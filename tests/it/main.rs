@@ -6,6 +6,13 @@
 
 mod support;
 
+mod callbacks;
+mod cli;
 mod daemon;
+mod docs;
+mod examples;
 mod packaging;
 mod runs;
+mod secrets;
+mod supervise;
+mod upload;

@@ -42,6 +42,8 @@ pub struct Options {
     pub exact_env: Option<Vec<(String, String)>>,
     /// Signals the daemon starts with ignored (as if its parent ignored them).
     pub ignored_signals: Vec<i32>,
+    /// Start sandboxd under this command (e.g. `unshare --pid --fork`).
+    pub wrapper: Vec<String>,
 }
 
 /// A running `sandboxd serve`.
@@ -53,6 +55,7 @@ pub struct TestDaemon {
     /// The process.
     pub child: Child,
     logs: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
     http: reqwest::Client,
 }
 
@@ -72,8 +75,8 @@ impl TestDaemon {
         std::fs::write(&key_file, KEY).unwrap();
         // An exact environment goes through `env -i`: std's Command treats a
         // cleared-and-empty environment as "unchanged".
-        let mut command = match &options.exact_env {
-            Some(env) => {
+        let mut command = match (&options.exact_env, options.wrapper.split_first()) {
+            (Some(env), _) => {
                 let mut command = Command::new("/usr/bin/env");
                 command
                     .arg("-i")
@@ -81,7 +84,12 @@ impl TestDaemon {
                     .arg(bin());
                 command
             }
-            None => Command::new(bin()),
+            (None, Some((program, args))) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(bin());
+                command
+            }
+            (None, None) => Command::new(bin()),
         };
         command
             .arg("serve")
@@ -114,9 +122,20 @@ impl TestDaemon {
         }
         command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("start sandboxd");
+        let stdout_text = Arc::new(Mutex::new(String::new()));
+        let stdout = child.stdout.take().unwrap();
+        let sink = stdout_text.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
         let logs = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
@@ -146,6 +165,7 @@ impl TestDaemon {
             dir,
             child,
             logs,
+            stdout: stdout_text,
             http: reqwest::Client::new(),
         }
     }
@@ -153,6 +173,22 @@ impl TestDaemon {
     /// Everything the daemon logged so far.
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// Everything the daemon wrote to stdout so far (a service's output).
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Addresses of every "listening" log line so far (a daemon restarted
+    /// by its init listens again).
+    pub fn listening(&self) -> Vec<String> {
+        self.logs()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| event["message"] == "listening")
+            .filter_map(|event| event["addr"].as_str().map(str::to_owned))
+            .collect()
     }
 
     /// The state dir.

@@ -1,0 +1,98 @@
+//! The completion payload: the body the automation service's
+//! `RunCompleteRequest` accepts, built from a run's [`Completion`]. Pure.
+//!
+//! The service forbids unknown fields, so the body is a closed struct with
+//! exactly the fields sandboxd fills: `status`, `run_id`, and `error`,
+//! `conversation_id`, `cost` only when there is a value. It is not an API
+//! DTO (it goes out to another service, and it is stored in the outbox as
+//! it was built), so it lives here rather than in `api/`.
+
+use serde::{Deserialize, Serialize};
+
+use super::Completion;
+use crate::runs::record::RunState;
+
+/// Characters of stderr carried by a `FAILED` payload's `error`.
+pub const STDERR_CHARS: usize = 1000;
+
+/// Characters of stdout carried by a `FAILED` payload's `error`.
+pub const STDOUT_CHARS: usize = 500;
+
+/// `status` of the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PayloadStatus {
+    /// The run succeeded (exit 0).
+    Completed,
+    /// Any other end.
+    Failed,
+}
+
+/// Body of `POST <callback.url>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payload {
+    /// `COMPLETED` or `FAILED`.
+    pub status: PayloadStatus,
+    /// The automation service's run id (`callback.run_id`).
+    pub run_id: String,
+    /// What happened and the output tails; `FAILED` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Reported by the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    /// Reported by the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
+}
+
+/// Builds the payload of a run's completion.
+pub fn build(completion: &Completion) -> Payload {
+    let (status, error) = match completion.state {
+        RunState::Succeeded => (PayloadStatus::Completed, None),
+        _ => (PayloadStatus::Failed, Some(error_text(completion))),
+    };
+    Payload {
+        status,
+        run_id: completion.target.run_id.clone(),
+        error,
+        conversation_id: completion.report.conversation_id.clone(),
+        cost: completion.report.cost.filter(|c| c.is_finite()),
+    }
+}
+
+/// The service's own failure text: the reason, then the last 1000
+/// characters of stderr and the last 500 of stdout (both already masked).
+pub fn error_text(completion: &Completion) -> String {
+    format!(
+        "{}\nstderr: {}\nstdout: {}",
+        reason(completion),
+        last_chars(&completion.stderr_tail, STDERR_CHARS),
+        last_chars(&completion.stdout_tail, STDOUT_CHARS),
+    )
+}
+
+/// What ended the run, in one line of words.
+fn reason(completion: &Completion) -> String {
+    if let Some(error) = completion.error.as_deref().filter(|e| !e.is_empty()) {
+        return error.to_owned();
+    }
+    match (completion.exit_code, completion.signal.as_deref()) {
+        (_, Some(signal)) => format!("killed by {signal}"),
+        (Some(code), None) => format!("exit_code={code}"),
+        (None, None) => format!("run ended {}", completion.state.as_str()),
+    }
+}
+
+/// The last `n` characters of `text` (Python's `text[-n:]`).
+fn last_chars(text: &str, n: usize) -> &str {
+    match text.char_indices().rev().nth(n.saturating_sub(1)) {
+        Some((index, _)) if n > 0 => &text[index..],
+        _ if n == 0 => "",
+        _ => text,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,325 @@
+//! The delivery loop: one task that waits for the next due callback, a
+//! wake-up or shutdown, and starts an attempt for each due callback (first
+//! attempts start at once from [`super::Outbox::enqueue`]; the loop runs
+//! retries and callbacks resumed after a restart). Each attempt settles
+//! its entry (delivered, failed, or due again after a backoff with full
+//! jitter) and writes it back to disk.
+//!
+//! Also the phase reports: one small task per run posting its phases in
+//! order, best effort, one retry each.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rand::Rng;
+use secrecy::SecretString;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::deliver::{self, Outcome};
+use super::store::DeliveryState;
+use super::Shared;
+use crate::durable;
+
+/// Longest wait between two attempts of our own choosing (a `Retry-After`
+/// from the service is honoured even when longer).
+pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
+
+/// Longest a phase report may take.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs until the outbox is stopped.
+pub(super) async fn run(shared: Arc<Shared>) {
+    loop {
+        let next = dispatch_due(&shared);
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = sleep => {}
+            () = shared.wake.notified() => {}
+            () = shared.stop.cancelled() => return,
+        }
+    }
+}
+
+/// Starts an attempt for every due entry; returns when the next one is due.
+fn dispatch_due(shared: &Arc<Shared>) -> Option<Instant> {
+    let now = Instant::now();
+    let mut next: Option<Instant> = None;
+    let mut due = Vec::new();
+    {
+        let mut entries = shared.lock_entries();
+        for (run_id, entry) in entries.iter_mut() {
+            let Some(at) = entry.due else { continue };
+            if at <= now {
+                entry.due = None;
+                due.push(run_id.clone());
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+    }
+    for run_id in due {
+        tokio::spawn(attempt(shared.clone(), run_id));
+    }
+    next
+}
+
+/// One attempt for one run's callback, then its settlement.
+pub(super) async fn attempt(shared: Arc<Shared>, run_id: String) {
+    let Ok(_permit) = shared.slots.acquire().await else {
+        return;
+    };
+    let prepared = {
+        let entries = shared.lock_entries();
+        entries.get(&run_id).map(|entry| {
+            let record = &entry.record;
+            (
+                record.url.clone(),
+                record.token.as_ref().map(|t| t.0.clone()),
+                serde_json::to_vec(&record.payload).unwrap_or_default(),
+            )
+        })
+    };
+    // Forgotten (the run was deleted) while waiting.
+    let Some((url, token, body)) = prepared else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let result = deliver::post(
+        &shared.client,
+        deliver::Request {
+            url: &url,
+            token: token.as_ref(),
+            idempotency_key: Some(&run_id),
+            body,
+            timeout: None,
+        },
+    )
+    .await;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let settled = settle(&shared, &run_id, &result);
+    if let Some((state, attempts, retry_in)) = settled {
+        let label = match (result.outcome, state) {
+            (Outcome::Retry, DeliveryState::Failed) => "failed",
+            (outcome, _) => outcome.as_str(),
+        };
+        shared.metrics.callback_attempt(label);
+        let retry_in_s = retry_in.map(|d| d.as_secs_f64());
+        match state {
+            DeliveryState::Delivered => tracing::info!(
+                run_id,
+                url,
+                attempt = attempts,
+                status = result.status,
+                elapsed_ms,
+                "callback delivered"
+            ),
+            DeliveryState::Pending => tracing::warn!(
+                run_id,
+                url,
+                attempt = attempts,
+                status = result.status,
+                elapsed_ms,
+                retry_in_s,
+                error = result.error.as_deref(),
+                "callback attempt failed; will retry"
+            ),
+            DeliveryState::Failed => tracing::error!(
+                run_id,
+                url,
+                attempt = attempts,
+                status = result.status,
+                elapsed_ms,
+                error = result.error.as_deref(),
+                "callback failed; giving up"
+            ),
+        }
+    }
+    shared.wake.notify_one();
+    shared.changed.notify_waiters();
+}
+
+/// Applies an attempt's result to the entry and writes it. Returns the
+/// new state, the attempt count and the wait before the next attempt.
+fn settle(
+    shared: &Shared,
+    run_id: &str,
+    result: &deliver::Attempt,
+) -> Option<(DeliveryState, u32, Option<Duration>)> {
+    let mut entries = shared.lock_entries();
+    let entry = entries.get_mut(run_id)?;
+    let record = &mut entry.record;
+    record.attempts += 1;
+    record.last_status = result.status;
+    record.last_error = result.error.clone();
+    let mut retry_in = None;
+    match result.outcome {
+        Outcome::Delivered => {
+            record.state = DeliveryState::Delivered;
+            record.delivered_at = Some(Utc::now());
+        }
+        Outcome::Failed => record.state = DeliveryState::Failed,
+        Outcome::Retry => {
+            let jittered = backoff(
+                record.attempts,
+                shared.config.callback_backoff,
+                rand::thread_rng().gen(),
+            );
+            let wait = result.retry_after.map_or(jittered, |ra| ra.max(jittered));
+            let age = (Utc::now() - record.created_at)
+                .to_std()
+                .unwrap_or_default();
+            let max_age = shared.config.callback_max_age;
+            if age + wait > max_age {
+                record.state = DeliveryState::Failed;
+                record.last_error = Some(format!(
+                    "gave up after {} attempts within --callback-max-age {}: {}",
+                    record.attempts,
+                    humantime::format_duration(max_age),
+                    result.error.as_deref().unwrap_or("no answer"),
+                ));
+            } else {
+                entry.due = Some(Instant::now() + wait);
+                retry_in = Some(wait);
+            }
+        }
+    }
+    let (state, attempts) = (record.state, record.attempts);
+    // Written under the lock (no fsync: a crash loses nothing; a power
+    // loss at worst repeats an attempt, which the Idempotency-Key covers),
+    // so a concurrent `forget` cannot be undone by a late write.
+    if let Err(err) = shared.store.save(&entry.record, durable::Sync::NoFlush) {
+        tracing::error!(run_id, "cannot write the callback's outbox file: {err}");
+    }
+    Some((state, attempts, retry_in))
+}
+
+/// Wait before retry number `retry` (1 = the first retry): full jitter,
+/// a random time up to `min(cap, base × 2^(retry-1))`; `unit` is a random
+/// number in [0, 1).
+pub fn backoff(retry: u32, base: Duration, unit: f64) -> Duration {
+    let exponent = retry.saturating_sub(1).min(30);
+    let ceiling = base.saturating_mul(1 << exponent).min(BACKOFF_CAP);
+    ceiling.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+/// The phase URL beside a completion URL: `.../complete` → `.../phase`.
+pub fn phase_url(complete_url: &str) -> Option<String> {
+    let mut url = reqwest::Url::parse(complete_url).ok()?;
+    let path = url.path().trim_end_matches('/');
+    let base = path.strip_suffix("/complete")?;
+    let phase = format!("{base}/phase");
+    url.set_path(&phase);
+    Some(url.into())
+}
+
+/// Posts one run's phases in order until its channel closes (the run has
+/// ended). Each phase gets one retry; failures are logged and dropped.
+pub(super) async fn phase_reports(
+    shared: Arc<Shared>,
+    run_id: String,
+    url: String,
+    token: Option<SecretString>,
+    mut phases: mpsc::UnboundedReceiver<&'static str>,
+) {
+    while let Some(phase) = phases.recv().await {
+        let body = serde_json::json!({ "phase": phase })
+            .to_string()
+            .into_bytes();
+        for try_number in 1..=2u32 {
+            let result = deliver::post(
+                &shared.client,
+                deliver::Request {
+                    url: &url,
+                    token: token.as_ref(),
+                    idempotency_key: None,
+                    body: body.clone(),
+                    timeout: Some(PHASE_TIMEOUT.min(shared.config.callback_timeout)),
+                },
+            )
+            .await;
+            let last = result.outcome != Outcome::Retry || try_number == 2;
+            match result.outcome {
+                Outcome::Delivered => {
+                    tracing::debug!(run_id, url, phase, status = result.status, "phase reported");
+                }
+                _ if last => {
+                    tracing::warn!(
+                        run_id,
+                        url,
+                        phase,
+                        status = result.status,
+                        error = result.error.as_deref(),
+                        "phase report dropped"
+                    );
+                }
+                _ => {}
+            }
+            if last || result.outcome == Outcome::Delivered {
+                break;
+            }
+            let wait = backoff(1, shared.config.callback_backoff, rand::thread_rng().gen());
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Full jitter: the first retry comes within the base (1 s by default),
+    /// the ceiling doubles per retry and stops at 60 s.
+    #[test]
+    fn backoff_schedule() {
+        let base = Duration::from_secs(1);
+        let top = 0.999_999;
+        assert_eq!(backoff(1, base, 0.0), Duration::ZERO);
+        assert!(backoff(1, base, top) <= Duration::from_secs(1));
+        assert!(backoff(1, base, top) > Duration::from_millis(999));
+        for (retry, ceiling) in [(2, 2), (3, 4), (4, 8), (6, 32), (7, 60), (8, 60), (40, 60)] {
+            let wait = backoff(retry, base, top);
+            assert!(
+                wait <= Duration::from_secs(ceiling),
+                "retry {retry}: {wait:?}"
+            );
+            assert!(
+                wait > Duration::from_secs(ceiling) - Duration::from_millis(1),
+                "retry {retry}: {wait:?}"
+            );
+        }
+        assert_eq!(backoff(5, base, 0.5), Duration::from_secs(8));
+        assert!(backoff(u32::MAX, Duration::from_secs(3600), top) <= BACKOFF_CAP);
+    }
+
+    /// The phase URL is the completion URL's sibling; other URLs have none.
+    #[test]
+    fn phase_url_table() {
+        let table = [
+            (
+                "https://a.example/api/automation/v1/runs/r1/complete",
+                Some("https://a.example/api/automation/v1/runs/r1/phase"),
+            ),
+            (
+                "http://127.0.0.1:8/runs/r1/complete/",
+                Some("http://127.0.0.1:8/runs/r1/phase"),
+            ),
+            (
+                "http://h/runs/r1/complete?x=1",
+                Some("http://h/runs/r1/phase?x=1"),
+            ),
+            ("http://h/runs/r1/done", None),
+            ("http://h/completed", None),
+            ("not a url", None),
+        ];
+        for (url, want) in table {
+            assert_eq!(phase_url(url).as_deref(), want, "{url}");
+        }
+    }
+}

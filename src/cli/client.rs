@@ -1,0 +1,474 @@
+//! The typed HTTP client of the client subcommands: where the daemon is,
+//! which key to send, the few wire types the commands read, and
+//! [`ClientError`], which turns every failure into one line that says what
+//! to do.
+//!
+//! The wire types here are the client's own lenient view of the answers
+//! (unknown fields ignored, states kept as strings), so an older or newer
+//! daemon still works; the daemon's strict types live in `crate::api`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+/// Where the daemon listens when neither `--url` nor `SANDBOXD_URL` says.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:60001";
+
+/// How to reach the daemon; flattened into every client subcommand.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// The daemon's address: http://HOST:PORT, or unix:/path.sock for a daemon
+    /// listening on a Unix socket.
+    #[arg(long, env = "SANDBOXD_URL", default_value = DEFAULT_URL, value_name = "URL")]
+    pub url: String,
+
+    /// File holding the session key [default: env SESSION_API_KEY, else
+    /// OH_SESSION_API_KEYS_0].
+    #[arg(long, env = "SANDBOXD_SESSION_KEY_FILE", value_name = "FILE")]
+    pub session_key_file: Option<PathBuf>,
+}
+
+/// Why a client command failed. Displayed as the one line after `sandboxd: `.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing answers at the URL.
+    #[error(
+        "cannot reach sandboxd at {url} ({reason}); start it with `sandboxd serve`, \
+         or point --url / SANDBOXD_URL at the running daemon"
+    )]
+    Unreachable {
+        /// The URL tried.
+        url: String,
+        /// Connection refused, no such socket, timed out...
+        reason: String,
+    },
+    /// The daemon answered with an error.
+    #[error("{message} ({code}){}", hint.map(|h| format!("; {h}")).unwrap_or_default())]
+    Api {
+        /// HTTP status.
+        status: StatusCode,
+        /// The wire code (`run_not_found`).
+        code: String,
+        /// The daemon's sentence.
+        message: String,
+        /// What the user can do about it, when we know better than the daemon.
+        hint: Option<&'static str>,
+    },
+    /// Something answered, but not like sandboxd does.
+    #[error("unexpected answer from {url}: {detail}")]
+    Protocol {
+        /// The URL asked.
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A local file or terminal operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On what.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The command line asks for something that cannot work.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl ClientError {
+    /// The wire code, for API errors.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to one daemon, with its key.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    /// Base of request URLs (`http://localhost` for a Unix socket).
+    base: String,
+    /// The address as the user gave it, for messages.
+    url: String,
+    key: Option<SecretString>,
+}
+
+impl Client {
+    /// A client for the daemon named by `args`, with the key it names.
+    pub fn new(args: &ClientArgs) -> Result<Client, ClientError> {
+        let key = read_key(args)?;
+        let url = args.url.trim_end_matches('/').to_owned();
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5));
+        let base = match url.strip_prefix("unix:") {
+            Some(path) => {
+                builder = builder.unix_socket(PathBuf::from(path));
+                "http://localhost".to_owned()
+            }
+            None => {
+                let parsed = reqwest::Url::parse(&url).map_err(|e| {
+                    ClientError::Usage(format!(
+                        "--url {url:?} is not a URL ({e}); use http://HOST:PORT or unix:/path.sock"
+                    ))
+                })?;
+                if parsed.scheme() != "http" && parsed.scheme() != "https" {
+                    return Err(ClientError::Usage(format!(
+                        "--url {url:?} must start with http://, https:// or unix:"
+                    )));
+                }
+                url.clone()
+            }
+        };
+        let http = builder.build().map_err(|e| ClientError::Protocol {
+            url: url.clone(),
+            detail: format!("cannot build the HTTP client: {e}"),
+        })?;
+        Ok(Client {
+            http,
+            base,
+            url,
+            key,
+        })
+    }
+
+    /// The daemon's address as given.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A request to `path` (with its query) carrying the key.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match &self.key {
+            Some(key) => req.header("X-Session-API-Key", key.expose_secret()),
+            None => req,
+        }
+    }
+
+    /// Sends `req`; a non-2xx answer becomes [`ClientError::Api`].
+    pub async fn send(&self, req: RequestBuilder) -> Result<Response, ClientError> {
+        let res = req.send().await.map_err(|e| self.transport_error(e))?;
+        if res.status().is_success() {
+            return Ok(res);
+        }
+        Err(self.api_error(res).await)
+    }
+
+    /// Sends `req` and reads the JSON answer as `T`.
+    pub async fn json<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, ClientError> {
+        let res = self.send(req).await?;
+        let bytes = res.bytes().await.map_err(|e| self.transport_error(e))?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+            url: self.url.clone(),
+            detail: format!("the answer is not the JSON expected: {e}"),
+        })
+    }
+
+    /// `GET path` as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.json(self.request(Method::GET, path)).await
+    }
+
+    /// `GET /v1/runs/{id}`.
+    pub async fn run(&self, run_id: &str) -> Result<RunInfo, ClientError> {
+        self.get(&run_path(run_id, "")).await
+    }
+
+    /// `POST /v1/runs/{id}/cancel`. A run still starting cannot be
+    /// cancelled for a moment; that answer is retried for a few seconds.
+    pub async fn cancel(&self, run_id: &str, grace: Duration) -> Result<RunInfo, ClientError> {
+        let body = serde_json::json!({ "grace_s": grace.as_secs_f64() });
+        let mut tries = 0;
+        loop {
+            let req = self
+                .request(Method::POST, &run_path(run_id, "/cancel"))
+                .json(&body);
+            match self.json(req).await {
+                Err(err) if err.code() == Some("invalid_run") && tries < 50 => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Copies a run's `stream` from `offset` to `out`; with `follow`, until
+    /// the run ends. A connection that breaks is resumed from the last byte
+    /// written. Returns the offset reached.
+    pub async fn copy_logs(
+        &self,
+        run_id: &str,
+        stream: &str,
+        mut offset: u64,
+        follow: bool,
+        out: &mut (impl AsyncWrite + Unpin),
+    ) -> Result<u64, ClientError> {
+        let mut failures = 0u32;
+        loop {
+            let path = format!(
+                "{}?stream={stream}&offset={offset}&follow={follow}",
+                run_path(run_id, "/logs")
+            );
+            let res = match self.send(self.request(Method::GET, &path)).await {
+                Ok(res) => res,
+                Err(err @ ClientError::Unreachable { .. }) if failures < 20 => {
+                    // The daemon may be restarting; runs outlive it.
+                    failures += 1;
+                    tracing::debug!(%err, "log stream: reconnecting");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let mut body = res.bytes_stream();
+            let mut broken = false;
+            while let Some(chunk) = body.next().await {
+                let Ok(chunk) = chunk else {
+                    broken = true;
+                    break;
+                };
+                if let Err(err) = write_flush(out, &chunk).await {
+                    if err.kind() == std::io::ErrorKind::BrokenPipe {
+                        // The reader went away (`| head`): nothing more to copy.
+                        return Ok(offset);
+                    }
+                    return Err(ClientError::Io {
+                        action: "writing the output of run",
+                        path: run_id.to_owned(),
+                        source: err,
+                    });
+                }
+                offset += chunk.len() as u64;
+                failures = 0;
+            }
+            if !broken {
+                return Ok(offset);
+            }
+            failures += 1;
+            if failures > 20 {
+                return Err(ClientError::Protocol {
+                    url: self.url.clone(),
+                    detail: format!("the {stream} stream of run {run_id} keeps breaking"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Waits until the run has ended and returns its final status. Waits
+    /// on a followed log stream (which ends with the run), not by polling.
+    pub async fn wait_ended(&self, run_id: &str) -> Result<RunInfo, ClientError> {
+        loop {
+            let run = self.run(run_id).await?;
+            if run.is_terminal() {
+                return Ok(run);
+            }
+            let mut sink = tokio::io::sink();
+            self.copy_logs(run_id, "stdout", run.stdout_bytes, true, &mut sink)
+                .await?;
+        }
+    }
+
+    fn transport_error(&self, err: reqwest::Error) -> ClientError {
+        if err.is_connect() || (err.is_timeout() && err.status().is_none()) {
+            return ClientError::Unreachable {
+                url: self.url.clone(),
+                reason: connect_reason(&err),
+            };
+        }
+        ClientError::Protocol {
+            url: self.url.clone(),
+            detail: error_chain(&err),
+        }
+    }
+
+    async fn api_error(&self, res: Response) -> ClientError {
+        #[derive(Deserialize)]
+        struct Body {
+            error: Detail,
+        }
+        #[derive(Deserialize)]
+        struct Detail {
+            code: String,
+            message: String,
+        }
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        let Ok(Body { error }) = serde_json::from_str::<Body>(&text) else {
+            let snippet: String = text.chars().take(200).collect();
+            return ClientError::Protocol {
+                url: self.url.clone(),
+                detail: format!("HTTP {status}: {snippet:?}; is this URL a sandboxd?"),
+            };
+        };
+        let hint = match status {
+            StatusCode::UNAUTHORIZED => {
+                Some("set SESSION_API_KEY or --session-key-file to the daemon's session key")
+            }
+            _ => None,
+        };
+        ClientError::Api {
+            status,
+            code: error.code,
+            message: error.message,
+            hint,
+        }
+    }
+}
+
+async fn write_flush(out: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
+    out.write_all(bytes).await?;
+    out.flush().await
+}
+
+/// `/v1/runs/{id}{rest}` with the id percent-encoded.
+pub fn run_path(run_id: &str, rest: &str) -> String {
+    let mut url = reqwest::Url::parse("http://x/v1/runs/").expect("static URL");
+    url.path_segments_mut()
+        .expect("http URLs have segments")
+        .pop_if_empty()
+        .push(run_id);
+    format!("{}{rest}", url.path())
+}
+
+fn read_key(args: &ClientArgs) -> Result<Option<SecretString>, ClientError> {
+    if let Some(path) = &args.session_key_file {
+        let text = std::fs::read_to_string(path).map_err(|source| ClientError::Io {
+            action: "reading --session-key-file",
+            path: path.display().to_string(),
+            source,
+        })?;
+        let key = text.trim_end_matches(['\n', '\r']);
+        if key.is_empty() {
+            return Err(ClientError::Usage(format!(
+                "--session-key-file {}: the file is empty",
+                path.display()
+            )));
+        }
+        return Ok(Some(SecretString::from(key.to_owned())));
+    }
+    for name in ["SESSION_API_KEY", "OH_SESSION_API_KEYS_0"] {
+        match std::env::var(name) {
+            Ok(key) if !key.is_empty() => return Ok(Some(SecretString::from(key))),
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+fn connect_reason(err: &reqwest::Error) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+                std::io::ErrorKind::NotFound => "no such socket".to_owned(),
+                std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+                _ => io.to_string(),
+            };
+        }
+        source = cause.source();
+    }
+    if err.is_timeout() {
+        return "timed out".to_owned();
+    }
+    error_chain(err)
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A run's status, as the client reads it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RunInfo {
+    /// The run's id.
+    pub run_id: String,
+    /// `starting`, `running`, `succeeded`, `failed`, `timed_out`, `cancelled`, `lost`.
+    pub state: String,
+    /// Pid of its process.
+    #[serde(default)]
+    pub pid: Option<i32>,
+    /// Exit code.
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    /// Signal that killed it (`SIGKILL`).
+    #[serde(default)]
+    pub signal: Option<String>,
+    /// What went wrong.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// The argv.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Working dir.
+    #[serde(default)]
+    pub cwd: String,
+    /// Accepted at.
+    #[serde(default)]
+    pub created_at: Option<DateTime<Utc>>,
+    /// Started at.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// Seconds from start to end.
+    #[serde(default)]
+    pub duration_s: Option<f64>,
+    /// Bytes of stored stdout.
+    #[serde(default)]
+    pub stdout_bytes: u64,
+    /// Bytes of stored stderr.
+    #[serde(default)]
+    pub stderr_bytes: u64,
+}
+
+impl RunInfo {
+    /// Whether the run has ended.
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self.state.as_str(), "starting" | "running")
+    }
+}
+
+/// `GET /v1/runs` answer.
+#[derive(Debug, Deserialize)]
+pub struct RunList {
+    /// The runs, oldest first.
+    pub runs: Vec<RunInfo>,
+}
+
+/// `PUT /v1/runs/{id}/bundle` answer.
+#[derive(Debug, Deserialize)]
+pub struct BundleInfo {
+    /// Where it was extracted.
+    pub dir: String,
+    /// Entries extracted.
+    #[serde(default)]
+    pub entries: u64,
+    /// Bytes extracted.
+    #[serde(default)]
+    pub bytes: u64,
+}

@@ -1,0 +1,355 @@
+//! `sandboxd exec`: start a run, stream its stdout and stderr live to ours,
+//! exit with its exit code; Ctrl-C cancels the run.
+
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Map, Value};
+
+use super::client::{Client, ClientArgs, ClientError, RunInfo};
+use super::format;
+
+/// Exit code when sandboxd itself failed (daemon unreachable, request
+/// refused, run lost), as `docker run` does.
+pub const EXIT_SANDBOXD_ERROR: u8 = 125;
+/// Exit code of a run that timed out, as `timeout(1)` does.
+pub const EXIT_TIMED_OUT: u8 = 124;
+/// Exit code of a run whose command could not start (not found, bad cwd).
+pub const EXIT_SPAWN_FAILED: u8 = 127;
+/// Exit code of a cancelled run (128 + SIGINT, as after Ctrl-C).
+pub const EXIT_CANCELLED: u8 = 130;
+
+/// `sandboxd exec`.
+#[derive(Debug, clap::Args)]
+#[command(after_long_help = EXEC_HELP)]
+pub struct ExecArgs {
+    /// How to reach the daemon.
+    #[command(flatten)]
+    pub client: ClientArgs,
+
+    /// Set an environment variable for the command; repeat for more.
+    #[arg(short, long = "env", value_name = "K=V", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+
+    /// Put a secret into the command's environment as NAME; SOURCE is
+    /// name:SECRET_NAME (a secret of this sandbox), lookup:URL (GET URL),
+    /// env:VAR (our own $VAR) or static:VALUE. Repeat for more.
+    #[arg(long = "secret", value_name = "NAME=SOURCE", value_parser = parse_secret)]
+    pub secrets: Vec<(String, Value)>,
+
+    /// Wall-clock limit of setup + command, e.g. 60, 90s, 5m [default: the daemon's, 1h].
+    #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+    pub timeout: Option<Duration>,
+
+    /// Working directory [default: the run's work dir, where `upload` puts bundles].
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<std::path::PathBuf>,
+
+    /// The run's id (e.g. the one given to `sandboxd upload --run`) [default: a new UUID].
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+
+    /// Do not run `bash setup.sh` first even when the work dir has one.
+    #[arg(long)]
+    pub no_setup: bool,
+
+    /// Start from a minimal environment (PATH, HOME, LANG) instead of the daemon's.
+    #[arg(long)]
+    pub no_inherit_env: bool,
+
+    /// After Ctrl-C: time between SIGTERM and SIGKILL.
+    #[arg(long, value_name = "DURATION", default_value = "10", value_parser = crate::config::parse_duration)]
+    pub grace: Duration,
+
+    /// The command and its arguments, after `--`, executed directly (for a
+    /// shell line: `-- bash -c 'make && make test'`).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+const EXEC_HELP: &str = "\
+The command runs as a run of the daemon, in its own process group, in the
+run's work dir (or --cwd). Its stdout and stderr are streamed live to ours.
+The daemon's environment is the base (sanitized: session keys removed).
+
+Exit status:
+  the command's own exit code      when it exited
+  128+N                            when signal N killed it (137 for SIGKILL)
+  124                              when it timed out (--timeout)
+  127                              when it could not start (not found, bad --cwd)
+  130                              when it was cancelled (Ctrl-C, `sandboxd cancel`)
+  125                              when sandboxd failed (daemon down, request refused, run lost)
+
+Ctrl-C cancels the run (SIGTERM to its process group, SIGKILL after --grace)
+and waits for its end; a second Ctrl-C stops waiting.
+
+Examples:
+  sandboxd exec -- ls -la
+  sandboxd exec --timeout 5m --env DEBUG=1 -- python main.py
+  sandboxd exec --secret GITHUB_TOKEN=name:github_token -- ./deploy.sh
+  sandboxd exec -- bash -c 'for i in 1 2 3; do echo $i; sleep 1; done'";
+
+/// Runs `sandboxd exec`.
+pub async fn main(args: ExecArgs) -> Result<ExitCode, ClientError> {
+    let client = Client::new(&args.client)?;
+    let body = request_body(&args)?;
+    // Listen before starting the run, so a Ctrl-C at any moment cancels it.
+    let mut stop = StopSignals::new()?;
+    let run: RunInfo = client
+        .json(client.request(Method::POST, "/v1/runs").json(&body))
+        .await?;
+    let run_id = run.run_id.clone();
+    let streams = stream_output(&client, &run_id);
+    tokio::pin!(streams);
+    let interrupted = tokio::select! {
+        result = &mut streams => {
+            result?;
+            false
+        }
+        () = stop.next() => true,
+    };
+    if interrupted {
+        eprintln!(
+            "sandboxd: cancelling run {run_id} (SIGTERM, SIGKILL after {}); Ctrl-C again to stop waiting",
+            format::secs(args.grace)
+        );
+        match client.cancel(&run_id, args.grace).await {
+            Ok(_) => {}
+            // It ended on its own meanwhile: report that end.
+            Err(err) if err.code() == Some("run_ended") => {}
+            Err(err) => return Err(err),
+        }
+        tokio::select! {
+            result = &mut streams => result?,
+            () = stop.next() => {
+                eprintln!("sandboxd: stopped waiting; run {run_id} is still being cancelled");
+                return Ok(ExitCode::from(EXIT_CANCELLED));
+            }
+        }
+    }
+    let run = client.wait_ended(&run_id).await?;
+    if let Some(note) = end_note(&run) {
+        eprintln!("sandboxd: {note}");
+    }
+    Ok(ExitCode::from(exit_code(&run)))
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM, both meaning "stop the run".
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> Result<StopSignals, ClientError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let io = |source| ClientError::Io {
+            action: "installing a handler for",
+            path: "SIGINT/SIGTERM".to_owned(),
+            source,
+        };
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt()).map_err(io)?,
+            terminate: signal(SignalKind::terminate()).map_err(io)?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
+/// The `POST /v1/runs` body.
+fn request_body(args: &ExecArgs) -> Result<Value, ClientError> {
+    let mut body = Map::new();
+    body.insert("command".into(), json!(args.command));
+    if let Some(run_id) = &args.run_id {
+        body.insert("run_id".into(), json!(run_id));
+    }
+    if let Some(cwd) = &args.cwd {
+        // A relative --cwd means ours: client and daemon share the machine.
+        let cwd = std::path::absolute(cwd).map_err(|source| ClientError::Io {
+            action: "resolving --cwd",
+            path: cwd.display().to_string(),
+            source,
+        })?;
+        body.insert("cwd".into(), json!(cwd.display().to_string()));
+    }
+    if !args.env.is_empty() {
+        let env: Map<String, Value> = args
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        body.insert("env".into(), Value::Object(env));
+    }
+    if !args.secrets.is_empty() {
+        let secrets: Map<String, Value> = args.secrets.iter().cloned().collect();
+        body.insert("secrets".into(), Value::Object(secrets));
+    }
+    if args.no_setup {
+        body.insert("setup".into(), json!(false));
+    }
+    if args.no_inherit_env {
+        body.insert("inherit_env".into(), json!(false));
+    }
+    if let Some(timeout) = args.timeout {
+        body.insert("timeout_s".into(), json!(timeout.as_secs_f64()));
+    }
+    Ok(Value::Object(body))
+}
+
+/// Copies both streams to ours, concurrently, until the run ends.
+async fn stream_output(client: &Client, run_id: &str) -> Result<(), ClientError> {
+    let mut stdout = tokio::io::stdout();
+    let mut stderr = tokio::io::stderr();
+    tokio::try_join!(
+        client.copy_logs(run_id, "stdout", 0, true, &mut stdout),
+        client.copy_logs(run_id, "stderr", 0, true, &mut stderr),
+    )?;
+    Ok(())
+}
+
+/// Our exit code for a run that ended (see `EXEC_HELP`).
+pub fn exit_code(run: &RunInfo) -> u8 {
+    let signal = run
+        .signal
+        .as_deref()
+        .and_then(|name| nix::sys::signal::Signal::from_str(name).ok());
+    match (run.state.as_str(), run.exit_code, signal) {
+        ("succeeded", _, _) => 0,
+        ("timed_out", _, _) => EXIT_TIMED_OUT,
+        ("cancelled", _, _) => EXIT_CANCELLED,
+        ("failed", Some(code), _) => u8::try_from(code).unwrap_or(1),
+        ("failed", None, Some(signal)) => 128u8.saturating_add(signal as u8),
+        ("failed", None, None) => EXIT_SPAWN_FAILED,
+        _ => EXIT_SANDBOXD_ERROR,
+    }
+}
+
+/// What to tell the user about how the run ended, when its exit code alone
+/// does not say it.
+fn end_note(run: &RunInfo) -> Option<String> {
+    let id = &run.run_id;
+    match (run.state.as_str(), &run.error) {
+        ("succeeded", _) | ("failed", None) => None,
+        ("lost", _) => Some(format!(
+            "run {id} was lost: sandboxd cannot know how it ended"
+        )),
+        (_, Some(error)) => Some(format!("run {id}: {error}")),
+        (state, None) => Some(format!("run {id}: {}", state.replace('_', " "))),
+    }
+}
+
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not K=V"))?;
+    if name.is_empty() {
+        return Err(format!("{text:?} has an empty name"));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+fn parse_secret(text: &str) -> Result<(String, Value), String> {
+    let usage = "use NAME=name:SECRET_NAME, NAME=lookup:URL, NAME=env:VAR or NAME=static:VALUE";
+    let (name, source) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{:?} is not NAME=SOURCE; {usage}", redact(text)))?;
+    if name.is_empty() {
+        return Err(format!("secret has an empty NAME; {usage}"));
+    }
+    let (kind, rest) = source
+        .split_once(':')
+        .ok_or_else(|| format!("secret {name}: no source kind; {usage}"))?;
+    let value = match kind {
+        "name" if !rest.is_empty() => json!({ "name": rest }),
+        "lookup" if !rest.is_empty() => json!({ "kind": "LookupSecret", "url": rest }),
+        "static" => json!({ "kind": "StaticSecret", "value": rest }),
+        "env" => {
+            let value = std::env::var(rest)
+                .map_err(|_| format!("secret {name}: env var {rest:?} is not set"))?;
+            json!({ "kind": "StaticSecret", "value": value })
+        }
+        _ => return Err(format!("secret {name}: unknown source {kind:?}; {usage}")),
+    };
+    Ok((name.to_owned(), value))
+}
+
+/// `NAME=static:VALUE` must not echo VALUE in an error.
+fn redact(text: &str) -> String {
+    match text.split_once(':') {
+        Some((head, _)) => format!("{head}:…"),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(state: &str, exit_code: Option<i32>, signal: Option<&str>) -> RunInfo {
+        serde_json::from_value(json!({
+            "run_id": "r1", "state": state, "exit_code": exit_code, "signal": signal,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn exit_codes_follow_the_shell_conventions() {
+        for (state, code, signal, want) in [
+            ("succeeded", Some(0), None, 0),
+            ("failed", Some(3), None, 3),
+            ("failed", None, Some("SIGKILL"), 137),
+            ("failed", None, Some("SIGTERM"), 143),
+            ("failed", None, None, 127),
+            ("timed_out", None, Some("SIGTERM"), 124),
+            ("cancelled", None, Some("SIGTERM"), 130),
+            ("lost", None, None, 125),
+        ] {
+            assert_eq!(
+                exit_code(&run(state, code, signal)),
+                want,
+                "{state} {code:?} {signal:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn secret_sources_become_the_wire_shapes() {
+        assert_eq!(
+            parse_secret("SLACK=name:slack_token").unwrap(),
+            ("SLACK".into(), json!({"name": "slack_token"}))
+        );
+        assert_eq!(
+            parse_secret("GH=lookup:https://h/s?a=b").unwrap(),
+            (
+                "GH".into(),
+                json!({"kind": "LookupSecret", "url": "https://h/s?a=b"})
+            )
+        );
+        assert_eq!(
+            parse_secret("P=static:a=b:c").unwrap(),
+            (
+                "P".into(),
+                json!({"kind": "StaticSecret", "value": "a=b:c"})
+            )
+        );
+        let err = parse_secret("P=bogus:hunter2").unwrap_err();
+        assert!(err.contains("unknown source"), "{err}");
+        let err = parse_secret("Pstatic:hunter2").unwrap_err();
+        assert!(!err.contains("hunter2"), "values are never echoed: {err}");
+    }
+
+    #[test]
+    fn env_pairs_split_at_the_first_equals() {
+        assert_eq!(parse_env("A=b=c").unwrap(), ("A".into(), "b=c".into()));
+        assert!(parse_env("novalue").is_err());
+        assert!(parse_env("=x").is_err());
+    }
+}

@@ -1,0 +1,377 @@
+//! A run's bundle, all or nothing: the body streams through the bridge into
+//! [`extract_sync`](super::extract_sync) running in `spawn_blocking`, into
+//! a staging dir under the work root; on success the staging dir is
+//! renamed to the run's work dir (atomically exchanged with the old one on
+//! `?replace=true`), otherwise removed.
+//!
+//! That a run has a bundle is recorded in `<state-dir>/bundles/<run_id>.json`
+//! rather than by a marker in the work dir, which the run's own code sees
+//! and may delete.
+
+use std::fmt::Display;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use nix::errno::Errno;
+use nix::fcntl::{renameat2, RenameFlags};
+use serde::{Deserialize, Serialize};
+
+use super::bridge::{self, BodyReader, Pumped, BODY_IDLE_TIMEOUT, DRAIN_EXTRA};
+use super::{extract, Busy, Started, UploadError, Uploader};
+use crate::config::Config;
+use crate::durable;
+
+/// Names of staging dirs in the work root. A leading `.` keeps them apart
+/// from run ids, which cannot start with one.
+const STAGING_PREFIX: &str = ".sandboxd-staging-";
+
+/// Version of [`BundleRecord`].
+const RECORD_VERSION: u32 = 1;
+
+/// A bundle that was put in place.
+#[derive(Debug, Clone)]
+pub struct BundleSummary {
+    /// The run.
+    pub run_id: String,
+    /// Its work dir.
+    pub dir: PathBuf,
+    /// Entries in the archive.
+    pub entries: u64,
+    /// Bytes of file data extracted.
+    pub bytes: u64,
+}
+
+/// The on-disk record of a run's bundle.
+#[derive(Debug, Serialize, Deserialize)]
+struct BundleRecord {
+    version: u32,
+    run_id: String,
+    entries: u64,
+    bytes: u64,
+    created_at: DateTime<Utc>,
+}
+
+fn record_path(state_dir: &Path, run_id: &str) -> PathBuf {
+    state_dir.join("bundles").join(format!("{run_id}.json"))
+}
+
+/// Whether a bundle was extracted into the run's work dir.
+pub fn has_bundle(config: &Config, run_id: &str) -> bool {
+    record_path(&config.state_dir, run_id).is_file() && config.work_root.join(run_id).is_dir()
+}
+
+/// Removes the record of a run's bundle (the work dir is the caller's).
+pub fn forget_bundle(state_dir: &Path, run_id: &str) -> io::Result<()> {
+    match fs::remove_file(record_path(state_dir, run_id)) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+/// Removes staging dirs a crash left in the work root.
+pub fn clean_staging(work_root: &Path) -> io::Result<()> {
+    for entry in fs::read_dir(work_root)? {
+        let entry = entry?;
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(STAGING_PREFIX)
+        {
+            tracing::info!(path = %entry.path().display(), "removing a stale staging dir");
+            remove_tree(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+impl Uploader {
+    /// `PUT /v1/runs/{run_id}/bundle`: extracts `body` (of `declared`
+    /// length, when the request says) as the run's bundle.
+    pub async fn put_bundle<S, E>(
+        &self,
+        run_id: &str,
+        mut body: S,
+        declared: Option<u64>,
+        replace: bool,
+        started: Started,
+    ) -> Result<BundleSummary, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+        E: Display + Send + 'static,
+    {
+        let limit = self.limits().max_bundle_bytes;
+        let checked = match declared {
+            Some(len) if len > limit => Err(UploadError::BundleTooLarge { limit }),
+            _ => self.begin(run_id, replace, &started),
+        };
+        let busy = match checked {
+            Ok(busy) => busy,
+            Err(err) => {
+                if declared.is_none_or(|len| len <= limit + DRAIN_EXTRA) {
+                    bridge::drain(&mut body, 0, limit + DRAIN_EXTRA, self.metrics()).await;
+                }
+                return Err(err);
+            }
+        };
+        let on_error = |err: E| UploadError::Incomplete(err.to_string());
+        self.receive(busy, body, replace, started, on_error, true)
+            .await
+    }
+
+    /// The checks made before any byte is read; marks the run busy.
+    pub(super) fn begin(
+        &self,
+        run_id: &str,
+        replace: bool,
+        started: &Started,
+    ) -> Result<Busy, UploadError> {
+        if started() {
+            return Err(UploadError::RunStarted(run_id.to_owned()));
+        }
+        let busy = self.mark_busy(run_id)?;
+        let has = has_bundle(self.config(), run_id);
+        if has && !replace {
+            return Err(UploadError::BundleExists(run_id.to_owned()));
+        }
+        let work_dir = self.config().work_root.join(run_id);
+        if !has && !replace && !is_empty_or_missing(&work_dir) {
+            return Err(UploadError::WorkDirExists(work_dir));
+        }
+        Ok(busy)
+    }
+
+    /// Streams `body` into the extraction. Runs as its own task, so an
+    /// upload whose handler is dropped (the client went away) still ends
+    /// and cleans up. `from_client`: the body is a request body (idle
+    /// timeout; the rest of a refused one is drained).
+    pub(super) async fn receive<S, E, F>(
+        &self,
+        busy: Busy,
+        mut body: S,
+        replace: bool,
+        started: Started,
+        on_error: F,
+        from_client: bool,
+    ) -> Result<BundleSummary, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+        E: Send + 'static,
+        F: FnOnce(E) -> UploadError + Send + 'static,
+    {
+        let this = self.clone();
+        let task = tokio::spawn(async move {
+            let (tx, reader) = bridge::channel();
+            let installer = this.clone();
+            let job = tokio::task::spawn_blocking(move || {
+                installer.install(reader, &busy, replace, &*started)
+            });
+            let limit = this.limits().max_bundle_bytes;
+            let mut total = 0;
+            let idle = from_client.then_some(BODY_IDLE_TIMEOUT);
+            let pumped = bridge::pump(
+                &mut body,
+                tx,
+                Some(limit),
+                idle,
+                this.metrics(),
+                &mut total,
+                on_error,
+            )
+            .await;
+            if from_client && !matches!(pumped, Ok(Pumped::Complete)) {
+                let upto = limit.max(total) + DRAIN_EXTRA;
+                bridge::drain(&mut body, total, upto, this.metrics()).await;
+            }
+            let installed = job.await.map_err(|err| panicked(&this, err))?;
+            // A body that failed is the cause of whatever the extractor saw.
+            pumped?;
+            installed
+        });
+        task.await.map_err(|err| panicked(self, err))?
+    }
+
+    /// The blocking part: extract into a staging dir, then put it in place.
+    fn install(
+        &self,
+        reader: BodyReader,
+        busy: &Busy,
+        replace: bool,
+        started: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<BundleSummary, UploadError> {
+        let run_id = &busy.run_id;
+        let work_root = &self.config().work_root;
+        let staging = Staging::create(work_root)?;
+        let summary = extract::extract_sync(reader, &staging.path, &self.limits())?;
+        let record = BundleRecord {
+            version: RECORD_VERSION,
+            run_id: run_id.clone(),
+            entries: summary.entries,
+            bytes: summary.bytes,
+            created_at: Utc::now(),
+        };
+        let record = self.prepare_record(&record)?;
+        if started() {
+            return Err(UploadError::RunStarted(run_id.clone()));
+        }
+        let work_dir = work_root.join(run_id);
+        let swapped = put_in_place(&staging, &work_dir, replace)?;
+        let target = record_path(&self.config().state_dir, run_id);
+        if let Err(err) = record.persist(&target) {
+            // Undo: the old tree (if any) goes back, the new one is removed.
+            let _ = undo(&staging, &work_dir, swapped);
+            return Err(UploadError::io("writing", &target, err.error));
+        }
+        let _ = durable::sync_dir(work_root);
+        let _ = target.parent().map(durable::sync_dir);
+        // Dropping `staging` removes the replaced tree, if there was one.
+        let mut staging = staging;
+        staging.keep = !swapped;
+        drop(staging);
+        Ok(BundleSummary {
+            run_id: run_id.clone(),
+            dir: work_dir,
+            entries: summary.entries,
+            bytes: summary.bytes,
+        })
+    }
+
+    /// Writes the record to a temp file beside its place, for a rename
+    /// once the bundle is in place.
+    fn prepare_record(
+        &self,
+        record: &BundleRecord,
+    ) -> Result<tempfile::NamedTempFile, UploadError> {
+        let dir = self.config().state_dir.join("bundles");
+        let write = || -> io::Result<tempfile::NamedTempFile> {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)?;
+            let mut file = tempfile::Builder::new()
+                .prefix(".bundle-")
+                .tempfile_in(&dir)?;
+            serde_json::to_writer(&mut file, record)?;
+            file.write_all(b"\n")?;
+            file.as_file().sync_all()?;
+            Ok(file)
+        };
+        write().map_err(|err| UploadError::io("writing a bundle record in", &dir, err))
+    }
+}
+
+fn panicked(uploader: &Uploader, err: tokio::task::JoinError) -> UploadError {
+    UploadError::Io {
+        action: "extracting a bundle into",
+        path: uploader.config().work_root.clone(),
+        source: io::Error::other(format!("the upload task failed: {err}")),
+    }
+}
+
+/// A staging dir; removed on drop unless kept.
+struct Staging {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Staging {
+    fn create(work_root: &Path) -> Result<Staging, UploadError> {
+        let path = work_root.join(format!("{STAGING_PREFIX}{}", uuid::Uuid::new_v4().simple()));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|err| UploadError::io("creating the staging dir", &path, err))?;
+        Ok(Staging { path, keep: false })
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.keep {
+            if let Err(err) = remove_tree(&self.path) {
+                tracing::warn!(path = %self.path.display(), %err, "cannot remove a staging dir");
+            }
+        }
+    }
+}
+
+/// Moves the staging dir to `work_dir`. Returns whether an existing
+/// `work_dir` was exchanged (it now sits at the staging path).
+fn put_in_place(staging: &Staging, work_dir: &Path, replace: bool) -> Result<bool, UploadError> {
+    let moved = renameat2(
+        None,
+        &staging.path,
+        None,
+        work_dir,
+        RenameFlags::RENAME_NOREPLACE,
+    );
+    match moved {
+        Ok(()) => return Ok(false),
+        Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => {}
+        // File systems without rename flags: check, then plain rename.
+        Err(Errno::EINVAL) if !work_dir.exists() => {
+            fs::rename(&staging.path, work_dir)
+                .map_err(|err| UploadError::io("renaming the staging dir to", work_dir, err))?;
+            return Ok(false);
+        }
+        Err(Errno::EINVAL) => {}
+        Err(errno) => {
+            return Err(UploadError::io(
+                "renaming the staging dir to",
+                work_dir,
+                io::Error::from(errno),
+            ))
+        }
+    }
+    if !replace && !is_empty_or_missing(work_dir) {
+        return Err(UploadError::WorkDirExists(work_dir.to_owned()));
+    }
+    exchange(&staging.path, work_dir)
+        .map_err(|err| UploadError::io("exchanging the staging dir with", work_dir, err))?;
+    Ok(true)
+}
+
+/// Atomically swaps two paths; on file systems without `RENAME_EXCHANGE`,
+/// two renames through a temporary name.
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    match renameat2(None, a, None, b, RenameFlags::RENAME_EXCHANGE) {
+        Ok(()) => Ok(()),
+        Err(Errno::EINVAL) => {
+            let aside = a.with_extension("old");
+            fs::rename(b, &aside)?;
+            if let Err(err) = fs::rename(a, b) {
+                let _ = fs::rename(&aside, b);
+                return Err(err);
+            }
+            fs::rename(&aside, a)
+        }
+        Err(errno) => Err(io::Error::from(errno)),
+    }
+}
+
+fn undo(staging: &Staging, work_dir: &Path, swapped: bool) -> io::Result<()> {
+    if swapped {
+        return exchange(&staging.path, work_dir);
+    }
+    fs::rename(work_dir, &staging.path)
+}
+
+fn is_empty_or_missing(dir: &Path) -> bool {
+    match fs::symlink_metadata(dir) {
+        Err(err) => err.kind() == io::ErrorKind::NotFound,
+        Ok(meta) if meta.is_dir() => fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()),
+        Ok(_) => false,
+    }
+}
+
+/// `remove_dir_all` that tolerates a tree that is already gone.
+fn remove_tree(path: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(path) {
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}

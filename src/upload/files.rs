@@ -1,0 +1,376 @@
+//! `PUT /v1/files`: one file written atomically (temp file in the target
+//! dir, fsync, rename, fsync of the dir) under one of the upload roots.
+//!
+//! The parent dir is opened first (following symlinks), and the root
+//! check is made on where the open descriptor really is; everything after
+//! that (creating missing dirs, the temp file, the rename) is relative to
+//! that descriptor, so swapping a path component for a symlink in between
+//! changes nothing. A symlink at the target name itself is replaced, never
+//! followed.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt::Display;
+use std::fs::{File, Permissions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use bytes::Bytes;
+use futures::Stream;
+use nix::errno::Errno;
+use nix::fcntl::{openat, renameat, OFlag};
+use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};
+use nix::unistd::{unlinkat, UnlinkatFlags};
+
+use super::bridge::{self, BodyReader, Pumped, BODY_IDLE_TIMEOUT, DRAIN_EXTRA};
+use super::{UploadError, Uploader};
+
+/// A file that was written.
+#[derive(Debug, Clone)]
+pub struct FileSummary {
+    /// Its path, as asked.
+    pub path: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+}
+
+impl Uploader {
+    /// Writes `body` to `path` with `mode` (octal text, default 0644).
+    pub async fn put_file<S, E>(
+        &self,
+        path: &str,
+        mode: Option<&str>,
+        mut body: S,
+    ) -> Result<FileSummary, UploadError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
+        E: Display + Send + 'static,
+    {
+        let (opened, name, mode) = match self.prepare_file(path, mode).await {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                bridge::drain(&mut body, 0, DRAIN_EXTRA, self.metrics()).await;
+                return Err(err);
+            }
+        };
+        let this = self.clone();
+        let path = PathBuf::from(path);
+        let task = tokio::spawn(async move {
+            let (tx, reader) = bridge::channel();
+            let job = tokio::task::spawn_blocking(move || {
+                let written = write_file(&opened.dir, &name, mode, reader);
+                if written.is_err() {
+                    opened.remove_created();
+                }
+                written
+            });
+            let on_error = |err: E| UploadError::Incomplete(err.to_string());
+            let mut total = 0;
+            let pumped = bridge::pump(
+                &mut body,
+                tx,
+                None,
+                Some(BODY_IDLE_TIMEOUT),
+                this.metrics(),
+                &mut total,
+                on_error,
+            )
+            .await;
+            if !matches!(pumped, Ok(Pumped::Complete)) {
+                bridge::drain(&mut body, total, total + DRAIN_EXTRA, this.metrics()).await;
+            }
+            let written = job.await.map_err(|err| UploadError::Io {
+                action: "writing",
+                path: path.clone(),
+                source: io::Error::other(format!("the upload task failed: {err}")),
+            })?;
+            pumped?;
+            let bytes = written.map_err(|err| err.at(&path))?;
+            Ok(FileSummary { path, bytes })
+        });
+        task.await.map_err(|err| UploadError::Io {
+            action: "writing",
+            path: PathBuf::new(),
+            source: io::Error::other(format!("the upload task failed: {err}")),
+        })?
+    }
+}
+
+impl Uploader {
+    /// Checks the query and opens (creating) the parent dir under a root;
+    /// returns it with the file's name and mode.
+    async fn prepare_file(
+        &self,
+        path: &str,
+        mode: Option<&str>,
+    ) -> Result<(Opened, OsString, u32), UploadError> {
+        let mode = parse_mode(mode)?;
+        let (parents, name) = parse_path(path)?;
+        let roots = self.config().upload_roots.clone();
+        let asked = path.to_owned();
+        let opened = tokio::task::spawn_blocking(move || open_parent(&asked, &parents, &roots))
+            .await
+            .map_err(|err| UploadError::Invalid(format!("cannot open the parent dir: {err}")))??;
+        Ok((opened, name, mode))
+    }
+}
+
+/// Parses an octal mode: `644`, `0644` or `0o644`; at most `0777`.
+pub(super) fn parse_mode(text: Option<&str>) -> Result<u32, UploadError> {
+    let Some(text) = text.filter(|t| !t.is_empty()) else {
+        return Ok(0o644);
+    };
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(UploadError::Invalid(format!(
+            "mode {text:?} must be octal permission bits from 0000 to 0777, e.g. 0644"
+        ))),
+    }
+}
+
+/// Splits an absolute path into its parent's components and its name.
+/// `.` components are dropped; `..` and a trailing `/` are refused.
+pub(super) fn parse_path(text: &str) -> Result<(Vec<OsString>, OsString), UploadError> {
+    let invalid = |why: &str| UploadError::Invalid(format!("path {text:?} {why}"));
+    if !text.starts_with('/') {
+        return Err(invalid("must be absolute, e.g. /tmp/input.json"));
+    }
+    if text.ends_with('/') || text.contains('\0') {
+        return Err(invalid("must name a file (no trailing '/', no NUL)"));
+    }
+    let mut parts = Vec::new();
+    for component in Path::new(text).components() {
+        match component {
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir => return Err(invalid("must not contain '..' components")),
+            Component::Normal(part) => parts.push(part.to_owned()),
+            Component::Prefix(_) => return Err(invalid("is not a Unix path")),
+        }
+    }
+    let name = parts
+        .pop()
+        .ok_or_else(|| invalid("must name a file, not the root"))?;
+    Ok((parts, name))
+}
+
+/// The opened parent dir, and the dirs created to reach it (removed again
+/// if the write fails).
+struct Opened {
+    dir: OwnedFd,
+    created: Vec<(OwnedFd, OsString)>,
+}
+
+impl Opened {
+    fn remove_created(&self) {
+        for (parent, name) in self.created.iter().rev() {
+            let _ = unlinkat(
+                Some(parent.as_raw_fd()),
+                name.as_os_str(),
+                UnlinkatFlags::RemoveDir,
+            );
+        }
+    }
+}
+
+/// Opens the deepest existing ancestor of the parent, checks where it
+/// really is against the roots, then creates what is missing below it.
+fn open_parent(
+    asked: &str,
+    parents: &[OsString],
+    roots: &[PathBuf],
+) -> Result<Opened, UploadError> {
+    let mut depth = parents.len();
+    let (mut dir, real) = loop {
+        let prefix: PathBuf = std::iter::once(OsStr::new("/"))
+            .chain(parents[..depth].iter().map(OsString::as_os_str))
+            .collect();
+        match open_dir(None, &prefix, OFlag::empty()) {
+            Ok(fd) => {
+                let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                    .map_err(|err| UploadError::io("resolving", &prefix, err))?;
+                break (fd, real);
+            }
+            Err(Errno::ENOENT) if depth > 0 => depth -= 1,
+            Err(Errno::ENOTDIR) => {
+                return Err(UploadError::Invalid(format!(
+                    "path {asked:?}: {} is not a directory",
+                    prefix.display()
+                )))
+            }
+            Err(errno) => return Err(UploadError::io("opening", &prefix, io::Error::from(errno))),
+        }
+    };
+    let inside = roots
+        .iter()
+        .filter_map(|root| std::fs::canonicalize(root).ok())
+        .any(|root| real.starts_with(root));
+    if !inside {
+        let roots = roots
+            .iter()
+            .map(|r| r.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(UploadError::Forbidden {
+            path: asked.to_owned(),
+            resolved: real,
+            roots,
+        });
+    }
+    let mut created = Vec::new();
+    for name in &parents[depth..] {
+        match mkdirat(
+            Some(dir.as_raw_fd()),
+            name.as_os_str(),
+            Mode::from_bits_truncate(0o755),
+        ) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(errno) => {
+                let opened = Opened { dir, created };
+                opened.remove_created();
+                return Err(UploadError::io(
+                    "creating a dir for",
+                    Path::new(asked),
+                    io::Error::from(errno),
+                ));
+            }
+        }
+        // O_NOFOLLOW: a dir created just now cannot have become a symlink.
+        let next = match open_dir(Some(dir.as_raw_fd()), Path::new(name), OFlag::O_NOFOLLOW) {
+            Ok(next) => next,
+            Err(errno) => {
+                let opened = Opened { dir, created };
+                opened.remove_created();
+                return Err(UploadError::io(
+                    "opening a dir for",
+                    Path::new(asked),
+                    io::Error::from(errno),
+                ));
+            }
+        };
+        created.push((dir, name.clone()));
+        dir = next;
+    }
+    Ok(Opened { dir, created })
+}
+
+fn open_dir(at: Option<RawFd>, path: &Path, extra: OFlag) -> Result<OwnedFd, Errno> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | extra;
+    let fd = openat(at, path, flags, Mode::empty())?;
+    // SAFETY: `openat` just returned this descriptor; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Why a write failed, before the path is known to the message.
+enum WriteError {
+    Read(io::Error),
+    Io(&'static str, io::Error),
+    IsDir,
+}
+
+impl WriteError {
+    fn at(self, path: &Path) -> UploadError {
+        match self {
+            WriteError::Read(err) => UploadError::Incomplete(err.to_string()),
+            WriteError::Io(action, err) => UploadError::io(action, path, err),
+            WriteError::IsDir => UploadError::Invalid(format!(
+                "path {} is a directory; name a file",
+                path.display()
+            )),
+        }
+    }
+}
+
+fn write_file(
+    dir: &OwnedFd,
+    name: &OsStr,
+    mode: u32,
+    mut body: BodyReader,
+) -> Result<u64, WriteError> {
+    let at = Some(dir.as_raw_fd());
+    match fstatat(at, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(stat) if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR => {
+            return Err(WriteError::IsDir)
+        }
+        _ => {}
+    }
+    let tmp = format!(".sandboxd-upload-{}", uuid::Uuid::new_v4().simple());
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(at, tmp.as_str(), flags, Mode::from_bits_truncate(0o600))
+        .map_err(|errno| WriteError::Io("creating a temp file for", io::Error::from(errno)))?;
+    // SAFETY: `openat` just returned this descriptor; nothing else owns it.
+    let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let written = copy_and_sync(&mut body, &mut file, mode).and_then(|bytes| {
+        renameat(at, tmp.as_str(), at, name)
+            .map_err(|errno| WriteError::Io("renaming the temp file to", io::Error::from(errno)))?;
+        File::from(
+            dir.try_clone()
+                .map_err(|err| WriteError::Io("syncing", err))?,
+        )
+        .sync_all()
+        .map_err(|err| WriteError::Io("syncing the dir of", err))?;
+        Ok(bytes)
+    });
+    if written.is_err() {
+        let _ = unlinkat(at, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+    }
+    written
+}
+
+fn copy_and_sync(body: &mut BodyReader, file: &mut File, mode: u32) -> Result<u64, WriteError> {
+    let mut buf = vec![0u8; 128 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => return Err(WriteError::Read(err)),
+        };
+        file.write_all(&buf[..n])
+            .map_err(|err| WriteError::Io("writing", err))?;
+        total += n as u64;
+    }
+    file.set_permissions(Permissions::from_mode(mode))
+        .map_err(|err| WriteError::Io("setting the mode of", err))?;
+    file.sync_all()
+        .map_err(|err| WriteError::Io("syncing", err))?;
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Modes are octal permission bits; nothing above 0777.
+    #[test]
+    fn modes() {
+        for (text, want) in [
+            (None, Some(0o644)),
+            (Some(""), Some(0o644)),
+            (Some("0644"), Some(0o644)),
+            (Some("755"), Some(0o755)),
+            (Some("0o600"), Some(0o600)),
+            (Some("0"), Some(0)),
+            (Some("4755"), None),
+            (Some("0999"), None),
+            (Some("rw-r--r--"), None),
+            (Some("-1"), None),
+        ] {
+            assert_eq!(parse_mode(text).ok(), want, "{text:?}");
+        }
+    }
+
+    /// Paths are absolute, name a file, and have no `..`.
+    #[test]
+    fn paths() {
+        let (parents, name) = parse_path("/tmp/./a/b.json").unwrap();
+        assert_eq!(parents, [OsString::from("tmp"), OsString::from("a")]);
+        assert_eq!(name, "b.json");
+        for bad in ["tmp/x", "/tmp/../etc/passwd", "/tmp/dir/", "/", ""] {
+            assert!(parse_path(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! The Python examples under `examples/`, run with python3 against a real
+//! daemon: the in-sandbox client module, the automation script and the
+//! dispatcher.
+//!
+//! `examples_automation_script_resolves_its_secrets` needs
+//! `POST /v1/secrets/resolve` (the secrets branch);
+//! `examples_dispatcher_*` needs the bundle upload and the completion
+//! callbacks (the uploads and callbacks branches).
+
+use std::path::PathBuf;
+use std::process::Output;
+
+use serde_json::{json, Value};
+
+use crate::support::{TestDaemon, KEY, TIMEOUT};
+
+fn examples_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples")
+}
+
+fn example(name: &str) -> String {
+    examples_dir().join(name).display().to_string()
+}
+
+async fn python(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = tokio::process::Command::new("python3");
+    command
+        .args(args)
+        .env("PYTHONPATH", examples_dir())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("SESSION_API_KEY")
+        .env_remove("SANDBOXD_RUN_TOKEN")
+        .kill_on_drop(true);
+    command.envs(env.iter().copied());
+    tokio::time::timeout(TIMEOUT * 2, command.output())
+        .await
+        .expect("python3 did not end in time")
+        .expect("python3 is installed")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs `python3 examples/automation_script.py ARGS` as a run of `daemon`
+/// and waits for its end; its final status with stdout and stderr.
+async fn run_automation_script(daemon: &TestDaemon, run_id: &str, extra: Value) -> Value {
+    let mut body = json!({
+        "run_id": run_id,
+        "command": ["python3", example("automation_script.py")],
+        "env": {"PYTHONDONTWRITEBYTECODE": "1"},
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        if key == "args" {
+            let command = body["command"].as_array_mut().unwrap();
+            command.extend(value.as_array().unwrap().iter().cloned());
+        } else {
+            body[key] = value.clone();
+        }
+    }
+    daemon.exec(body).await
+}
+
+/// The automation script reads its own status and reports its
+/// conversation id and cost with its run token; the report is on the run.
+#[tokio::test]
+async fn examples_automation_script_reports_and_reads_its_status() {
+    let daemon = TestDaemon::start().await;
+    let run = run_automation_script(
+        &daemon,
+        "ex-auto",
+        json!({"args": ["--conversation-id", "conv-42", "--cost", "0.42"]}),
+    )
+    .await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let stdout = run["stdout"].as_str().unwrap();
+    assert!(stdout.contains("run ex-auto is running"), "{stdout}");
+    assert!(
+        stdout.contains("reported conversation conv-42 at cost 0.42"),
+        "{stdout}"
+    );
+    assert_eq!(
+        run["report"],
+        json!({"conversation_id": "conv-42", "cost": 0.42})
+    );
+}
+
+/// The automation script resolves its run's secret afresh; the value
+/// matches its env var and never shows in its output.
+#[tokio::test]
+async fn examples_automation_script_resolves_its_secrets() {
+    let daemon = TestDaemon::start().await;
+    let value = "s3cret-value-for-the-example";
+    let run = run_automation_script(
+        &daemon,
+        "ex-secret",
+        json!({
+            "args": ["--secret", "DEMO_TOKEN"],
+            "secrets": {"DEMO_TOKEN": {"kind": "StaticSecret", "value": value}},
+        }),
+    )
+    .await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let stdout = run["stdout"].as_str().unwrap();
+    assert!(
+        stdout.contains(&format!(
+            "secret DEMO_TOKEN: resolved, {} characters, matches its env var",
+            value.len()
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(value));
+}
+
+/// The client module raises SandboxdError with the daemon's code: a run
+/// token cannot read the daemon's status (403), a wrong key is 401, and a
+/// daemon that is down is SandboxdUnavailable.
+#[tokio::test]
+async fn examples_client_module_raises_the_daemons_errors() {
+    let daemon = TestDaemon::start().await;
+    let script = r#"
+import os, sys
+from sandboxd_client import SandboxdClient, SandboxdError, SandboxdUnavailable
+client = SandboxdClient.from_env()
+print("own status:", client.status()["state"])
+try:
+    client.daemon_status()
+except SandboxdError as err:
+    print("daemon status:", err.status, err.code)
+try:
+    SandboxdClient(os.environ["SANDBOXD_URL"], token="wrong").daemon_status()
+except SandboxdError as err:
+    print("wrong key:", err.status, err.code)
+try:
+    SandboxdClient("http://127.0.0.1:9", token="x").daemon_status()
+except SandboxdUnavailable as err:
+    print("down:", err.code)
+print(repr(client))
+"#;
+    let run = daemon
+        .exec(json!({
+            "run_id": "ex-errors",
+            "command": ["python3", "-c", script],
+            "env": {"PYTHONPATH": examples_dir().display().to_string()},
+        }))
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let stdout = run["stdout"].as_str().unwrap();
+    for line in [
+        "own status: running",
+        "daemon status: 403 forbidden",
+        "wrong key: 401 unauthorized",
+        "down: unreachable",
+        "SandboxdClient(url=",
+    ] {
+        assert!(stdout.contains(line), "{line:?} in {stdout}");
+    }
+}
+
+/// The dispatcher packs a directory, uploads it, starts a run with a
+/// callback to its own HTTP server and receives the callback, which
+/// carries what the bundled automation script reported.
+#[tokio::test]
+async fn examples_dispatcher_uploads_runs_and_receives_the_callback() {
+    let daemon = TestDaemon::start().await;
+    let project = tempfile::tempdir().unwrap();
+    for name in ["automation_script.py", "sandboxd_client.py"] {
+        std::fs::copy(examples_dir().join(name), project.path().join(name)).unwrap();
+    }
+    std::fs::write(project.path().join("setup.sh"), "echo setup done\n").unwrap();
+    let out = python(
+        &[
+            &example("dispatcher.py"),
+            project.path().to_str().unwrap(),
+            "--url",
+            &daemon.url,
+            "--run-id",
+            "ex-dispatch",
+            "--timeout",
+            "60",
+            "--",
+            "python3",
+            "automation_script.py",
+            "--conversation-id",
+            "conv-from-bundle",
+            "--cost",
+            "1.5",
+        ],
+        &[("SESSION_API_KEY", KEY)],
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        text(&out.stderr)
+    );
+    assert!(stdout.contains("uploaded "), "{stdout}");
+    assert!(stdout.contains("setup done"), "{stdout}");
+    let payload = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("callback: "))
+        .unwrap_or_else(|| panic!("no callback line in {stdout}"));
+    let payload: Value = serde_json::from_str(payload).unwrap();
+    assert_eq!(
+        payload,
+        json!({
+            "status": "COMPLETED",
+            "run_id": "ex-dispatch",
+            "conversation_id": "conv-from-bundle",
+            "cost": 1.5,
+        })
+    );
+}
+
+/// A failing bundled command gives a FAILED callback and exit 1.
+#[tokio::test]
+async fn examples_dispatcher_reports_a_failed_run() {
+    let daemon = TestDaemon::start().await;
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("fail.sh"), "echo broken >&2; exit 4\n").unwrap();
+    let out = python(
+        &[
+            &example("dispatcher.py"),
+            project.path().to_str().unwrap(),
+            "--url",
+            &daemon.url,
+            "--timeout",
+            "60",
+            "--",
+            "bash",
+            "fail.sh",
+        ],
+        &[("SESSION_API_KEY", KEY)],
+    )
+    .await;
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "stdout: {stdout}\nstderr: {}",
+        text(&out.stderr)
+    );
+    let payload = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("callback: "))
+        .unwrap_or_else(|| panic!("no callback line in {stdout}"));
+    let payload: Value = serde_json::from_str(payload).unwrap();
+    assert_eq!(payload["status"], "FAILED");
+    let error = payload["error"].as_str().unwrap();
+    assert!(
+        error.contains("exit_code=4") && error.contains("broken"),
+        "{error}"
+    );
+}
