@@ -135,6 +135,8 @@ pub(crate) struct Results {
     pub(crate) started_at: String,
     pub(crate) duration: Duration,
     pub(crate) rev: String,
+    /// Size of the sandboxd binary measured.
+    pub(crate) sandboxd_bin_bytes: Option<u64>,
     pub(crate) agent_version: Option<String>,
     pub(crate) agent_skip: Option<String>,
     pub(crate) rounds: Rounds,
@@ -145,6 +147,9 @@ pub(crate) struct Results {
     /// KiB.
     pub(crate) idle_sandboxd: Outcome,
     pub(crate) idle_agent: Outcome,
+    /// KiB of the idle RSS that is anonymous (private) memory.
+    pub(crate) idle_anon_sandboxd: Outcome,
+    pub(crate) idle_anon_agent: Outcome,
     /// ms.
     pub(crate) exec: scenarios::Trio,
     /// s.
@@ -178,9 +183,10 @@ fn step(name: &str) {
 
 /// Scenario 5's start part: start each daemon `n` times, interleaved;
 /// the time to ready (ms) and the RSS 2 s later (KiB).
-async fn starts(cfg: &Config, n: usize) -> (Outcome, Outcome, Outcome, Outcome) {
+async fn starts(cfg: &Config, n: usize) -> (Outcome, Outcome, Outcome, Outcome, Outcome, Outcome) {
     let mut ready = (Vec::new(), Vec::new());
     let mut idle = (Vec::new(), Vec::new());
+    let mut anon = (Vec::new(), Vec::new());
     let mut agent_error = cfg.peer_python.clone().err();
     let mut sandboxd_error = None;
     for i in 0..n {
@@ -193,6 +199,7 @@ async fn starts(cfg: &Config, n: usize) -> (Outcome, Outcome, Outcome, Outcome) 
                         tokio::time::sleep(Duration::from_secs(2)).await;
                         ready.0.push(t.as_secs_f64() * 1e3);
                         idle.0.push(procfs::rss_kb(d.pid) as f64);
+                        anon.0.push(procfs::status_kb(d.pid, "RssAnon:") as f64);
                     }
                     Err(e) => sandboxd_error = Some(format!("failed: {e:#}")),
                 }
@@ -203,6 +210,7 @@ async fn starts(cfg: &Config, n: usize) -> (Outcome, Outcome, Outcome, Outcome) 
                         tokio::time::sleep(Duration::from_secs(2)).await;
                         ready.1.push(t.as_secs_f64() * 1e3);
                         idle.1.push(procfs::rss_kb(d.pid) as f64);
+                        anon.1.push(procfs::status_kb(d.pid, "RssAnon:") as f64);
                     }
                     Err(e) => agent_error = Some(format!("failed: {e:#}")),
                 }
@@ -218,6 +226,8 @@ async fn starts(cfg: &Config, n: usize) -> (Outcome, Outcome, Outcome, Outcome) 
         pick(ready.1, &agent_error),
         pick(idle.0, &sandboxd_error),
         pick(idle.1, &agent_error),
+        pick(anon.0, &sandboxd_error),
+        pick(anon.1, &agent_error),
     )
 }
 
@@ -261,10 +271,24 @@ async fn main() -> anyhow::Result<()> {
     );
 
     step("5. start to ready and idle RSS");
-    let (ready_sandboxd, ready_agent, idle_sandboxd, idle_agent) = if cfg.wants(5) {
+    let (
+        ready_sandboxd,
+        ready_agent,
+        idle_sandboxd,
+        idle_agent,
+        idle_anon_sandboxd,
+        idle_anon_agent,
+    ) = if cfg.wants(5) {
         starts(&cfg, cfg.rounds.starts).await
     } else {
-        (skipped(), skipped(), skipped(), skipped())
+        (
+            skipped(),
+            skipped(),
+            skipped(),
+            skipped(),
+            skipped(),
+            skipped(),
+        )
     };
 
     step("starting the daemons measured");
@@ -338,6 +362,7 @@ async fn main() -> anyhow::Result<()> {
         started_at,
         duration: clock.elapsed(),
         rev: cfg.rev.clone(),
+        sandboxd_bin_bytes: std::fs::metadata(&cfg.sandboxd_bin).ok().map(|m| m.len()),
         agent_version,
         agent_skip,
         rounds: cfg.rounds,
@@ -346,6 +371,8 @@ async fn main() -> anyhow::Result<()> {
         ready_agent,
         idle_sandboxd,
         idle_agent,
+        idle_anon_sandboxd,
+        idle_anon_agent,
         exec,
         bundle_s,
         agent_upload_only_s,
