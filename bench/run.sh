@@ -75,7 +75,8 @@ fi
 install_pid=""
 
 rev="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-if [[ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]]; then
+# Uncommitted changes other than this command's own outputs.
+if [[ -n "$(git status --porcelain --untracked-files=no -- . ':!BENCHMARKS.md' ':!bench/plots' 2>/dev/null)" ]]; then
     rev="$rev+changes"
 fi
 export BENCH_REV="$rev"
