@@ -213,7 +213,7 @@ fn main() {
             let (mut daemon_kb, mut shim_kb) = (0, 0);
             while !sampling.load(std::sync::atomic::Ordering::SeqCst) {
                 daemon_kb = daemon_kb.max(status_kb(pid, "VmRSS:"));
-                for shim in shim_pids() {
+                for shim in shim_pids(pid) {
                     shim_kb = shim_kb.max(status_kb(shim, "VmRSS:"));
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -221,13 +221,26 @@ fn main() {
             (daemon_kb, shim_kb)
         });
         let started = Instant::now();
+        let status_url = format!("{}/v1/runs/{run_id}", daemon.url);
         let res = runtime.block_on(async {
-            req.send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
+            let created = req.send().await.unwrap();
+            assert_eq!(created.status(), 201);
+            // Poll the status until the run has ended.
+            loop {
+                let run = client
+                    .get(&status_url)
+                    .header("X-Session-API-Key", KEY)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<serde_json::Value>()
+                    .await
+                    .unwrap();
+                if !matches!(run["state"].as_str(), Some("starting" | "running")) {
+                    break run;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
         });
         capture_s.push(started.elapsed().as_secs_f64());
         done.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -283,11 +296,21 @@ fn verdict(met: bool) -> &'static str {
     }
 }
 
-fn shim_pids() -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+/// The daemon's children that are run shims (other daemons on the machine
+/// have theirs too).
+fn shim_pids(daemon: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{daemon}/task")) else {
         return Vec::new();
     };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    tasks
+        .flatten()
+        .flat_map(|t| {
+            std::fs::read_to_string(t.path().join("children"))
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .map(|c| c.split(|b| *b == 0).nth(1) == Some(b"shim"))
