@@ -121,8 +121,13 @@ elapsed=$(( $(date +%s) - started ))
 
 # The daemon's own view: still alive, and its request counters by status.
 healthy=no
-if curl -fsS --max-time 5 "$url/healthz" >/dev/null 2>&1; then healthy=yes; fi
-curl -sS --max-time 5 -H "X-Session-API-Key: $key" "$url/metrics" > "$tmp/metrics.txt" 2>/dev/null || true
+fetch() {
+  "$VENV/bin/python" -c 'import sys, urllib.request as u
+req = u.Request(sys.argv[1], headers={"X-Session-API-Key": sys.argv[2]})
+sys.stdout.write(u.urlopen(req, timeout=5).read().decode())' "$@"
+}
+if fetch "$url/healthz" "$key" >/dev/null 2>&1; then healthy=yes; fi
+fetch "$url/metrics" "$key" > "$tmp/metrics.txt" 2>/dev/null || true
 
 "$VENV/bin/python" - "$tmp" "$st_exit" "$elapsed" "$healthy" "$user" "$VERSION" "$MAX_EXAMPLES" <<'PY'
 import json, re, sys

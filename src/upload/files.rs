@@ -142,11 +142,25 @@ pub(super) fn parse_path(text: &str) -> Result<(Vec<OsString>, OsString), Upload
     if text.ends_with('/') || text.contains('\0') {
         return Err(invalid("must name a file (no trailing '/', no NUL)"));
     }
+    if text.len() >= PATH_MAX {
+        return Err(UploadError::Invalid(format!(
+            "path {} is {} bytes long; paths must be shorter than {PATH_MAX} bytes",
+            shorten(text),
+            text.len()
+        )));
+    }
     let mut parts = Vec::new();
     for component in Path::new(text).components() {
         match component {
             Component::RootDir | Component::CurDir => {}
             Component::ParentDir => return Err(invalid("must not contain '..' components")),
+            Component::Normal(part) if part.len() > NAME_MAX => {
+                return Err(UploadError::Invalid(format!(
+                    "path {}: a component is {} bytes long; names may have at most {NAME_MAX} bytes",
+                    shorten(text),
+                    part.len()
+                )))
+            }
             Component::Normal(part) => parts.push(part.to_owned()),
             Component::Prefix(_) => return Err(invalid("is not a Unix path")),
         }
@@ -155,6 +169,47 @@ pub(super) fn parse_path(text: &str) -> Result<(Vec<OsString>, OsString), Upload
         .pop()
         .ok_or_else(|| invalid("must name a file, not the root"))?;
     Ok((parts, name))
+}
+
+/// Longest file name (Linux's NAME_MAX, that of every common file system).
+const NAME_MAX: usize = 255;
+
+/// Paths must be shorter than this (Linux's PATH_MAX, with its NUL).
+const PATH_MAX: usize = 4096;
+
+/// The start of a long path, for messages.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(120) {
+        Some((at, _)) => format!("{:?}...", &text[..at]),
+        None => format!("{text:?}"),
+    }
+}
+
+/// An error of the file system about the path the caller chose: a name it
+/// refuses, a symlink loop, a dir sandboxd may not write. That is the
+/// request's fault (400), not sandboxd's; anything else (a full disk, an
+/// I/O error) is [`UploadError::io`]'s.
+fn path_error(action: &'static str, path: &Path, err: io::Error) -> UploadError {
+    let refused = matches!(
+        err.raw_os_error(),
+        Some(
+            libc::ENAMETOOLONG
+                | libc::ELOOP
+                | libc::EACCES
+                | libc::EPERM
+                | libc::EROFS
+                | libc::ENOTDIR
+                | libc::EISDIR
+                | libc::EILSEQ
+        )
+    );
+    if refused {
+        return UploadError::Invalid(format!(
+            "{action} {}: {err}; choose another path",
+            shorten(&path.to_string_lossy())
+        ));
+    }
+    UploadError::io(action, path, err)
 }
 
 /// The opened parent dir, and the dirs created to reach it (removed again
@@ -201,7 +256,7 @@ fn open_parent(
                     prefix.display()
                 )))
             }
-            Err(errno) => return Err(UploadError::io("opening", &prefix, io::Error::from(errno))),
+            Err(errno) => return Err(path_error("opening", &prefix, io::Error::from(errno))),
         }
     };
     let inside = roots
@@ -231,7 +286,7 @@ fn open_parent(
             Err(errno) => {
                 let opened = Opened { dir, created };
                 opened.remove_created();
-                return Err(UploadError::io(
+                return Err(path_error(
                     "creating a dir for",
                     Path::new(asked),
                     io::Error::from(errno),
@@ -244,7 +299,7 @@ fn open_parent(
             Err(errno) => {
                 let opened = Opened { dir, created };
                 opened.remove_created();
-                return Err(UploadError::io(
+                return Err(path_error(
                     "opening a dir for",
                     Path::new(asked),
                     io::Error::from(errno),
@@ -275,7 +330,7 @@ impl WriteError {
     fn at(self, path: &Path) -> UploadError {
         match self {
             WriteError::Read(err) => UploadError::Incomplete(err.to_string()),
-            WriteError::Io(action, err) => UploadError::io(action, path, err),
+            WriteError::Io(action, err) => path_error(action, path, err),
             WriteError::IsDir => UploadError::Invalid(format!(
                 "path {} is a directory; name a file",
                 path.display()

@@ -332,3 +332,54 @@ async fn openapi_lists_every_answer() {
         "served {served}, documented {documented}"
     );
 }
+
+/// `PUT /v1/files` with a path the file system refuses (a name over 255
+/// bytes, a path over 4096, a symlink loop, a file used as a dir) is 400
+/// invalid_upload naming the path, not a 500, and leaves no temp file and
+/// no dir behind. (Found by probing past schemathesis: a 300-byte name
+/// and a 4200-byte path were 500s.)
+#[tokio::test]
+async fn file_paths_the_file_system_refuses_are_400() {
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let root = dir.path().join("files");
+    std::fs::create_dir(&root).unwrap();
+    let daemon = TestDaemon::start_with(Options {
+        args: vec![format!("--upload-root={}", root.display())],
+        dir: Some(dir),
+        ..Options::default()
+    })
+    .await;
+    std::os::unix::fs::symlink("loop-b", root.join("loop-a")).unwrap();
+    std::os::unix::fs::symlink("loop-a", root.join("loop-b")).unwrap();
+    std::fs::write(root.join("plain"), b"x").unwrap();
+    let base = root.display().to_string();
+    let cases = [
+        (format!("{base}/{}", "n".repeat(300)), "255"),
+        (format!("{base}/{}f", "d/".repeat(2100)), "4096"),
+        (format!("{base}/new/{}/x", "n".repeat(256)), "255"),
+        (format!("{base}/loop-a/x"), "symbolic links"),
+        (format!("{base}/plain/x"), "not a directory"),
+    ];
+    for (path, says) in cases {
+        let req = daemon
+            .request(Method::PUT, "/v1/files")
+            .query(&[("path", path.as_str())])
+            .body("data");
+        let (status, body) = support::send(req).await;
+        let shown = &path[..path.len().min(80)];
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{shown}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_upload", "{shown}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.to_lowercase().contains(says),
+            "{shown}: says {says:?}: {message}"
+        );
+        assert!(message.len() < 600, "a short message: {message}");
+    }
+    let mut left: Vec<String> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["loop-a", "loop-b", "plain"], "nothing left behind");
+}
