@@ -298,7 +298,7 @@ async fn full_state_dir_refuses_new_work_and_keeps_serving() {
     report(
         "faults::full_state_dir_refuses_new_work_and_keeps_serving",
         "state dir (tmpfs) filled: 3 run starts and 1 bundle upload refused with 507",
-        &format!("nothing: 0 partial run dirs, 0 partial bundles, {checked} earlier files whole"),
+        &format!("nothing: 0 partial run dirs, 0 partial bundles, {checked} earlier state files read whole"),
     );
 }
 
@@ -410,7 +410,10 @@ async fn a_run_ending_on_a_full_state_dir_keeps_its_end() {
     report(
         "faults::a_run_ending_on_a_full_state_dir_keeps_its_end",
         "state dir filled while a run with a callback ran; its end written after space came back; restart",
-        &format!("only run output that did not fit ({} of 8192 bytes); end, exit code and callback kept; {checked} files whole", 7 + 8192 - stored),
+        &format!(
+            "only run output the full disk could not hold ({} of 8192 bytes, counted exactly); end, exit code and callback kept; {checked} state files read whole",
+            7 + 8192 - stored
+        ),
     );
 }
 
@@ -464,7 +467,7 @@ async fn file_size_limit_is_507_not_a_crash() {
     report(
         "faults::file_size_limit_is_507_not_a_crash",
         "RLIMIT_FSIZE 256 KiB: 1 MiB file upload, 1 MiB bundle entry, 1 MiB of run output",
-        "nothing but the run's output past the limit; daemon alive, no partial file or bundle",
+        "only the run's output past the limit (stored up to it, counted exactly); daemon alive, no partial file or bundle",
     );
 }
 
