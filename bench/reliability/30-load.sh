@@ -101,7 +101,7 @@ cat <<MD
 ## Load: API reads while $runs runs stream their logs
 
 \`wrk -t2 -c$connections -d${seconds}s --latency\` per endpoint over loopback
-against a release build, while $runs runs each print a ~100-byte line every
+against $build, while $runs runs each print a ~100-byte line every
 20 ms ($lines lines) and $runs clients follow their logs
 (\`GET /v1/runs/{id}/logs?follow=true\`). $cpu cores shared with the runs,
 the followers and wrk. Latencies in milliseconds.

@@ -4,6 +4,10 @@
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 bin=${SANDBOXD_BIN:-$repo/target/release/sandboxd}
+case "$bin" in
+*/release/*) build="a release build" ;;
+*) build="\`$bin\`" ;;
+esac
 scratch=$(mktemp -d /tmp/sandboxd-reliability.XXXXXX)
 key="reliability-key-$(od -An -N8 -tx8 /dev/urandom | tr -d ' ')"
 daemon_pid=""

@@ -277,7 +277,7 @@ def soak(daemon, log, key, state, work):
     out = []
     out.append(f"## Soak: {RUNS:,} runs back to back\n")
     out.append(
-        f"One release daemon, {RUNS:,} runs one after another after {WARMUP} warm-up runs, "
+        f"One daemon ({'release build' if '/release/' in BIN else BIN}), {RUNS:,} runs one after another after {WARMUP} warm-up runs, "
         f"each deleted when done: exec-and-wait, every tenth with a completion callback "
         f"(waited for), every tenth (offset 5) in the background with a secret, followed "
         f"through `logs?follow=true`. {elapsed:.0f} s, {RUNS / elapsed:.0f} runs/s, "

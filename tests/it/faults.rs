@@ -298,7 +298,7 @@ async fn full_state_dir_refuses_new_work_and_keeps_serving() {
     report(
         "faults::full_state_dir_refuses_new_work_and_keeps_serving",
         "state dir (tmpfs) filled: 3 run starts and 1 bundle upload refused with 507",
-        &format!("nothing: 0 partial run dirs, 0 partial bundles, {checked} earlier files whole"),
+        &format!("nothing: 0 partial run dirs, 0 partial bundles, {checked} earlier state files read whole"),
     );
 }
 
@@ -410,7 +410,10 @@ async fn a_run_ending_on_a_full_state_dir_keeps_its_end() {
     report(
         "faults::a_run_ending_on_a_full_state_dir_keeps_its_end",
         "state dir filled while a run with a callback ran; its end written after space came back; restart",
-        &format!("only run output that did not fit ({} of 8192 bytes); end, exit code and callback kept; {checked} files whole", 7 + 8192 - stored),
+        &format!(
+            "only run output the full disk could not hold ({} of 8192 bytes, counted exactly); end, exit code and callback kept; {checked} state files read whole",
+            7 + 8192 - stored
+        ),
     );
 }
 
@@ -464,7 +467,7 @@ async fn file_size_limit_is_507_not_a_crash() {
     report(
         "faults::file_size_limit_is_507_not_a_crash",
         "RLIMIT_FSIZE 256 KiB: 1 MiB file upload, 1 MiB bundle entry, 1 MiB of run output",
-        "nothing but the run's output past the limit; daemon alive, no partial file or bundle",
+        "only the run's output past the limit (stored up to it, counted exactly); daemon alive, no partial file or bundle",
     );
 }
 
@@ -617,8 +620,17 @@ async fn kill_9_during_record_writes_never_tears_a_file() {
         "acknowledged runs whose end sandboxd lost: {lost_runs:?}"
     );
     for bundle_id in &bundles {
-        let two = std::fs::read(daemon.work_root().join(bundle_id).join("two.txt")).unwrap();
-        assert_eq!(two.len(), 100_000, "{bundle_id}");
+        assert!(daemon.work_root().join(bundle_id).is_dir(), "{bundle_id}");
+    }
+    // Every bundle in place is whole, acknowledged or not (a kill between
+    // the rename and the answer).
+    for entry in std::fs::read_dir(daemon.work_root()).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('b') {
+            let two = std::fs::read(entry.path().join("two.txt")).unwrap();
+            assert_eq!(two.len(), 100_000, "{name}");
+            assert_eq!(std::fs::read(entry.path().join("one.txt")).unwrap(), b"1");
+        }
     }
     checked += check_state_files(&daemon.state_dir());
     let leftovers: Vec<PathBuf> = tree(dir.path())
