@@ -690,9 +690,12 @@ async fn a_hanging_receiver_delays_no_other_run() {
         assert_eq!(run["state"], "succeeded");
         healthy.wait_completions(&format!("ok{i}"), 1).await;
     }
+    // Blocked behind the hanging attempts, they would wait out the 60 s
+    // attempt timeout; well under that (on a loaded machine) proves they
+    // were not.
     let elapsed = started.elapsed();
     assert!(
-        elapsed < Duration::from_secs(5),
+        elapsed < Duration::from_secs(30),
         "5 runs and their callbacks took {elapsed:?} beside a hanging receiver"
     );
     let answered = Instant::now();
@@ -701,7 +704,7 @@ async fn a_hanging_receiver_delays_no_other_run() {
     assert_eq!(body["outbox"]["pending"], stuck, "{body}");
     let (_, run) = daemon.get("/v1/runs/h0").await;
     assert_eq!(run["state"], "succeeded");
-    assert!(answered.elapsed() < Duration::from_secs(1));
+    assert!(answered.elapsed() < Duration::from_secs(10));
     report(
         "faults::a_hanging_receiver_delays_no_other_run",
         &format!("receiver never answers {stuck} callbacks (60 s attempt timeout)"),
