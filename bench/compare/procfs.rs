@@ -46,6 +46,13 @@ pub(crate) fn children(pid: u32) -> Vec<u32> {
     out
 }
 
+/// Whether `pid` runs `sandboxd shim` (its second argument is `shim`).
+pub(crate) fn is_shim(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|b| *b == 0).nth(1) == Some(b"shim"))
+        .unwrap_or(false)
+}
+
 /// `/proc/loadavg`'s three load averages.
 pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")

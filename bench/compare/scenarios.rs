@@ -572,7 +572,12 @@ impl Ctx {
             let shim_peak = shim_peak.clone();
             std::thread::spawn(move || {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    for child in procfs::children(daemon) {
+                    // Only exec'd shims: a child caught between fork and
+                    // exec still shows the daemon's own memory.
+                    for child in procfs::children(daemon)
+                        .into_iter()
+                        .filter(|c| procfs::is_shim(*c))
+                    {
                         let kb = procfs::peak_kb(child);
                         let mut peak = shim_peak.lock().unwrap_or_else(|e| e.into_inner());
                         *peak = (*peak).max(kb);
