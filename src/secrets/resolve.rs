@@ -283,13 +283,24 @@ impl Resolver {
         }
     }
 
+    /// A URL as named in messages, with the daemon's key masked: a
+    /// configured origin may be sent the key, even in its path, but the
+    /// message may go to a run token's caller, who must not see it.
+    fn shown_url(&self, url: &Url) -> String {
+        let shown = display_url(url);
+        match self.config.session_key.as_ref().map(|k| k.expose_secret()) {
+            Some(key) if !key.is_empty() => shown.replace(key, "****"),
+            _ => shown,
+        }
+    }
+
     async fn attempt(
         &self,
         http: &reqwest::Client,
         url: &Url,
         headers: &[(HeaderName, SecretString)],
     ) -> Result<SecretString, Failure> {
-        let shown = display_url(url);
+        let shown = self.shown_url(url);
         let mut request = http.get(url.clone()).timeout(self.config.secret_timeout);
         for (name, value) in headers {
             let mut value =

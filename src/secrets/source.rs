@@ -290,11 +290,27 @@ fn lookup(obj: &mut Map<String, Value>, config: &Config) -> Result<SecretSource,
     let key_allowed = key_origins(config).contains(&origin);
     let key = config.session_key.as_ref().map(|k| k.expose_secret());
     let carries_key = |text: &str| key.is_some_and(|key| !key.is_empty() && text.contains(key));
-    if !key_allowed && carries_key(url.as_str()) {
+    // A parsed URL has its host lowercased, so the key is looked for
+    // regardless of case there: `http://<KEY>.example/` must not slip
+    // through as its lowercased self.
+    let url_carries_key = |text: &str| {
+        key.is_some_and(|key| {
+            !key.is_empty()
+                && text
+                    .to_ascii_lowercase()
+                    .contains(&key.to_ascii_lowercase())
+        })
+    };
+    // The origin as named in messages; never the key, when it is in there.
+    let shown_origin = if url_carries_key(&origin.ascii_serialization()) {
+        "the url's origin".to_owned()
+    } else {
+        origin.ascii_serialization()
+    };
+    if !key_allowed && url_carries_key(url.as_str()) {
         return Err(format!(
             "the url holds sandboxd's session key, which is only ever sent to the configured \
-             cloud API and agent-server origins, not to {}",
-            origin.ascii_serialization()
+             cloud API and agent-server origins, not to {shown_origin}"
         ));
     }
     let raw_headers = match obj.get_mut("headers") {
@@ -322,7 +338,7 @@ fn lookup(obj: &mut Map<String, Value>, config: &Config) -> Result<SecretSource,
                     "header {name:?} is redacted ({REDACTED:?}) and {} is neither the configured \
                      --cloud-api-url nor --agent-server-url origin, so sandboxd will not fill it \
                      with its key; send the key itself",
-                    origin.ascii_serialization()
+                    shown_origin
                 ));
             }
             // Blank for another origin: dropped, as the SDK does.
@@ -346,8 +362,7 @@ fn lookup(obj: &mut Map<String, Value>, config: &Config) -> Result<SecretSource,
         if !key_allowed && carries_key(text.expose_secret()) {
             return Err(format!(
                 "header {name:?} holds sandboxd's session key, which is only ever sent to the \
-                 configured cloud API and agent-server origins, not to {}",
-                origin.ascii_serialization()
+                 configured cloud API and agent-server origins, not to {shown_origin}"
             ));
         }
         headers.push((header, text));
@@ -516,6 +531,32 @@ mod tests {
             assert!(err.starts_with("secrets.GH: "), "{shown}: {err}");
             assert!(err.contains(want), "{shown}: {err}");
         }
+    }
+
+    /// The key in a URL's host is refused whatever its case (the parsed
+    /// host is lowercased), and no message shows it. (Found by the fuzz
+    /// target `secret_source`: the message named the origin, key and all.)
+    #[test]
+    fn key_in_the_host_is_refused_and_never_shown() {
+        for url in [
+            "http://a.the-daemon-key.example/s",
+            "http://a.THE-daemon-KEY.example/s",
+            "https://the-daemon-key/s",
+        ] {
+            for headers in [json!({}), json!({"X-Session-API-Key": "**********"})] {
+                let source = json!({"kind": "LookupSecret", "url": url, "headers": headers});
+                let err = parse(source).unwrap_err();
+                assert!(err.contains("session key"), "{url}: {err}");
+                assert!(
+                    !err.to_ascii_lowercase().contains("the-daemon-key"),
+                    "{url}: {err}"
+                );
+            }
+        }
+        let err = parse(json!({"kind": "LookupSecret", "url": "http://a.test/s",
+            "headers": {"Authorization": "Bearer the-daemon-key"}}))
+        .unwrap_err();
+        assert!(!err.contains("the-daemon-key"), "{err}");
     }
 
     #[test]

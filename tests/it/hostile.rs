@@ -383,3 +383,42 @@ async fn file_paths_the_file_system_refuses_are_400() {
     left.sort();
     assert_eq!(left, ["loop-a", "loop-b", "plain"], "nothing left behind");
 }
+
+/// A failed lookup names its URL without the daemon's key, even where
+/// the key may go (a configured origin, the key in the path): the message
+/// can reach a run token's caller. And a URL with the key in its host, in
+/// any case, is refused without showing it. (The second was found by the
+/// fuzz target `secret_source`.)
+#[tokio::test]
+async fn secret_errors_never_show_the_session_key() {
+    use axum::http::StatusCode as S;
+    let app = axum::Router::new().fallback(|| async { S::NOT_FOUND });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let agent = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let daemon = TestDaemon::start_with(Options {
+        args: vec!["--agent-server-url".to_owned(), agent.clone()],
+        ..Options::default()
+    })
+    .await;
+    let upper = support::KEY.to_uppercase();
+    let sources = [
+        (
+            json!({"kind": "LookupSecret", "url": format!("{agent}/secrets/{}", support::KEY),
+                   "headers": {"X-Session-API-Key": ""}}),
+            StatusCode::FAILED_DEPENDENCY,
+        ),
+        (
+            json!({"kind": "LookupSecret", "url": format!("http://a.{upper}.example/s")}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ];
+    for (source, want) in sources {
+        let (status, body) = daemon
+            .post("/v1/secrets/resolve", json!({"secrets": {"GH": source}}))
+            .await;
+        assert_eq!(status, want, "{body}");
+        let text = body.to_string().to_lowercase();
+        assert!(!text.contains(&support::KEY.to_lowercase()), "{body}");
+    }
+}
