@@ -6,6 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Whether to wait for the data to reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,10 +26,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, sync: Sync) -> io::Res
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::other("path has no file name"))?;
+    // Unique per write, not only per process: two writes of the same file
+    // at once must not share (and tear) one temp file.
+    static WRITES: AtomicU64 = AtomicU64::new(0);
     let tmp = dir.join(format!(
-        ".{}.tmp-{}",
+        ".{}.tmp-{}-{}",
         name.to_string_lossy(),
-        std::process::id()
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
     ));
     let res = write_new(&tmp, bytes, mode, sync).and_then(|()| fs::rename(&tmp, path));
     if res.is_err() {
@@ -89,6 +94,32 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["r.json"], "no temp file is left behind");
+    }
+
+    /// Writes of one file from many threads at once never tear it: each
+    /// has its own temp file, and the file is always one whole version.
+    #[test]
+    fn concurrent_writes_never_tear() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
+        write_atomic(&path, &[b'0'; 100_000], 0o600, Sync::NoFlush).unwrap();
+        std::thread::scope(|scope| {
+            for writer in b'a'..b'h' {
+                let path = &path;
+                scope.spawn(move || {
+                    for _ in 0..50 {
+                        write_atomic(path, &[writer; 100_000], 0o600, Sync::NoFlush).unwrap();
+                    }
+                });
+            }
+            scope.spawn(|| {
+                for _ in 0..500 {
+                    let bytes = fs::read(&path).unwrap();
+                    assert_eq!(bytes.len(), 100_000);
+                    assert!(bytes.iter().all(|b| *b == bytes[0]), "a torn file");
+                }
+            });
+        });
     }
 
     #[test]

@@ -42,6 +42,8 @@ say "cargo test --test it ${filters[*]}"
 cargo test --test it -- "${filters[@]}" --nocapture --test-threads 2 >"$log" 2>&1
 code=$?
 grep -E '^test |^RELIABILITY\||test result' "$log" >&2
+# What failed, and why, for the person reading the progress.
+[ "$code" = 0 ] || sed -n '/^failures:$/,$p' "$log" >&2
 
 result() { # NAME: ok, FAILED or "not run"
     local line

@@ -174,6 +174,8 @@ struct RunSlot {
     masker: Masker,
     /// How durably the run's records are written (see [`NewRun::record_sync`]).
     sync: durable::Sync,
+    /// Held while the run's record is written: writes take turns.
+    writing: Arc<Mutex<()>>,
 }
 
 /// Every run. Cheap to clone.
@@ -325,6 +327,7 @@ impl Registry {
             secrets: new.secrets.clone(),
             masker: Masker::new(std::iter::empty::<&[u8]>()),
             sync: new.record_sync,
+            writing: Arc::default(),
         };
         runs.insert(new.run_id.clone(), slot);
         Ok(None)
@@ -534,7 +537,7 @@ impl Registry {
 
     /// Stores values an SDK script reported; persisted for the callback.
     pub fn report(&self, run_id: &str, report: RunReport) -> Result<RunSnapshot, RunError> {
-        let (record, run_dir) = {
+        {
             let mut runs = self.lock_runs();
             let slot = runs
                 .get_mut(run_id)
@@ -548,10 +551,9 @@ impl Registry {
             if report.cost.is_some() {
                 slot.record.report.cost = report.cost;
             }
-            (slot.record.clone(), self.run_dir(run_id))
-        };
-        self.save_record(run_id, &record, durable::Sync::Flush)
-            .map_err(|e| RunError::io(run_id, "writing the record of", &run_dir, e))?;
+        }
+        self.save_record(run_id, durable::Sync::Flush)
+            .map_err(|e| RunError::io(run_id, "writing the record of", &self.run_dir(run_id), e))?;
         self.snapshot(run_id)
     }
 

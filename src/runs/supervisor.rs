@@ -180,16 +180,7 @@ async fn rewrite_unsaved(registry: Registry) {
         tick.tick().await;
         let unsaved: Vec<String> = registry.lock_unsaved().iter().cloned().collect();
         for run_id in unsaved {
-            let record = registry.lock_runs().get(&run_id).map(|s| s.record.clone());
-            let Some(record) = record else {
-                // Deleted meanwhile.
-                registry.lock_unsaved().remove(&run_id);
-                continue;
-            };
-            if registry
-                .save_record(&run_id, &record, durable::Sync::Flush)
-                .is_ok()
-            {
+            if registry.save_record(&run_id, durable::Sync::Flush).is_ok() {
                 tracing::info!(run_id, "the run's record is written again");
             }
         }
@@ -197,17 +188,25 @@ async fn rewrite_unsaved(registry: Registry) {
 }
 
 impl Registry {
-    /// Writes a run's record. When that fails (a full state dir), the run
-    /// is remembered and its record, as it is in memory then, written
-    /// again every second until the disk takes it: what a restart reads
-    /// catches up once there is space again.
-    pub(super) fn save_record(
-        &self,
-        run_id: &str,
-        record: &RunRecord,
-        sync: durable::Sync,
-    ) -> std::io::Result<()> {
-        let saved = record::save(&self.run_dir(run_id), record, sync);
+    /// Writes a run's record as it is in memory now. Writes of one run
+    /// take turns, each writing the latest state, so the file on disk is
+    /// never older than a write that has returned. When a write fails (a
+    /// full state dir), the run is remembered and its record written again
+    /// every second until the disk takes it: what a restart reads catches
+    /// up once there is space again. A deleted run is not written.
+    pub(super) fn save_record(&self, run_id: &str, sync: durable::Sync) -> std::io::Result<()> {
+        let writing = self.lock_runs().get(run_id).map(|s| s.writing.clone());
+        let Some(writing) = writing else {
+            self.lock_unsaved().remove(run_id);
+            return Ok(());
+        };
+        let _turn = writing.lock().unwrap_or_else(|e| e.into_inner());
+        let record = self.lock_runs().get(run_id).map(|s| s.record.clone());
+        let Some(record) = record else {
+            self.lock_unsaved().remove(run_id);
+            return Ok(());
+        };
+        let saved = record::save(&self.run_dir(run_id), &record, sync);
         let mut unsaved = self.lock_unsaved();
         match saved {
             Ok(()) => unsaved.remove(run_id),
@@ -223,15 +222,14 @@ impl Registry {
         sync: durable::Sync,
         change: impl FnOnce(&mut RunRecord),
     ) {
-        let record = {
+        {
             let mut runs = self.lock_runs();
             let Some(slot) = runs.get_mut(run_id) else {
                 return;
             };
             change(&mut slot.record);
-            slot.record.clone()
-        };
-        if let Err(err) = self.save_record(run_id, &record, sync) {
+        }
+        if let Err(err) = self.save_record(run_id, sync) {
             tracing::error!(run_id, "cannot write the run's record: {err}");
         }
     }
@@ -382,7 +380,7 @@ impl Registry {
         }
         // A run with a callback already made its promise durable in the
         // outbox; the record follows the run's own durability.
-        if let Err(err) = self.save_record(run_id, &record, sync) {
+        if let Err(err) = self.save_record(run_id, sync) {
             tracing::error!(run_id, "cannot write the run's final record: {err}");
         }
         tracing::info!(
@@ -477,6 +475,7 @@ impl Registry {
                 secrets: Default::default(),
                 masker,
                 sync: durable::Sync::Flush,
+                writing: Default::default(),
             },
         );
         if terminal {
