@@ -158,7 +158,9 @@ pub(crate) struct Results {
     pub(crate) bundle_peaks: scenarios::Peaks,
     /// s.
     pub(crate) concurrent: scenarios::Trio,
-    /// s.
+    /// s, with the fast producer (no agent-server).
+    pub(crate) capture_zero: scenarios::Trio,
+    /// s, printable lines.
     pub(crate) capture: scenarios::Trio,
     pub(crate) capture_peaks: scenarios::Peaks,
     /// ms: sandboxd, the limit.
@@ -346,10 +348,10 @@ async fn main() -> anyhow::Result<()> {
         (skipped_trio(), skipped(), scenarios::Peaks::default())
     };
     step("4. capture 1 GiB of stdout");
-    let (capture, capture_peaks) = if cfg.wants(4) {
+    let (capture_zero, capture, capture_peaks) = if cfg.wants(4) {
         ctx.capture(cfg.rounds.capture).await
     } else {
-        (skipped_trio(), scenarios::Peaks::default())
+        (skipped_trio(), skipped_trio(), scenarios::Peaks::default())
     };
     step("stopping the daemons");
     drop(ctx);
@@ -378,6 +380,7 @@ async fn main() -> anyhow::Result<()> {
         agent_upload_only_s,
         bundle_peaks,
         concurrent,
+        capture_zero,
         capture,
         capture_peaks,
         callback,

@@ -349,22 +349,32 @@ pub(crate) fn draw(cfg: &Config, r: &Results) -> anyhow::Result<Vec<Plot>> {
         &|a| {
             bars(
                 a,
-                "Capture a child's 1 GiB stdout: MiB/s",
+                "Capture a child's 1 GiB stdout: MiB/s (a: zeros, b: printable lines)",
                 "MiB/s",
                 false,
                 &[
                     (
-                        "sandboxd run".into(),
+                        "sandboxd (a)".into(),
+                        thr(&r.capture_zero.sandboxd, gib_mib),
+                        SANDBOXD,
+                    ),
+                    (
+                        "cat > file (a)".into(),
+                        thr(&r.capture_zero.limit, gib_mib),
+                        LIMIT,
+                    ),
+                    (
+                        "sandboxd (b)".into(),
                         thr(&r.capture.sandboxd, gib_mib),
                         SANDBOXD,
                     ),
                     (
-                        "agent-server start_bash_command".into(),
+                        "agent-server (b)".into(),
                         thr(&r.capture.agent, gib_mib),
                         AGENT,
                     ),
                     (
-                        "`| cat > file` (limit)".into(),
+                        "cat > file (b)".into(),
                         thr(&r.capture.limit, gib_mib),
                         LIMIT,
                     ),
