@@ -271,10 +271,10 @@ pub async fn create_run(
 }
 
 /// The parsing and validation `POST /v1/runs` does, from the body's bytes:
-/// the run to start and whether the caller waits for its end. The checks
-/// that need the registry (the run's id, `--max-running`) and the env
-/// checks ([`crate::runs::check_env`]) come after. Public for the fuzz
-/// target `run_spec`.
+/// the run to start and whether the caller waits for its end. The env
+/// checks ([`crate::runs::check_env`]) and those that need the registry
+/// (whether the id is taken, `--max-running`) come after. Public for the
+/// fuzz target `run_spec`.
 pub fn parse_create_run(body: &[u8], config: &Config) -> Result<(NewRun, bool), ApiError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| ApiError::BadJson(e.to_string()))?;
