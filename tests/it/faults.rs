@@ -823,28 +823,43 @@ async fn silent_slow_and_idle_clients_are_closed() {
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
     assert!(took >= Duration::from_millis(900), "idle: {took:?}");
 
-    // The daemon's descriptors are readable when the test is root (the
-    // daemon is non-dumpable).
-    let baseline = open_fds(daemon.pid());
+    // The crowd meets a daemon with a longer header timeout, so that on a
+    // loaded machine the peak is seen before the first of them times out.
+    // Its descriptors are readable when the test is root (the daemon is
+    // non-dumpable).
+    let crowded = TestDaemon::start_with(Options {
+        args: vec!["--header-timeout".into(), "5".into()],
+        ..Options::default()
+    })
+    .await;
+    let crowded_addr = crowded.url.trim_start_matches("http://").to_owned();
+    let baseline = open_fds(crowded.pid());
     let mut crowd = Vec::new();
     for _ in 0..300 {
-        crowd.push(TcpStream::connect(&addr).await.unwrap());
+        crowd.push(TcpStream::connect(&crowded_addr).await.unwrap());
     }
-    let (status, _) = daemon.get("/healthz").await;
+    let (status, _) = crowded.get("/healthz").await;
     assert_eq!(status, StatusCode::OK, "served beside 300 silent clients");
-    let peak = open_fds(daemon.pid());
-    assert!(
-        baseline == 0 || peak >= baseline + 250,
-        "{baseline} → {peak}"
-    );
+    let mut peak = 0;
+    if baseline != 0 {
+        support::wait_for(
+            "the daemon to hold the 300 silent connections",
+            || async {
+                let now = open_fds(crowded.pid());
+                (now >= baseline + 250, now)
+            },
+            &mut peak,
+        )
+        .await;
+    }
     for stream in &mut crowd {
-        read_until_closed(stream, limit).await;
+        read_until_closed(stream, Duration::from_secs(15)).await;
     }
     let mut fds = 0;
     support::wait_for(
         "the daemon's descriptors to drop back",
         || async {
-            let now = open_fds(daemon.pid());
+            let now = open_fds(crowded.pid());
             (now <= baseline + 2, now)
         },
         &mut fds,
@@ -862,8 +877,8 @@ async fn silent_slow_and_idle_clients_are_closed() {
     assert_eq!(run["state"], "succeeded", "a long request is not cut");
     report(
         "faults::silent_slow_and_idle_clients_are_closed",
-        "--header-timeout 1: silent, half-head, byte-per-100 ms and idle keep-alive clients; 300 silent connections",
-        &format!("nothing: each closed after ≈1 s; descriptors {baseline} → {peak} → {fds}; a 2 s request not cut"),
+        "--header-timeout 1: silent, half-head, byte-per-100 ms and idle keep-alive clients; 300 silent connections (--header-timeout 5)",
+        &format!("nothing: each closed after its timeout; descriptors {baseline} → {peak} → {fds}; a 2 s request not cut"),
     );
 }
 
