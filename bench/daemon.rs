@@ -34,13 +34,19 @@ impl Drop for Daemon {
     }
 }
 
+/// The binary under test: `SANDBOXD_BIN` when set (to compare builds),
+/// else the one cargo built for this bench.
+fn daemon_binary() -> String {
+    std::env::var("SANDBOXD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_sandboxd").to_owned())
+}
+
 fn start() -> (Daemon, Duration) {
     let dir = tempfile::Builder::new()
         .prefix("sandboxd-bench")
         .tempdir_in(scratch())
         .unwrap();
     let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sandboxd"))
+    let mut child = Command::new(daemon_binary())
         .args([
             "serve",
             "--listen",

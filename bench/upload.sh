@@ -8,6 +8,7 @@
 #
 #   bench/upload.sh                 # RUNS=5 FILES=5000 TARGET_MIB=200
 #   RUNS=3 WORK=/var/tmp/b bench/upload.sh
+#   SANDBOXD_BIN=path/to/sandboxd bench/upload.sh   # another build
 #
 # Needs bash, python3, curl, tar, gzip. Builds `cargo build --release`.
 set -euo pipefail
@@ -29,8 +30,10 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== building release"
-(cd "$ROOT" && cargo build --release --quiet)
-BIN="$ROOT/target/release/sandboxd"
+if [[ -z "${SANDBOXD_BIN:-}" ]]; then
+    (cd "$ROOT" && cargo build --release --quiet)
+fi
+BIN="${SANDBOXD_BIN:-$ROOT/target/release/sandboxd}"
 
 mkdir -p "$WORK"
 BUNDLE="$WORK/bundle.tar.gz"

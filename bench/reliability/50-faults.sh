@@ -13,8 +13,8 @@ say() { echo "50-faults: $*" >&2; }
 # test | injected | lost
 related=(
     "upload::full_disk_is_507|work root (1 MiB tmpfs) full during a bundle and a file upload|nothing: 507 insufficient_storage, no staging dir or partial file; 201 once there is space"
-    "upload::client_disconnect_leaves_nothing|client gone halfway through a bundle upload|nothing: staging dir removed, the run takes a new upload"
-    "upload::limits_are_413|bundles over the compressed, extracted (gzip bomb) and entry limits|nothing: 413, nothing extracted"
+    "upload::bundle::client_disconnect_leaves_nothing|client gone halfway through a bundle upload|nothing: staging dir removed, the run takes a new upload"
+    "upload::bundle::limits_are_413|bundles over the compressed, extracted (gzip bomb) and entry limits|nothing: 413, nothing extracted"
     "daemon::errors_are_json|an 11 MiB JSON body, a 70 KiB header|nothing: 413 body_too_large, 431"
     "daemon::unwritable_state_dir_is_reported|a state dir below a regular file|nothing: start refused naming --state-dir"
     "daemon::every_protected_route_needs_the_key|14 routes × (no key, wrong key, wrong bearer)|nothing: 42 × 401 unauthorized"
