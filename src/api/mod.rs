@@ -102,6 +102,8 @@ impl AppState {
             .await
             .context("cannot restore runs from the state dir")?;
         let uploads = Uploader::new(config.clone(), metrics.clone());
+        let probe = uploads.clone();
+        runs.set_upload_probe(Arc::new(move |run_id: &str| probe.is_uploading(run_id)));
         let agent = AgentProbe::start(config.agent_server_url.clone(), http.clone());
         let service = Service::start(&config, service, metrics.clone(), agent.clone()).await?;
         Ok(AppState {

@@ -44,6 +44,9 @@ pub enum RunError {
     /// The run has ended.
     #[error("run {0:?} has already ended")]
     Ended(String),
+    /// A bundle upload for the run is under way.
+    #[error("a bundle upload for run {0:?} is in progress; start the run when it has ended")]
+    UploadInProgress(String),
     /// The run is still going.
     #[error("run {0:?} is still running; cancel it first")]
     StillRunning(String),
@@ -178,6 +181,9 @@ struct RunSlot {
     writing: Arc<Mutex<()>>,
 }
 
+/// Tells whether a bundle upload for a run id is under way.
+pub type UploadProbe = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Every run. Cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
@@ -199,6 +205,8 @@ struct Inner {
     /// Runs whose last record write failed (a full state dir): their
     /// records are written again from memory until the disk takes them.
     unsaved: Mutex<HashSet<String>>,
+    /// Bundle uploads under way (see [`Registry::set_upload_probe`]).
+    uploading: std::sync::OnceLock<UploadProbe>,
 }
 
 impl Registry {
@@ -224,8 +232,17 @@ impl Registry {
                 shutting_down: AtomicBool::new(false),
                 ended: tokio::sync::Notify::new(),
                 unsaved: Mutex::default(),
+                uploading: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Lets new runs see bundle uploads under way: a run is not started
+    /// while its bundle is being put in place. Asked under the run map's
+    /// lock, so an upload that checks for a started run afterwards (it asks
+    /// the map) sees the run, and one that began first refuses the run.
+    pub fn set_upload_probe(&self, probe: UploadProbe) {
+        let _ = self.inner.uploading.set(probe);
     }
 
     /// The daemon's configuration.
@@ -281,6 +298,14 @@ impl Registry {
                 return Ok(Some(snapshot_of(slot)));
             }
             return Err(RunError::Exists(new.run_id.clone()));
+        }
+        if self
+            .inner
+            .uploading
+            .get()
+            .is_some_and(|probe| probe(&new.run_id))
+        {
+            return Err(RunError::UploadInProgress(new.run_id.clone()));
         }
         let running = runs
             .values()

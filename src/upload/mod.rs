@@ -216,6 +216,15 @@ impl Uploader {
     }
 }
 
+impl Uploader {
+    /// Whether a bundle upload for `run_id` is under way: a run with that
+    /// id is not started meanwhile (its work dir is about to be swapped).
+    pub fn is_uploading(&self, run_id: &str) -> bool {
+        let busy = self.inner.busy.lock().unwrap_or_else(|e| e.into_inner());
+        busy.contains(run_id)
+    }
+}
+
 impl Drop for Busy {
     fn drop(&mut self) {
         let mut busy = self

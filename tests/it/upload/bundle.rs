@@ -246,6 +246,61 @@ async fn client_disconnect_leaves_nothing() {
     );
 }
 
+/// A run is not started while its bundle is being uploaded: the start is
+/// `409 upload_in_progress` and starts nothing; once the upload has
+/// answered, the same start runs in the extracted tree.
+#[tokio::test]
+async fn a_run_waits_for_its_bundle_upload() {
+    let daemon = TestDaemon::start().await;
+    let body = Archive::new()
+        .file("main.sh", b"cat data.txt")
+        .file("data.txt", b"from the bundle")
+        .file("pad", &noise(300_000))
+        .gz();
+    let addr = daemon.url.trim_start_matches("http://").to_owned();
+    let mut upload = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /v1/runs/ub/bundle HTTP/1.1\r\nHost: {addr}\r\nX-Session-API-Key: {KEY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    upload.write_all(head.as_bytes()).await.unwrap();
+    upload.write_all(&body[..body.len() / 2]).await.unwrap();
+    upload.flush().await.unwrap();
+    // The upload is under way once a second one is refused as such.
+    let mut second = Value::Null;
+    support::wait_for(
+        "the first upload to be under way",
+        || async {
+            let (_, answer) = put_bundle(&daemon, "ub", Vec::new(), "?replace=true").await;
+            (answer["error"]["code"] == "upload_in_progress", answer)
+        },
+        &mut second,
+    )
+    .await;
+    let start = json!({"run_id": "ub", "command": ["bash", "main.sh"], "wait": true});
+    let (status, refused) = daemon.post("/v1/runs", start.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{refused}");
+    assert_eq!(refused["error"]["code"], "upload_in_progress");
+    let (status, _) = daemon.get("/v1/runs/ub").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the refused start left no run"
+    );
+
+    upload.write_all(&body[body.len() / 2..]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut upload, &mut answer)
+        .await
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let (status, run) = daemon.post("/v1/runs", start).await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["stdout"], "from the bundle", "{run}");
+}
+
 /// A second upload is 409 unless ?replace=true; a replace swaps the whole
 /// tree; once the run has started, uploads are 409 even with replace.
 #[tokio::test]
