@@ -196,6 +196,10 @@ struct OutputFiles {
     stdout_bytes: u64,
     stderr_bytes: u64,
     events: EventPipe,
+    /// Bytes were stored since the last progress event.
+    unreported: bool,
+    /// When the last progress event was sent.
+    last_progress: Instant,
 }
 
 fn run_shim() -> io::Result<()> {
@@ -232,6 +236,8 @@ fn run_shim() -> io::Result<()> {
             stdout_bytes: 0,
             stderr_bytes: 0,
             events: EventPipe::stdout(),
+            unreported: false,
+            last_progress: Instant::now(),
         }),
     });
     let masker = Masker::new(spec.mask.iter());
@@ -547,6 +553,11 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
 /// Bytes read from a pipe at once.
 const READ_CHUNK: usize = 256 * 1024;
 
+/// While output keeps coming, progress events go to the daemon at most
+/// this often (each one wakes it); a reader that has drained its pipe
+/// reports at once, so a follower never waits for bytes already stored.
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(2);
+
 /// Pipe capacity asked for stdout: fewer context switches between a fast
 /// writer and the capture (1 MiB is the unprivileged maximum by default).
 const PIPE_CAPACITY: libc::c_int = 1 << 20;
@@ -586,20 +597,47 @@ fn spawn_reader(
             };
             out.clear();
             masked.push(&buf[..n], &mut out);
-            store(shared, stream, &out);
+            store(shared, stream, &out, bytes_waiting(&pipe));
         }
         out.clear();
         masked.finish(&mut out);
-        store(shared, stream, &out);
+        store(shared, stream, &out, false);
     })
 }
 
-fn store(shared: &Shared, stream: Stream, bytes: &[u8]) {
+/// Whether more bytes wait in the pipe (`FIONREAD`).
+fn bytes_waiting(pipe: &impl AsRawFd) -> bool {
+    let mut waiting: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through a pointer to a live local.
+    let ok = unsafe { libc::ioctl(pipe.as_raw_fd(), libc::FIONREAD, &mut waiting) } == 0;
+    ok && waiting > 0
+}
+
+/// Stores masked output and reports progress: at once when the reader's
+/// pipe is drained (`more_waiting` false), else at most every
+/// [`PROGRESS_INTERVAL`].
+fn store(shared: &Shared, stream: Stream, bytes: &[u8], more_waiting: bool) {
+    let mut output = lock(&shared.output);
+    let files = &mut *output;
+    store_bytes(files, stream, bytes);
+    let due = !more_waiting || files.last_progress.elapsed() >= PROGRESS_INTERVAL;
+    if files.unreported && due {
+        let event = ShimEvent::Output {
+            o: files.stdout_bytes,
+            r: files.stderr_bytes,
+        };
+        // An event a stalled daemon cannot take now goes with the next one.
+        if files.events.try_send(&event) {
+            files.unreported = false;
+            files.last_progress = Instant::now();
+        }
+    }
+}
+
+fn store_bytes(files: &mut OutputFiles, stream: Stream, bytes: &[u8]) {
     if bytes.is_empty() {
         return;
     }
-    let mut output = lock(&shared.output);
-    let files = &mut *output;
     let (file, counter, tag) = match stream {
         Stream::Stdout => (&mut files.stdout, &mut files.stdout_bytes, 1u8),
         Stream::Stderr => (&mut files.stderr, &mut files.stderr_bytes, 2u8),
@@ -616,11 +654,7 @@ fn store(shared: &Shared, stream: Stream, bytes: &[u8]) {
     record[0] = tag;
     record[1..].copy_from_slice(&(stored as u32).to_le_bytes());
     let _ = files.index.write_all(&record);
-    let event = ShimEvent::Output {
-        o: files.stdout_bytes,
-        r: files.stderr_bytes,
-    };
-    files.events.send_lossy(&event);
+    files.unreported = true;
 }
 
 /// Writes `bytes` until done or a write fails; returns how many were
@@ -711,8 +745,8 @@ fn set_prctl(option: libc::c_int, value: libc::c_ulong) {
 }
 
 /// The shim's stdout, set non-blocking: events a stalled daemon cannot
-/// take are dropped (progress) or retried briefly (spawns), never allowed
-/// to block the run's output capture.
+/// take are sent with the next one (progress) or retried briefly (spawns),
+/// never allowed to block the run's output capture.
 struct EventPipe {
     fd: Option<std::os::fd::RawFd>,
 }
@@ -748,10 +782,6 @@ impl EventPipe {
         // The daemon is gone: stop sending.
         self.fd = None;
         true
-    }
-
-    fn send_lossy(&mut self, event: &ShimEvent) {
-        let _ = self.try_send(event);
     }
 
     fn send_blocking(&mut self, event: &ShimEvent) {

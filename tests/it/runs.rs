@@ -598,6 +598,51 @@ async fn logs_follow_streams_live() {
     assert_eq!(rest, b"second\n");
 }
 
+/// A follower gets the whole of a fast burst while the run is still going
+/// (progress is reported in batches while output keeps coming, and at
+/// once when it pauses).
+#[tokio::test]
+async fn logs_follow_gets_a_whole_burst_before_the_run_ends() {
+    let daemon = TestDaemon::start().await;
+    let gate = daemon.dir.path().join("gate");
+    let burst = 4 * 1024 * 1024;
+    let cmd = format!(
+        "head -c {burst} /dev/zero | tr '\\0' a; while [ ! -e {} ]; do sleep 0.02; done; echo done",
+        gate.display()
+    );
+    daemon
+        .start_run(json!({"run_id": "fb", "command": cmd}))
+        .await;
+    let mut res = daemon
+        .request(Method::GET, "/v1/runs/fb/logs?follow=true")
+        .send()
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    while got.len() < burst {
+        let chunk = tokio::time::timeout(support::TIMEOUT, res.chunk())
+            .await
+            .expect("the burst arrives while the run waits at its gate")
+            .unwrap()
+            .expect("the stream stays open while the run runs");
+        got.extend_from_slice(&chunk);
+    }
+    assert_eq!(got.len(), burst);
+    assert!(got.iter().all(|b| *b == b'a'));
+    let (_, run) = daemon.get("/v1/runs/fb").await;
+    assert_eq!(run["state"], "running");
+    std::fs::write(&gate, "").unwrap();
+    let mut rest = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(support::TIMEOUT, res.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        rest.extend_from_slice(&chunk);
+    }
+    assert_eq!(rest, b"done\n");
+}
+
 /// A big output is captured whole, with bounded daemon memory, and the
 /// terminal state comes only after the last byte is stored.
 #[tokio::test]
