@@ -253,13 +253,13 @@ the OpenAPI generation, JSON logs and env-filter, unused TLS code), and less cod
 
 const WHY_CAPTURE: &str =
     "`cat` only reads and writes. For each read from the pipe (up to 256 KiB), \
-the shim copies the bytes through the secret masker (a copy even when the run has no secret), \
-writes them to `stdout.log`, appends a 5-byte record to the output index and writes a JSON \
-progress line to the daemon, which reads and parses it: up to about 4,000 events per GiB, each a \
-potential wake-up of a second process on a machine whose two cores are already busy. With a producer slower than both (4b) the \
-difference disappears. What would close it: no masker copy for runs without secrets, progress \
-events coalesced (at most one every few milliseconds), and `splice(2)` from the pipe to the file \
-when nothing needs masking.";
+the shim copies the bytes through the secret masker (a copy even when the only secret is the \
+session key), writes them to `stdout.log` and appends a 5-byte record to the output index; \
+progress goes to the daemon at most every 2 ms while output keeps coming. The producer, the \
+shim and the driver share two cores that other work also uses, so this figure moves most \
+between runs. With a producer slower than both (4b) the difference disappears. What would \
+close it: a masker that passes through chunks holding no possible match without copying, and \
+`splice(2)` from the pipe to the file when nothing needs masking.";
 
 /// The targets, as printed at the end of a run.
 pub(crate) fn summary(r: &Results) -> String {
