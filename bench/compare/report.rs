@@ -210,8 +210,10 @@ the command, with a `pre_exec` hook, so no `vfork`/`posix_spawn` fast path), the
 `exit.json` and exits, the daemon reaps it, reads the end back and reads the output tails for the \
 answer. Three process images and several thread hand-offs per request, each a scheduling round trip \
 on a loaded 2-core machine. What would close it: for `wait: true` runs without a callback, spawn the \
-command from the daemon itself (`posix_spawn`, output pipes read by the daemon) and write the record \
-once when it ends; keep the shim for runs that must outlive a daemon restart.",
+command from the daemon itself and write the record once when it ends. Not done on purpose: without \
+the shim as the run's child subreaper, a grandchild that double-forks and calls `setsid` would \
+escape the run's clean-up, which every run guarantees now, and the run would not survive a daemon \
+restart.",
         ms((s - l).max(0.0))
     )
 }
