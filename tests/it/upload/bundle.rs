@@ -266,15 +266,18 @@ async fn a_run_waits_for_its_bundle_upload() {
     upload.write_all(head.as_bytes()).await.unwrap();
     upload.write_all(&body[..body.len() / 2]).await.unwrap();
     upload.flush().await.unwrap();
-    // The upload is under way once a second one is refused as such.
-    let mut second = Value::Null;
+    // The upload is under way once its staging dir exists.
+    let mut seen = Vec::new();
     support::wait_for(
-        "the first upload to be under way",
+        "the upload's staging dir to appear",
         || async {
-            let (_, answer) = put_bundle(&daemon, "ub", Vec::new(), "?replace=true").await;
-            (answer["error"]["code"] == "upload_in_progress", answer)
+            let names = work_root_names(&daemon);
+            (
+                names.iter().any(|n| n.starts_with(".sandboxd-staging-")),
+                names,
+            )
         },
-        &mut second,
+        &mut seen,
     )
     .await;
     let start = json!({"run_id": "ub", "command": ["bash", "main.sh"], "wait": true});
