@@ -557,23 +557,57 @@ async fn logs_by_stream_and_offset() {
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
+/// Starts run `run_id` as `before; <wait for the gate file>; after` and
+/// opens `logs?follow=true` on it; returns the gate and the response.
+async fn follow_gated_run(
+    daemon: &TestDaemon,
+    run_id: &str,
+    before: &str,
+    after: &str,
+) -> (std::path::PathBuf, reqwest::Response) {
+    let gate = daemon.dir.path().join(format!("gate-{run_id}"));
+    let cmd = format!(
+        "{before}; while [ ! -e {} ]; do sleep 0.02; done; {after}",
+        gate.display()
+    );
+    daemon
+        .start_run(json!({"run_id": run_id, "command": cmd}))
+        .await;
+    let res = daemon
+        .request(Method::GET, &format!("/v1/runs/{run_id}/logs?follow=true"))
+        .send()
+        .await
+        .unwrap();
+    (gate, res)
+}
+
+/// Checks the run still runs, opens its gate and reads the followed
+/// stream to its end.
+async fn open_gate_and_read_rest(
+    daemon: &TestDaemon,
+    run_id: &str,
+    gate: &std::path::Path,
+    res: &mut reqwest::Response,
+) -> Vec<u8> {
+    let (_, run) = daemon.get(&format!("/v1/runs/{run_id}")).await;
+    assert_eq!(run["state"], "running");
+    std::fs::write(gate, "").unwrap();
+    let mut rest = Vec::new();
+    while let Some(chunk) = tokio::time::timeout(support::TIMEOUT, res.chunk())
+        .await
+        .unwrap()
+        .unwrap()
+    {
+        rest.extend_from_slice(&chunk);
+    }
+    rest
+}
+
 /// follow=true streams output live and ends when the run ends.
 #[tokio::test]
 async fn logs_follow_streams_live() {
     let daemon = TestDaemon::start().await;
-    let gate = daemon.dir.path().join("gate");
-    let cmd = format!(
-        "echo first; while [ ! -e {} ]; do sleep 0.02; done; echo second",
-        gate.display()
-    );
-    daemon
-        .start_run(json!({"run_id": "f1", "command": cmd}))
-        .await;
-    let mut res = daemon
-        .request(Method::GET, "/v1/runs/f1/logs?follow=true")
-        .send()
-        .await
-        .unwrap();
+    let (gate, mut res) = follow_gated_run(&daemon, "f1", "echo first", "echo second").await;
     let first = tokio::time::timeout(support::TIMEOUT, res.chunk())
         .await
         .unwrap()
@@ -584,17 +618,7 @@ async fn logs_follow_streams_live() {
         b"first\n",
         "the first line arrives while the run still runs"
     );
-    let (_, run) = daemon.get("/v1/runs/f1").await;
-    assert_eq!(run["state"], "running");
-    std::fs::write(&gate, "").unwrap();
-    let mut rest = Vec::new();
-    while let Some(chunk) = tokio::time::timeout(support::TIMEOUT, res.chunk())
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        rest.extend_from_slice(&chunk);
-    }
+    let rest = open_gate_and_read_rest(&daemon, "f1", &gate, &mut res).await;
     assert_eq!(rest, b"second\n");
 }
 
@@ -604,20 +628,9 @@ async fn logs_follow_streams_live() {
 #[tokio::test]
 async fn logs_follow_gets_a_whole_burst_before_the_run_ends() {
     let daemon = TestDaemon::start().await;
-    let gate = daemon.dir.path().join("gate");
     let burst = 4 * 1024 * 1024;
-    let cmd = format!(
-        "head -c {burst} /dev/zero | tr '\\0' a; while [ ! -e {} ]; do sleep 0.02; done; echo done",
-        gate.display()
-    );
-    daemon
-        .start_run(json!({"run_id": "fb", "command": cmd}))
-        .await;
-    let mut res = daemon
-        .request(Method::GET, "/v1/runs/fb/logs?follow=true")
-        .send()
-        .await
-        .unwrap();
+    let before = format!("head -c {burst} /dev/zero | tr '\\0' a");
+    let (gate, mut res) = follow_gated_run(&daemon, "fb", &before, "echo done").await;
     let mut got = Vec::new();
     while got.len() < burst {
         let chunk = tokio::time::timeout(support::TIMEOUT, res.chunk())
@@ -629,17 +642,7 @@ async fn logs_follow_gets_a_whole_burst_before_the_run_ends() {
     }
     assert_eq!(got.len(), burst);
     assert!(got.iter().all(|b| *b == b'a'));
-    let (_, run) = daemon.get("/v1/runs/fb").await;
-    assert_eq!(run["state"], "running");
-    std::fs::write(&gate, "").unwrap();
-    let mut rest = Vec::new();
-    while let Some(chunk) = tokio::time::timeout(support::TIMEOUT, res.chunk())
-        .await
-        .unwrap()
-        .unwrap()
-    {
-        rest.extend_from_slice(&chunk);
-    }
+    let rest = open_gate_and_read_rest(&daemon, "fb", &gate, &mut res).await;
     assert_eq!(rest, b"done\n");
 }
 

@@ -196,6 +196,39 @@ async fn limits_are_413() {
     assert_nothing_escaped(&daemon, &["fits"]);
 }
 
+/// Sends a bundle upload's head and the first half of `body` over a raw
+/// connection (`Connection: close`), and waits until the upload is under
+/// way (its staging dir exists). The rest is the caller's to send, or not.
+async fn start_half_upload(
+    daemon: &TestDaemon,
+    run_id: &str,
+    body: &[u8],
+) -> tokio::net::TcpStream {
+    let addr = daemon.url.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PUT /v1/runs/{run_id}/bundle HTTP/1.1\r\nHost: {addr}\r\nX-Session-API-Key: {KEY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..body.len() / 2]).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut seen = Vec::new();
+    support::wait_for(
+        "the upload's staging dir to appear",
+        || async {
+            let names = work_root_names(daemon);
+            (
+                names.iter().any(|n| n.starts_with(".sandboxd-staging-")),
+                names,
+            )
+        },
+        &mut seen,
+    )
+    .await;
+    stream
+}
+
 /// A client that disconnects mid-upload leaves nothing: the staging dir
 /// goes away, no work dir appears, and the run takes a new upload.
 #[tokio::test]
@@ -205,29 +238,9 @@ async fn client_disconnect_leaves_nothing() {
         .file("one", &noise(300_000))
         .file("two", &noise(300_000))
         .gz();
-    let addr = daemon.url.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "PUT /v1/runs/dc/bundle HTTP/1.1\r\nHost: {addr}\r\nX-Session-API-Key: {KEY}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(&body[..body.len() / 2]).await.unwrap();
-    stream.flush().await.unwrap();
-    let mut seen = Vec::new();
-    support::wait_for(
-        "a staging dir to appear",
-        || async {
-            let names = work_root_names(&daemon);
-            (
-                names.iter().any(|n| n.starts_with(".sandboxd-staging-")),
-                names,
-            )
-        },
-        &mut seen,
-    )
-    .await;
+    let stream = start_half_upload(&daemon, "dc", &body).await;
     drop(stream);
+    let mut seen = Vec::new();
     support::wait_for(
         "the staging dir to go away",
         || async {
@@ -257,29 +270,7 @@ async fn a_run_waits_for_its_bundle_upload() {
         .file("data.txt", b"from the bundle")
         .file("pad", &noise(300_000))
         .gz();
-    let addr = daemon.url.trim_start_matches("http://").to_owned();
-    let mut upload = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let head = format!(
-        "PUT /v1/runs/ub/bundle HTTP/1.1\r\nHost: {addr}\r\nX-Session-API-Key: {KEY}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    upload.write_all(head.as_bytes()).await.unwrap();
-    upload.write_all(&body[..body.len() / 2]).await.unwrap();
-    upload.flush().await.unwrap();
-    // The upload is under way once its staging dir exists.
-    let mut seen = Vec::new();
-    support::wait_for(
-        "the upload's staging dir to appear",
-        || async {
-            let names = work_root_names(&daemon);
-            (
-                names.iter().any(|n| n.starts_with(".sandboxd-staging-")),
-                names,
-            )
-        },
-        &mut seen,
-    )
-    .await;
+    let mut upload = start_half_upload(&daemon, "ub", &body).await;
     let start = json!({"run_id": "ub", "command": ["bash", "main.sh"], "wait": true});
     let (status, refused) = daemon.post("/v1/runs", start.clone()).await;
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
