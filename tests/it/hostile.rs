@@ -14,26 +14,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::support::{self, Options, TestDaemon};
+use crate::upload::{assert_no_evil_outside, tree};
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/hostile")
-}
-
-/// Every path under `dir`, not following symlinks.
-fn tree(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        out.push(path.clone());
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            out.extend(tree(&path));
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Resolves the symlink `link` (relative to `root`) through the real tree
@@ -187,20 +171,7 @@ async fn hostile_corpus_is_refused_or_safely_extracted() {
         .collect();
     let want: BTreeSet<String> = accepted.iter().map(|id| format!("{id}.json")).collect();
     assert_eq!(records, want, "bundle records");
-    let escaped: Vec<PathBuf> = tree(daemon.dir.path())
-        .into_iter()
-        .chain(
-            std::fs::read_dir("/tmp")
-                .unwrap()
-                .flatten()
-                .map(|e| e.path()),
-        )
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().contains("evil"))
-        })
-        .collect();
-    assert!(escaped.is_empty(), "written outside: {escaped:?}");
+    assert_no_evil_outside(&daemon);
     assert!(!Path::new("/tmp/sandboxd-evil-pax-abs").exists());
     let (status, _) = daemon.get("/v1/status").await;
     assert_eq!(status, StatusCode::OK, "the daemon still answers");

@@ -148,7 +148,7 @@ fn work_root_names(daemon: &TestDaemon) -> Vec<String> {
 }
 
 /// Every path under `dir` (recursively, not following symlinks).
-fn tree(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn tree(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return out;
@@ -156,7 +156,7 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
     for entry in entries.flatten() {
         let path = entry.path();
         out.push(path.clone());
-        if entry.file_type().unwrap().is_dir() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
             out.extend(tree(&path));
         }
     }
@@ -167,6 +167,17 @@ fn tree(dir: &Path) -> Vec<PathBuf> {
 /// Asserts nothing named `*evil*` exists under the daemon's dir or /tmp's
 /// top level, and that the work root holds exactly `expected`.
 fn assert_nothing_escaped(daemon: &TestDaemon, expected: &[&str]) {
+    assert_no_evil_outside(daemon);
+    assert_eq!(
+        work_root_names(daemon),
+        expected,
+        "work root after the uploads"
+    );
+}
+
+/// Asserts nothing named `*evil*` (the hostile archives' escape targets)
+/// exists under the daemon's dir or /tmp's top level.
+pub(crate) fn assert_no_evil_outside(daemon: &TestDaemon) {
     let escaped: Vec<PathBuf> = tree(daemon.dir.path())
         .into_iter()
         .chain(
@@ -181,11 +192,6 @@ fn assert_nothing_escaped(daemon: &TestDaemon, expected: &[&str]) {
         })
         .collect();
     assert!(escaped.is_empty(), "written outside: {escaped:?}");
-    assert_eq!(
-        work_root_names(daemon),
-        expected,
-        "work root after the uploads"
-    );
 }
 
 /// A full disk is 507 insufficient_storage, for bundles and files, with
