@@ -113,11 +113,21 @@ async fn a_failing_service_is_restarted_with_growing_delays() {
     assert_eq!(service["last_exit"]["exit_code"], 3, "{service}");
     assert_eq!(service["restart_policy"], "on-failure", "{service}");
     assert!(service["next_start_at"].is_string(), "{service}");
-    let (_, metrics) = daemon.text("/metrics").await;
-    assert!(
-        metrics.contains("sandboxd_service_state{state=\"backoff\"} 1"),
-        "{metrics}"
-    );
+    // Polled: on a loaded machine a backoff may be over before a read;
+    // the next one (1 s, then 2 s) is seen.
+    let mut metrics = String::new();
+    support::wait_for(
+        "the metrics to show the service in backoff",
+        || async {
+            let (_, metrics) = daemon.text("/metrics").await;
+            (
+                metrics.contains("sandboxd_service_state{state=\"backoff\"} 1"),
+                metrics,
+            )
+        },
+        &mut metrics,
+    )
+    .await;
     assert!(
         metrics.contains("sandboxd_service_restarts_total"),
         "{metrics}"
