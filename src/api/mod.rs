@@ -91,19 +91,19 @@ impl AppState {
             .context("cannot build the HTTP client")?;
         let outbox = Outbox::start(config.clone(), http.clone(), metrics.clone())
             .context("cannot open the callback outbox")?;
+        let uploads = Uploader::new(config.clone(), metrics.clone());
+        let probe = uploads.clone();
         let runs = Registry::new(
             config.clone(),
             url,
             outbox.clone(),
             metrics.clone(),
             http.clone(),
+            Arc::new(move |run_id: &str| probe.is_uploading(run_id)),
         );
         runs.restore()
             .await
             .context("cannot restore runs from the state dir")?;
-        let uploads = Uploader::new(config.clone(), metrics.clone());
-        let probe = uploads.clone();
-        runs.set_upload_probe(Arc::new(move |run_id: &str| probe.is_uploading(run_id)));
         let agent = AgentProbe::start(config.agent_server_url.clone(), http.clone());
         let service = Service::start(&config, service, metrics.clone(), agent.clone()).await?;
         Ok(AppState {

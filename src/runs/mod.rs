@@ -205,18 +205,23 @@ struct Inner {
     /// Runs whose last record write failed (a full state dir): their
     /// records are written again from memory until the disk takes them.
     unsaved: Mutex<HashSet<String>>,
-    /// Bundle uploads under way (see [`Registry::set_upload_probe`]).
-    uploading: std::sync::OnceLock<UploadProbe>,
+    /// Bundle uploads under way: a run is not started while its bundle is
+    /// being put in place. Asked under the run map's lock, so an upload
+    /// that checks for a started run afterwards (it asks the map) sees the
+    /// run, and one that began first refuses the run.
+    uploading: UploadProbe,
 }
 
 impl Registry {
-    /// An empty registry; call [`Registry::restore`] next.
+    /// An empty registry; call [`Registry::restore`] next. `uploading`
+    /// tells which runs have a bundle upload under way.
     pub fn new(
         config: Arc<Config>,
         url: String,
         outbox: Outbox,
         metrics: Metrics,
         http: reqwest::Client,
+        uploading: UploadProbe,
     ) -> Registry {
         let resolver = Resolver::new(config.clone(), http);
         crate::telemetry::mask_in_logs("sandboxd", &daemon_credentials(&config));
@@ -232,17 +237,9 @@ impl Registry {
                 shutting_down: AtomicBool::new(false),
                 ended: tokio::sync::Notify::new(),
                 unsaved: Mutex::default(),
-                uploading: std::sync::OnceLock::new(),
+                uploading,
             }),
         }
-    }
-
-    /// Lets new runs see bundle uploads under way: a run is not started
-    /// while its bundle is being put in place. Asked under the run map's
-    /// lock, so an upload that checks for a started run afterwards (it asks
-    /// the map) sees the run, and one that began first refuses the run.
-    pub fn set_upload_probe(&self, probe: UploadProbe) {
-        let _ = self.inner.uploading.set(probe);
     }
 
     /// The daemon's configuration.
@@ -299,12 +296,7 @@ impl Registry {
             }
             return Err(RunError::Exists(new.run_id.clone()));
         }
-        if self
-            .inner
-            .uploading
-            .get()
-            .is_some_and(|probe| probe(&new.run_id))
-        {
+        if (self.inner.uploading)(&new.run_id) {
             return Err(RunError::UploadInProgress(new.run_id.clone()));
         }
         let running = runs

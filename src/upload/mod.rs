@@ -205,8 +205,7 @@ struct Busy {
 
 impl Uploader {
     fn mark_busy(&self, run_id: &str) -> Result<Busy, UploadError> {
-        let mut busy = self.inner.busy.lock().unwrap_or_else(|e| e.into_inner());
-        if !busy.insert(run_id.to_owned()) {
+        if !self.lock_busy().insert(run_id.to_owned()) {
             return Err(UploadError::InProgress(run_id.to_owned()));
         }
         Ok(Busy {
@@ -214,25 +213,21 @@ impl Uploader {
             run_id: run_id.to_owned(),
         })
     }
-}
 
-impl Uploader {
     /// Whether a bundle upload for `run_id` is under way: a run with that
     /// id is not started meanwhile (its work dir is about to be swapped).
     pub fn is_uploading(&self, run_id: &str) -> bool {
-        let busy = self.inner.busy.lock().unwrap_or_else(|e| e.into_inner());
-        busy.contains(run_id)
+        self.lock_busy().contains(run_id)
+    }
+
+    fn lock_busy(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.inner.busy.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let mut busy = self
-            .uploader
-            .inner
-            .busy
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut busy = self.uploader.lock_busy();
         busy.remove(&self.run_id);
     }
 }
