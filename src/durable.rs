@@ -2,11 +2,14 @@
 //! fsync of the directory. A reader sees the old content or the new one,
 //! never a torn file, also after a crash or power loss.
 
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
+use std::hash::Hash;
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// Whether to wait for the data to reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,5 +136,69 @@ mod tests {
         assert!(!is_storage_full(&io::Error::from_raw_os_error(
             libc::EACCES
         )));
+    }
+}
+
+/// The keys whose last durable write failed (a full state dir): their
+/// files are written again from memory until the disk takes them, so what
+/// a restart reads catches up once there is space. Shared by run records
+/// and outbox files.
+#[derive(Debug)]
+pub struct Unsaved<K> {
+    keys: Mutex<HashSet<K>>,
+}
+
+impl<K> Default for Unsaved<K> {
+    fn default() -> Unsaved<K> {
+        Unsaved {
+            keys: Mutex::default(),
+        }
+    }
+}
+
+impl<K: Clone + Eq + Hash> Unsaved<K> {
+    /// Notes how the last write of `key` went, and passes its result on.
+    pub fn note(&self, key: &K, written: io::Result<()>) -> io::Result<()> {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        match &written {
+            Ok(()) => keys.remove(key),
+            Err(_) => keys.insert(key.clone()),
+        };
+        written
+    }
+
+    /// Writes every unsaved key again with `write`, which answers `None`
+    /// for a key that is gone (it is forgotten). Returns the keys written
+    /// now, and whether some are still unsaved.
+    pub fn retry(&self, mut write: impl FnMut(&K) -> Option<io::Result<()>>) -> (Vec<K>, bool) {
+        let keys: Vec<K> = {
+            let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+            keys.iter().cloned().collect()
+        };
+        let mut written = Vec::new();
+        for key in keys {
+            match write(&key) {
+                None => self.forget(&key),
+                Some(result) => {
+                    if self.note(&key, result).is_ok() {
+                        written.push(key);
+                    }
+                }
+            }
+        }
+        let left = !self
+            .keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        (written, left)
+    }
+
+    /// Stops retrying `key` (its file went away with its owner).
+    pub fn forget(&self, key: &K) {
+        self.keys
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 }

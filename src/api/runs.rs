@@ -17,11 +17,12 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{AppState, Caller};
+use crate::callbacks::{CallbackTarget, Outcome, RunReport, StoredToken};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorBody};
 use crate::runs::logs::{self, LogReader, LogStream};
-use crate::runs::record::{CallbackTarget, RunReport, RunState};
 use crate::runs::shim::files;
+use crate::runs::RunState;
 use crate::runs::{parse_signal, NewRun, RunError, RunSnapshot};
 
 /// The command: an argv executed directly, or a string run by `bash -c`.
@@ -129,13 +130,47 @@ pub struct CallbackView {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
+/// Lifecycle state of a run, on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStateView {
+    /// Accepted; its process is not running yet.
+    Starting,
+    /// Its process (setup or command) runs.
+    Running,
+    /// The command exited 0.
+    Succeeded,
+    /// Non-zero exit, killed by a signal, setup failed or spawn failed.
+    Failed,
+    /// The deadline passed.
+    TimedOut,
+    /// Cancelled through the API or by sandboxd's shutdown.
+    Cancelled,
+    /// sandboxd cannot know how it ended.
+    Lost,
+}
+
+impl From<RunState> for RunStateView {
+    fn from(state: RunState) -> RunStateView {
+        match state {
+            RunState::Starting => RunStateView::Starting,
+            RunState::Running => RunStateView::Running,
+            RunState::Ended(Outcome::Succeeded) => RunStateView::Succeeded,
+            RunState::Ended(Outcome::Failed) => RunStateView::Failed,
+            RunState::Ended(Outcome::TimedOut) => RunStateView::TimedOut,
+            RunState::Ended(Outcome::Cancelled) => RunStateView::Cancelled,
+            RunState::Ended(Outcome::Lost) => RunStateView::Lost,
+        }
+    }
+}
+
 /// A run's status.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunView {
     /// The run's id.
     pub run_id: String,
     /// Lifecycle state.
-    pub state: RunState,
+    pub state: RunStateView,
     /// Pid (and process group) of its current or last process.
     pub pid: Option<i32>,
     /// Exit code.
@@ -252,7 +287,7 @@ pub async fn create_run(
         new.record_sync = crate::durable::Sync::NoFlush;
     }
     let (snapshot, created) = state.runs.create(new).await?;
-    let run_id = snapshot.record.run_id.clone();
+    let run_id = snapshot.run.run_id.clone();
     if wait {
         let snapshot = state.runs.wait_ended(&run_id).await?;
         let mut view = view(&state, snapshot);
@@ -393,13 +428,10 @@ fn callback_target(
             cb.url
         )));
     }
-    use secrecy::ExposeSecret;
-    let token = cb.token.filter(|t| !t.is_empty()).or_else(|| {
-        config
-            .callback_token
-            .as_ref()
-            .map(|t| t.expose_secret().to_owned())
-    });
+    let token = match cb.token.filter(|t| !t.is_empty()) {
+        Some(token) => Some(StoredToken::from(token.as_str())),
+        None => config.callback_token.clone().map(StoredToken),
+    };
     Ok(CallbackTarget {
         url: cb.url,
         token,
@@ -430,8 +462,8 @@ pub fn check_run_id(id: &str) -> Result<(), ApiError> {
 }
 
 pub(super) fn view(state: &AppState, snapshot: RunSnapshot) -> RunView {
-    let RunSnapshot { record, progress } = snapshot;
-    let callback = match &record.callback {
+    let RunSnapshot { run, progress } = snapshot;
+    let callback = match &run.callback {
         None => CallbackView {
             state: "none",
             attempts: 0,
@@ -440,7 +472,7 @@ pub(super) fn view(state: &AppState, snapshot: RunSnapshot) -> RunView {
             delivered_at: None,
         },
         Some(_) => {
-            let status = state.outbox.status(&record.run_id);
+            let status = state.outbox.status(&run.run_id);
             CallbackView {
                 state: status.state,
                 attempts: status.attempts,
@@ -450,29 +482,30 @@ pub(super) fn view(state: &AppState, snapshot: RunSnapshot) -> RunView {
             }
         }
     };
-    let bundle = crate::upload::has_bundle(&state.config, &record.run_id);
+    let bundle = crate::upload::has_bundle(&state.config, &run.run_id);
+    let end = run.end().cloned();
     RunView {
-        duration_s: record.duration_s(),
-        run_id: record.run_id,
-        state: record.state,
-        pid: record.pid,
-        exit_code: record.exit_code,
-        signal: record.signal,
-        error: record.error,
-        command: record.command,
-        cwd: record.cwd.display().to_string(),
-        created_at: record.created_at,
-        started_at: record.started_at,
-        finished_at: record.finished_at,
-        timeout_s: record.timeout_s,
+        duration_s: run.duration_s(),
+        state: run.state().into(),
+        pid: run.pid(),
+        exit_code: end.as_ref().and_then(|e| e.exit_code),
+        signal: end.as_ref().and_then(|e| e.signal.clone()),
+        error: end.as_ref().and_then(|e| e.error.clone()),
+        finished_at: end.as_ref().map(|e| e.finished_at),
+        cwd: run.cwd.display().to_string(),
+        created_at: run.created_at,
+        started_at: run.started_at,
+        timeout_s: run.timeout.as_secs_f64(),
         stdout_bytes: progress.stdout_bytes,
         stderr_bytes: progress.stderr_bytes,
         bundle,
         report: ReportView {
-            conversation_id: record.report.conversation_id,
-            cost: record.report.cost,
+            conversation_id: run.report.conversation_id,
+            cost: run.report.cost,
         },
         callback,
+        run_id: run.run_id,
+        command: run.command,
         stdout: None,
         stderr: None,
     }
@@ -615,7 +648,10 @@ pub async fn report_run(
         conversation_id: request.conversation_id,
         cost: request.cost,
     };
-    Ok(Json(view(&state, state.runs.report(&run_id, report)?)))
+    Ok(Json(view(
+        &state,
+        state.runs.report(&run_id, report).await?,
+    )))
 }
 
 /// Remove an ended run's record, logs and work dir.

@@ -9,8 +9,9 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use crate::callbacks::Outcome;
 use crate::error::ErrorBody;
-use crate::runs::record::RunState;
+use crate::runs::RunState;
 
 /// `GET /healthz` answer.
 #[derive(Debug, Serialize, ToSchema)]
@@ -140,11 +141,11 @@ pub async fn get_status(State(state): State<AppState>) -> Json<StatusView> {
     for (run_state, count) in state.runs.counts() {
         match run_state {
             RunState::Starting | RunState::Running => runs.running += count,
-            RunState::Succeeded => runs.succeeded = count,
-            RunState::Failed => runs.failed = count,
-            RunState::TimedOut => runs.timed_out = count,
-            RunState::Cancelled => runs.cancelled = count,
-            RunState::Lost => runs.lost = count,
+            RunState::Ended(Outcome::Succeeded) => runs.succeeded = count,
+            RunState::Ended(Outcome::Failed) => runs.failed = count,
+            RunState::Ended(Outcome::TimedOut) => runs.timed_out = count,
+            RunState::Ended(Outcome::Cancelled) => runs.cancelled = count,
+            RunState::Ended(Outcome::Lost) => runs.lost = count,
         }
     }
     let (pending, failed) = state.outbox.counts();

@@ -20,6 +20,7 @@
 pub mod deliver;
 pub mod payload;
 pub mod store;
+mod target;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -27,15 +28,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::durable;
 use crate::metrics::Metrics;
-use crate::runs::record::{CallbackTarget, RunReport, RunState};
-use store::{DeliveryState, OutboxRecord, Store, StoredToken};
+use store::{DeliveryState, OutboxRecord, Store};
+pub use target::{CallbackTarget, Outcome, RunReport, StoredToken};
 
 /// Attempts in flight at once, over all runs.
 const MAX_CONCURRENT_ATTEMPTS: usize = 64;
@@ -51,8 +51,8 @@ pub struct Completion {
     pub run_id: String,
     /// Where to post, with what token.
     pub target: CallbackTarget,
-    /// The run's final state.
-    pub state: RunState,
+    /// How the run ended.
+    pub outcome: Outcome,
     /// Exit code, when it exited.
     pub exit_code: Option<i32>,
     /// Signal name, when one killed it.
@@ -109,7 +109,7 @@ struct Shared {
     /// Callbacks whose last write to the outbox failed (a full state dir):
     /// written again from memory by the delivery loop until the disk
     /// takes them.
-    unsaved: Mutex<std::collections::HashSet<String>>,
+    unsaved: durable::Unsaved<String>,
 }
 
 /// One callback in memory: its record and when its next attempt is due
@@ -152,41 +152,22 @@ impl Shared {
     /// concurrent `forget` cannot be undone by a late write); a failure is
     /// remembered for the delivery loop to write it again.
     fn save_entry(&self, record: &OutboxRecord, sync: durable::Sync) -> std::io::Result<()> {
-        let saved = self.store.save(record, sync);
-        let mut unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
-        match saved {
-            Ok(()) => unsaved.remove(&record.run_id),
-            Err(_) => unsaved.insert(record.run_id.clone()),
-        };
-        saved
+        self.unsaved
+            .note(&record.run_id, self.store.save(record, sync))
     }
 
     /// Writes again every entry whose last write failed; true when some
     /// are still unsaved.
     fn save_unsaved(&self) -> bool {
-        let unsaved: Vec<String> = {
-            let unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
-            unsaved.iter().cloned().collect()
-        };
-        for run_id in unsaved {
+        let (written, left) = self.unsaved.retry(|run_id| {
             let entries = self.lock_entries();
-            match entries.get(&run_id) {
-                Some(entry) => {
-                    if self.save_entry(&entry.record, durable::Sync::Flush).is_ok() {
-                        tracing::info!(run_id, "the callback's outbox file is written again");
-                    }
-                }
-                None => {
-                    let mut unsaved = self.unsaved.lock().unwrap_or_else(|e| e.into_inner());
-                    unsaved.remove(&run_id);
-                }
-            }
+            let entry = entries.get(run_id)?;
+            Some(self.store.save(&entry.record, durable::Sync::Flush))
+        });
+        for run_id in written {
+            tracing::info!(run_id, "the callback's outbox file is written again");
         }
-        !self
-            .unsaved
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        left
     }
 
     fn lock_phases(&self) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<&'static str>>> {
@@ -239,7 +220,7 @@ impl Outbox {
             stop: CancellationToken::new(),
             slots: Semaphore::new(MAX_CONCURRENT_ATTEMPTS),
             origins: Mutex::default(),
-            unsaved: Mutex::default(),
+            unsaved: durable::Unsaved::default(),
         });
         tokio::spawn(worker::run(shared.clone()));
         Ok(Outbox { shared })
@@ -268,11 +249,7 @@ impl Outbox {
             version: store::OUTBOX_VERSION,
             run_id: run_id.clone(),
             url: completion.target.url.clone(),
-            token: completion
-                .target
-                .token
-                .clone()
-                .map(|t| StoredToken(SecretString::from(t))),
+            token: completion.target.token.clone(),
             payload: payload::build(&completion),
             created_at: Utc::now(),
             state: DeliveryState::Pending,
@@ -329,7 +306,7 @@ impl Outbox {
         let (queue, receiver) = mpsc::unbounded_channel();
         let _ = queue.send(phase);
         phases.insert(key.to_owned(), queue);
-        let token = target.token.clone().map(SecretString::from);
+        let token = target.token.clone().map(|t| t.0);
         tokio::spawn(worker::phase_reports(
             self.shared.clone(),
             target.run_id.clone(),

@@ -9,8 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::Completion;
-use crate::runs::record::RunState;
+use super::{Completion, Outcome};
 
 /// Characters of stderr carried by a `FAILED` payload's `error`.
 pub const STDERR_CHARS: usize = 1000;
@@ -49,8 +48,8 @@ pub struct Payload {
 
 /// Builds the payload of a run's completion.
 pub fn build(completion: &Completion) -> Payload {
-    let (status, error) = match completion.state {
-        RunState::Succeeded => (PayloadStatus::Completed, None),
+    let (status, error) = match completion.outcome {
+        Outcome::Succeeded => (PayloadStatus::Completed, None),
         _ => (PayloadStatus::Failed, Some(error_text(completion))),
     };
     Payload {
@@ -81,7 +80,7 @@ fn reason(completion: &Completion) -> String {
     match (completion.exit_code, completion.signal.as_deref()) {
         (_, Some(signal)) => format!("killed by {signal}"),
         (Some(code), None) => format!("exit_code={code}"),
-        (None, None) => format!("run ended {}", completion.state.as_str()),
+        (None, None) => format!("run ended {}", completion.outcome.as_str()),
     }
 }
 

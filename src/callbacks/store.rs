@@ -12,10 +12,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
-use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use super::payload::Payload;
+pub use super::target::StoredToken;
 use crate::durable;
 
 /// Current format of an outbox file.
@@ -41,30 +41,6 @@ impl DeliveryState {
             DeliveryState::Delivered => "delivered",
             DeliveryState::Failed => "failed",
         }
-    }
-}
-
-/// A bearer token as stored: a [`SecretString`] in memory (never in
-/// `Debug`), plain text in the 0600 file.
-#[derive(Clone)]
-pub struct StoredToken(pub SecretString);
-
-impl std::fmt::Debug for StoredToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StoredToken(****)")
-    }
-}
-
-impl Serialize for StoredToken {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.0.expose_secret())
-    }
-}
-
-impl<'de> Deserialize<'de> for StoredToken {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<StoredToken, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        Ok(StoredToken(SecretString::from(text)))
     }
 }
 
@@ -177,6 +153,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+    use secrecy::{ExposeSecret, SecretString};
     use crate::callbacks::payload::PayloadStatus;
 
     fn record(run_id: &str) -> OutboxRecord {

@@ -1,5 +1,7 @@
 //! The durable record of a run: `<state-dir>/runs/<run_id>/record.json`,
-//! a versioned on-disk type, replaced atomically at every state change.
+//! a versioned on-disk type, flat (every field of every state, optional
+//! where a state lacks it), replaced atomically at every state change.
+//! [`super::run::Run`] is what the daemon works with.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -7,6 +9,7 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::callbacks::{CallbackTarget, RunReport, StoredToken};
 use crate::durable;
 
 /// Current record format.
@@ -15,88 +18,24 @@ pub const RECORD_VERSION: u32 = 1;
 /// File name of the record inside the run dir.
 pub const RECORD_FILE: &str = "record.json";
 
-/// Lifecycle of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+/// A run's state as the record stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum RunState {
-    /// Accepted; its process is not running yet.
+pub enum RecordState {
+    /// Accepted; no process yet.
     Starting,
-    /// Its process (setup or command) runs.
+    /// A process runs.
     Running,
-    /// The command exited 0.
+    /// Exit 0.
     Succeeded,
-    /// Non-zero exit, killed by a signal, setup failed or spawn failed.
+    /// Any other end.
     Failed,
     /// The deadline passed.
     TimedOut,
-    /// Cancelled through the API or by sandboxd's shutdown.
+    /// Cancelled or stopped by a shutdown.
     Cancelled,
-    /// sandboxd cannot know how it ended.
+    /// Unknown end.
     Lost,
-}
-
-impl RunState {
-    /// Every state, in display order.
-    pub const ALL: [RunState; 7] = [
-        RunState::Starting,
-        RunState::Running,
-        RunState::Succeeded,
-        RunState::Failed,
-        RunState::TimedOut,
-        RunState::Cancelled,
-        RunState::Lost,
-    ];
-
-    /// Whether the run has ended.
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, RunState::Starting | RunState::Running)
-    }
-
-    /// The wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Starting => "starting",
-            RunState::Running => "running",
-            RunState::Succeeded => "succeeded",
-            RunState::Failed => "failed",
-            RunState::TimedOut => "timed_out",
-            RunState::Cancelled => "cancelled",
-            RunState::Lost => "lost",
-        }
-    }
-}
-
-/// Where a run's completion is reported. `Debug` hides the token.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
-pub struct CallbackTarget {
-    /// The `.../runs/{id}/complete` URL.
-    pub url: String,
-    /// Bearer token; stored in the 0600 record so delivery survives restarts.
-    pub token: Option<String>,
-    /// `run_id` in the payload.
-    pub run_id: String,
-    /// Also post phase reports.
-    pub phases: bool,
-}
-
-impl std::fmt::Debug for CallbackTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CallbackTarget")
-            .field("url", &self.url)
-            .field("token", &self.token.as_ref().map(|_| "****"))
-            .field("run_id", &self.run_id)
-            .field("phases", &self.phases)
-            .finish()
-    }
-}
-
-/// Values an SDK script reported about its run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct RunReport {
-    /// The conversation the run drove.
-    pub conversation_id: Option<String>,
-    /// What it cost.
-    pub cost: Option<f64>,
 }
 
 /// Why sandboxd itself stopped a run.
@@ -117,7 +56,7 @@ pub struct RunRecord {
     /// The run's id.
     pub run_id: String,
     /// Lifecycle state.
-    pub state: RunState,
+    pub state: RecordState,
     /// The argv that runs (a shell string becomes `bash -c <string>`).
     pub command: Vec<String>,
     /// Working directory.
@@ -145,7 +84,7 @@ pub struct RunRecord {
     /// The shim's pid and start time, to re-attach after a restart.
     pub shim: Option<ShimIdentity>,
     /// Per-run token for the run's own calls.
-    pub token: String,
+    pub token: StoredToken,
     /// Completion callback target.
     pub callback: Option<CallbackTarget>,
     /// Values the run reported.
@@ -165,15 +104,6 @@ pub struct ShimIdentity {
     pub pid: i32,
     /// Its start time in clock ticks since boot.
     pub start_ticks: u64,
-}
-
-impl RunRecord {
-    /// Seconds between start (or creation) and end.
-    pub fn duration_s(&self) -> Option<f64> {
-        let end = self.finished_at?;
-        let start = self.started_at.unwrap_or(self.created_at);
-        Some(((end - start).num_milliseconds().max(0) as f64) / 1000.0)
-    }
 }
 
 /// Writes `record.json` into `run_dir`.

@@ -3,22 +3,23 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::runs::record::{CallbackTarget, RunReport};
+use crate::callbacks::StoredToken;
+use crate::callbacks::{CallbackTarget, RunReport};
 
 #[allow(unreachable_pub)]
 #[path = "../../../tests/it/callbacks/rules.rs"]
 mod rules;
 
-fn completion(state: RunState) -> Completion {
+fn completion(outcome: Outcome) -> Completion {
     Completion {
         run_id: "r1".into(),
         target: CallbackTarget {
             url: "http://127.0.0.1:1/api/automation/v1/runs/svc-1/complete".into(),
-            token: Some("tok".into()),
+            token: Some(StoredToken::from("tok")),
             run_id: "svc-1".into(),
             phases: false,
         },
-        state,
+        outcome,
         exit_code: None,
         signal: None,
         error: None,
@@ -43,7 +44,7 @@ fn rules_agree_with_the_fixtures() {
 /// Success is exactly `{"status":"COMPLETED","run_id"}`.
 #[test]
 fn succeeded_is_completed_with_run_id_only() {
-    let mut c = completion(RunState::Succeeded);
+    let mut c = completion(Outcome::Succeeded);
     c.exit_code = Some(0);
     c.stdout_tail = "lots of output".into();
     assert_eq!(body(&c), json!({"status": "COMPLETED", "run_id": "svc-1"}));
@@ -57,7 +58,7 @@ fn every_terminal_state_has_a_valid_payload() {
         (
             "exit 1",
             {
-                let mut c = completion(RunState::Failed);
+                let mut c = completion(Outcome::Failed);
                 c.exit_code = Some(1);
                 c
             },
@@ -66,7 +67,7 @@ fn every_terminal_state_has_a_valid_payload() {
         (
             "killed",
             {
-                let mut c = completion(RunState::Failed);
+                let mut c = completion(Outcome::Failed);
                 c.signal = Some("SIGKILL".into());
                 c.error = Some("killed by SIGKILL".into());
                 c
@@ -76,7 +77,7 @@ fn every_terminal_state_has_a_valid_payload() {
         (
             "signal without error text",
             {
-                let mut c = completion(RunState::Failed);
+                let mut c = completion(Outcome::Failed);
                 c.signal = Some("SIGSEGV".into());
                 c
             },
@@ -85,7 +86,7 @@ fn every_terminal_state_has_a_valid_payload() {
         (
             "spawn failed",
             {
-                let mut c = completion(RunState::Failed);
+                let mut c = completion(Outcome::Failed);
                 c.error = Some("command not found: nope".into());
                 c
             },
@@ -94,7 +95,7 @@ fn every_terminal_state_has_a_valid_payload() {
         (
             "setup failed",
             {
-                let mut c = completion(RunState::Failed);
+                let mut c = completion(Outcome::Failed);
                 c.exit_code = Some(3);
                 c.error = Some("setup.sh exited with 3".into());
                 c
@@ -104,7 +105,7 @@ fn every_terminal_state_has_a_valid_payload() {
         (
             "timed out",
             {
-                let mut c = completion(RunState::TimedOut);
+                let mut c = completion(Outcome::TimedOut);
                 c.signal = Some("SIGTERM".into());
                 c.error = Some("timed out after 3600s".into());
                 c
@@ -114,7 +115,7 @@ fn every_terminal_state_has_a_valid_payload() {
         (
             "cancelled",
             {
-                let mut c = completion(RunState::Cancelled);
+                let mut c = completion(Outcome::Cancelled);
                 c.error = Some("cancelled (killed by SIGTERM)".into());
                 c
             },
@@ -123,7 +124,7 @@ fn every_terminal_state_has_a_valid_payload() {
         (
             "lost",
             {
-                let mut c = completion(RunState::Lost);
+                let mut c = completion(Outcome::Lost);
                 c.error = Some("sandboxd restarted and the run's shim was gone".into());
                 c
             },
@@ -131,7 +132,7 @@ fn every_terminal_state_has_a_valid_payload() {
         ),
         (
             "lost without words",
-            completion(RunState::Lost),
+            completion(Outcome::Lost),
             "run ended lost\n",
         ),
     ];
@@ -168,7 +169,7 @@ fn every_terminal_state_has_a_valid_payload() {
             }
         }
     }
-    let mut ok = completion(RunState::Succeeded);
+    let mut ok = completion(Outcome::Succeeded);
     ok.report = RunReport {
         conversation_id: Some("c".into()),
         cost: Some(0.0),
@@ -185,7 +186,7 @@ fn every_terminal_state_has_a_valid_payload() {
 /// characters, counted as characters, not bytes.
 #[test]
 fn tails_are_cut_by_characters() {
-    let mut c = completion(RunState::Failed);
+    let mut c = completion(Outcome::Failed);
     c.exit_code = Some(2);
     c.stderr_tail = format!("{}{}", "x".repeat(3000), "é".repeat(1000));
     c.stdout_tail = format!("{}{}", "y".repeat(100), "✗".repeat(600));
@@ -219,7 +220,7 @@ fn last_chars_table() {
 /// A stored payload reads back the same, and unknown fields are refused.
 #[test]
 fn payload_round_trips() {
-    let mut c = completion(RunState::Failed);
+    let mut c = completion(Outcome::Failed);
     c.exit_code = Some(1);
     c.report.cost = Some(1.5);
     let payload = build(&c);

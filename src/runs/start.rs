@@ -1,0 +1,164 @@
+//! Starting a reserved run: resolve its secrets, write its first record
+//! (write-ahead: the record exists before any process), build its masker,
+//! its child env and its shim spec, spawn the shim and hand the run to its
+//! task. Collaborators come in as arguments; nothing here keeps state.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::mpsc;
+
+use super::task::{RunCell, RunTask, TaskContext};
+use super::{daemon_credentials, env, env_policy, shim, spawn, Control, NewRun, RunError};
+use crate::config::Config;
+use crate::durable;
+use crate::secrets::mask::Masker;
+use crate::secrets::Resolver;
+
+/// Starts runs. Cheap to hold; one per registry.
+pub(super) struct Starter {
+    config: Arc<Config>,
+    /// The daemon's URL, given to runs as `SANDBOXD_URL`.
+    url: String,
+    resolver: Resolver,
+}
+
+impl Starter {
+    pub(super) fn new(config: Arc<Config>, url: String, resolver: Resolver) -> Starter {
+        Starter {
+            config,
+            url,
+            resolver,
+        }
+    }
+
+    pub(super) fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
+    /// Starts the run reserved in `cell`. On an error nothing of the run
+    /// is left on disk and no process was started; a shim that cannot
+    /// start is not an error here (the run ends `failed` through its task).
+    pub(super) async fn start(
+        &self,
+        new: NewRun,
+        cell: Arc<RunCell>,
+        control: mpsc::UnboundedReceiver<Control>,
+        context: TaskContext,
+    ) -> Result<(), RunError> {
+        let resolved = self.resolver.resolve_all(&new.secrets).await?;
+        let run = cell.run();
+        let run_dir = self.config.state_dir.join("runs").join(&run.run_id);
+        write_ahead(&cell, &run.cwd, run.default_cwd, &run_dir, new.record_sync)
+            .map_err(|(action, path, err)| RunError::io(&run.run_id, action, &path, err))?;
+        let credentials = daemon_credentials(&self.config);
+        let secret_values: Vec<&SecretString> = resolved
+            .iter()
+            .map(|(_, v)| v)
+            .chain(&credentials)
+            .collect();
+        let masker = Masker::new(secret_values.iter().map(|v| v.expose_secret().as_bytes()));
+        let spec = shim::ShimSpec {
+            run_dir: run_dir.clone(),
+            argv: run.command.clone(),
+            cwd: run.cwd.clone(),
+            env: self.child_env(&new, &resolved, &run.token),
+            setup: new.setup,
+            timeout_ms: new.timeout.as_millis().min(u64::MAX as u128) as u64,
+            kill_grace_ms: self.config.kill_grace.as_millis() as u64,
+            oom_score_adj: self.config.child_oom_score_adj,
+            // Plain copies for the shim; the spec zeroizes them when dropped.
+            mask: secret_values
+                .iter()
+                .map(|v| v.expose_secret().to_owned())
+                .collect(),
+            durable: new.record_sync == durable::Sync::Flush || new.callback.is_some(),
+        };
+        crate::telemetry::mask_in_logs(&run.run_id, resolved.iter().map(|(_, v)| v));
+        context.metrics.run_started();
+        let shim = spawn::spawn_shim(&self.config.shim_exe, &run_dir, &spec).await;
+        drop(spec);
+        drop(resolved);
+        let task = RunTask::new(cell, control, context, masker, new.record_sync);
+        if let Ok(shim) = &shim {
+            // In the record before the run is acknowledged: a daemon
+            // restarted after a crash finds the shim and re-attaches.
+            task.record_shim(shim.identity);
+        }
+        tokio::spawn(task.follow_new(shim));
+        Ok(())
+    }
+
+    /// The run's complete environment: the daemon's, sanitized like the
+    /// SDK's `sanitized_env()`, plus the request's env, the resolved
+    /// secrets and sandboxd's own variables.
+    fn child_env(
+        &self,
+        new: &NewRun,
+        secrets: &[(String, SecretString)],
+        token: &SecretString,
+    ) -> Vec<(String, String)> {
+        let key = self.config.session_key.as_ref().map(|k| k.expose_secret());
+        let policy = env_policy(&self.config);
+        let mut child = env::base_env(std::env::vars(), new.inherit_env, &policy, key);
+        child.extend(new.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (name, value) in secrets {
+            let value = value.expose_secret().to_owned();
+            if let Some(mut replaced) = child.insert(name.clone(), value) {
+                zeroize::Zeroize::zeroize(&mut replaced);
+            }
+        }
+        child.insert("SANDBOXD_RUN_ID".to_owned(), new.run_id.clone());
+        child.insert("SANDBOXD_URL".to_owned(), self.url.clone());
+        let token = token.expose_secret().to_owned();
+        child.insert("SANDBOXD_RUN_TOKEN".to_owned(), token);
+        child.into_iter().collect()
+    }
+}
+
+type DirError = (&'static str, PathBuf, std::io::Error);
+
+/// Creates the run's work dir (when it is the default one) and state dir,
+/// and writes its first record. A run refused here (a full or broken
+/// state dir) leaves nothing behind.
+fn write_ahead(
+    cell: &RunCell,
+    cwd: &Path,
+    default_cwd: bool,
+    run_dir: &Path,
+    sync: durable::Sync,
+) -> Result<(), DirError> {
+    let new_work_dir = default_cwd && !cwd.exists();
+    let created = create_dirs(cell, cwd, default_cwd, run_dir, sync);
+    if created.is_err() {
+        let _ = std::fs::remove_dir_all(run_dir);
+        if new_work_dir {
+            let _ = std::fs::remove_dir(cwd);
+        }
+    }
+    created
+}
+
+fn create_dirs(
+    cell: &RunCell,
+    cwd: &Path,
+    default_cwd: bool,
+    run_dir: &Path,
+    sync: durable::Sync,
+) -> Result<(), DirError> {
+    if default_cwd {
+        create_dir(cwd).map_err(|e| ("creating work dir", cwd.to_owned(), e))?;
+    }
+    create_dir(run_dir).map_err(|e| ("creating run dir", run_dir.to_owned(), e))?;
+    cell.persist(sync)
+        .map_err(|e| ("writing the record of", run_dir.to_owned(), e))
+}
+
+fn create_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}

@@ -1,0 +1,486 @@
+//! One [`RunTask`] per live run: it owns the run's shim, its control
+//! channel and every change of the run. Handlers read a run through its
+//! [`RunCell`] and reach its task only with [`Control`] messages (a report
+//! from the run's script is one too).
+//!
+//! The task follows the shim's events (spawned pid, output counters, the
+//! end), applies controls (stop, signal, report), and at the end records
+//! the run's end: in memory, then the completion in the outbox (durable),
+//! then the record, then it wakes everyone waiting on the run.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::{mpsc, watch, Notify};
+
+use super::finish::{self, Ending};
+use super::record::{self, ShimIdentity};
+use super::run::{Run, RunStatus};
+use super::shim::{self, ExitReport, Phase, ShimEvent};
+use super::spawn::ShimProcess;
+use super::{logs, Control, Progress, RunError};
+use crate::callbacks::{Completion, Outbox};
+use crate::durable;
+use crate::metrics::Metrics;
+use crate::secrets::mask::Masker;
+use crate::secrets::SecretMap;
+
+/// Bytes of each output stream kept for the completion payload.
+const COMPLETION_TAIL_BYTES: u64 = 4096;
+
+/// How often a re-attached run's output counters are refreshed (no event
+/// pipe survives a restart; the files are the source).
+const REATTACHED_REFRESH: Duration = Duration::from_millis(250);
+
+/// A run as the registry and the handlers see it. Only this module changes
+/// the run: its task while it lives, and [`RunCell::ended`] for a run that
+/// had ended before the daemon started.
+pub(super) struct RunCell {
+    run: Mutex<Run>,
+    progress: watch::Sender<Progress>,
+    /// The run's secret sources, for `names` resolution by its token;
+    /// dropped (and zeroized) when the run ends.
+    secrets: Mutex<SecretMap>,
+    /// Held while the run's record is written: writes take turns, each
+    /// writing the latest state.
+    writing: Mutex<()>,
+    /// Where its record lives.
+    run_dir: PathBuf,
+}
+
+impl RunCell {
+    /// A run not yet started by a task.
+    pub(super) fn new(run: Run, secrets: SecretMap, run_dir: PathBuf) -> RunCell {
+        let ended = run.end().is_some();
+        let progress = match run.end() {
+            Some(end) => Progress {
+                stdout_bytes: end.stdout_bytes,
+                stderr_bytes: end.stderr_bytes,
+                ended,
+            },
+            None => Progress::default(),
+        };
+        RunCell {
+            run: Mutex::new(run),
+            progress: watch::Sender::new(progress),
+            secrets: Mutex::new(secrets),
+            writing: Mutex::default(),
+            run_dir,
+        }
+    }
+
+    /// A copy of the run now.
+    pub(super) fn run(&self) -> Run {
+        self.lock().clone()
+    }
+
+    /// Reads the run without copying it.
+    pub(super) fn read<R>(&self, read: impl FnOnce(&Run) -> R) -> R {
+        read(&self.lock())
+    }
+
+    /// The run's output counters now.
+    pub(super) fn progress_now(&self) -> Progress {
+        *self.progress.borrow()
+    }
+
+    /// Watches the run's output counters and end.
+    pub(super) fn watch_progress(&self) -> watch::Receiver<Progress> {
+        self.progress.subscribe()
+    }
+
+    /// The run's secret sources (empty once it has ended).
+    pub(super) fn secrets(&self) -> SecretMap {
+        self.secrets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Writes the run's record as it is now. Writes take turns, each
+    /// writing the latest state, so the file is never older than a write
+    /// that has returned.
+    pub(super) fn persist(&self, sync: durable::Sync) -> std::io::Result<()> {
+        let _turn = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let record = self.lock().to_record();
+        record::save(&self.run_dir, &record, sync)
+    }
+
+    fn change(&self, change: impl FnOnce(&mut Run)) {
+        change(&mut self.lock());
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Run> {
+        self.run.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What a run's task works with besides its run.
+#[derive(Clone)]
+pub(super) struct TaskContext {
+    /// Where completions go.
+    pub(super) outbox: Outbox,
+    /// Counters.
+    pub(super) metrics: Metrics,
+    /// Told whenever a run's end is fully recorded.
+    pub(super) ended: Arc<Notify>,
+    /// Runs whose last record write failed.
+    pub(super) unsaved: Arc<durable::Unsaved<String>>,
+    /// Masks the daemon's own credentials: for runs whose secrets are gone.
+    pub(super) credentials: Masker,
+}
+
+/// The owner of one live run.
+pub(super) struct RunTask {
+    run_id: String,
+    cell: Arc<RunCell>,
+    control: mpsc::UnboundedReceiver<Control>,
+    context: TaskContext,
+    /// Masks the run's secrets in its error text.
+    masker: Masker,
+    /// How durably the run's records are written.
+    sync: durable::Sync,
+    /// When the grace of a stop ends and the group gets SIGKILL.
+    kill_at: Option<tokio::time::Instant>,
+}
+
+impl RunTask {
+    /// The task of a run whose cell is in the registry.
+    pub(super) fn new(
+        cell: Arc<RunCell>,
+        control: mpsc::UnboundedReceiver<Control>,
+        context: TaskContext,
+        masker: Masker,
+        sync: durable::Sync,
+    ) -> RunTask {
+        let run_id = cell.read(|run| run.run_id.clone());
+        RunTask {
+            run_id,
+            cell,
+            control,
+            context,
+            masker,
+            sync,
+            kill_at: None,
+        }
+    }
+
+    /// Follows a freshly started shim until the run has ended and is
+    /// recorded. A shim that could not start ends the run at once.
+    pub(super) async fn follow_new(mut self, shim: Result<ShimProcess, String>) {
+        let ShimProcess {
+            mut child,
+            events,
+            identity,
+        } = match shim {
+            Ok(shim) => shim,
+            Err(error) => return self.finish(Err(error)).await,
+        };
+        let mut lines = BufReader::new(events).lines();
+        let mut events_open = true;
+        let mut ended: Option<ExitReport> = None;
+        while ended.is_none() {
+            tokio::select! {
+                line = lines.next_line(), if events_open => match line {
+                    Ok(Some(line)) => ended = self.on_event(&line),
+                    _ => events_open = false,
+                },
+                Some(control) = self.control.recv() => self.on_control(identity, control),
+                () = kill_timer(self.kill_at) => self.kill_group(),
+                _ = child.wait() => break,
+            }
+        }
+        // Events written just before the shim exited.
+        while ended.is_none() {
+            match tokio::time::timeout(Duration::from_millis(200), lines.next_line()).await {
+                Ok(Ok(Some(line))) => ended = self.on_event(&line),
+                _ => break,
+            }
+        }
+        // The report of the `Ended` event is exit.json's content, and
+        // arrives also when exit.json could not be written (a full disk).
+        let report = match ended {
+            Some(report) => Ok(report),
+            None => read_exit_report(&self.cell.run_dir),
+        };
+        self.finish(report).await;
+        // After `Ended` the shim still flushes to disk; reap it when it exits.
+        let _ = child.wait().await;
+    }
+
+    /// Follows a shim that outlived a previous daemon (through a pidfd:
+    /// it is not our child) until the run has ended and is recorded.
+    pub(super) async fn follow_reattached(mut self, identity: ShimIdentity) {
+        let exited = wait_pid_exit(identity.pid);
+        tokio::pin!(exited);
+        let mut refresh = tokio::time::interval(REATTACHED_REFRESH);
+        loop {
+            tokio::select! {
+                () = &mut exited => break,
+                _ = refresh.tick() => self.refresh_progress(),
+                Some(control) = self.control.recv() => self.on_control(identity, control),
+                () = kill_timer(self.kill_at) => self.kill_group(),
+            }
+        }
+        let report = read_exit_report(&self.cell.run_dir);
+        self.finish(report).await;
+    }
+
+    /// Records the end of a run that has no shim to follow (its report is
+    /// on disk, or it is lost).
+    pub(super) async fn finish_now(self, report: Result<ExitReport, String>) {
+        self.finish(report).await;
+    }
+
+    /// Notes the run's shim in its record.
+    pub(super) fn record_shim(&self, identity: ShimIdentity) {
+        self.update(durable::Sync::NoFlush, |run| run.shim = Some(identity));
+    }
+
+    /// Changes the run and writes its record.
+    fn update(&self, sync: durable::Sync, change: impl FnOnce(&mut Run)) {
+        self.cell.change(change);
+        if let Err(err) = self.save(sync) {
+            tracing::error!(run_id = self.run_id, "cannot write the run's record: {err}");
+        }
+    }
+
+    fn save(&self, sync: durable::Sync) -> std::io::Result<()> {
+        let written = self.cell.persist(sync);
+        self.context.unsaved.note(&self.run_id, written)
+    }
+
+    /// Applies one event of the shim; the run's exit report when it says
+    /// the run has ended.
+    fn on_event(&self, line: &str) -> Option<ExitReport> {
+        let Ok(event) = serde_json::from_str::<ShimEvent>(line) else {
+            tracing::warn!(run_id = self.run_id, "unreadable event from the run's shim");
+            return None;
+        };
+        match event {
+            ShimEvent::Ended { report } => return Some(*report),
+            ShimEvent::Output { o, r } => {
+                self.cell.progress.send_modify(|p| {
+                    p.stdout_bytes = p.stdout_bytes.max(o);
+                    p.stderr_bytes = p.stderr_bytes.max(r);
+                });
+            }
+            ShimEvent::Spawned { phase, pid } => self.on_spawned(phase, pid),
+        }
+        None
+    }
+
+    fn on_spawned(&self, phase: Phase, pid: i32) {
+        let mut target = None;
+        self.update(durable::Sync::NoFlush, |run| {
+            run.status = RunStatus::Running { pid };
+            if phase == Phase::Command {
+                run.started_at = Some(chrono::Utc::now());
+            }
+            target = run.callback.clone().filter(|c| c.phases);
+        });
+        tracing::info!(run_id = self.run_id, pid, ?phase, "run process started");
+        if let Some(target) = target {
+            let name = match phase {
+                Phase::Setup => "setup",
+                Phase::Command => "running",
+            };
+            self.context.outbox.phase(&target, name);
+        }
+    }
+
+    /// Applies a control message.
+    fn on_control(&mut self, shim: ShimIdentity, control: Control) {
+        match control {
+            Control::Stop { reason, grace } => {
+                self.update(durable::Sync::NoFlush, |run| {
+                    run.stop_reason.get_or_insert(reason);
+                });
+                tracing::info!(
+                    run_id = self.run_id,
+                    ?reason,
+                    grace_s = grace.as_secs_f64(),
+                    "stopping run"
+                );
+                // The shim marks the run cancelled (so no later phase
+                // starts) and passes SIGTERM on to the current group.
+                let _ = kill(Pid::from_raw(shim.pid), Signal::SIGTERM);
+                let at = tokio::time::Instant::now() + grace;
+                self.kill_at = Some(self.kill_at.map_or(at, |old| old.min(at)));
+            }
+            Control::Signal(signal) => {
+                if let Some(pid) = self.cell.read(Run::pid) {
+                    let _ = killpg(Pid::from_raw(pid), signal);
+                }
+            }
+            Control::Report { report, done } => {
+                self.cell.change(|run| run.report.merge(report));
+                let saved = self.save(durable::Sync::Flush).map_err(|source| {
+                    RunError::io(
+                        &self.run_id,
+                        "writing the record of",
+                        &self.cell.run_dir,
+                        source,
+                    )
+                });
+                let _ = done.send(saved);
+            }
+        }
+    }
+
+    fn kill_group(&mut self) {
+        self.kill_at = None;
+        if let Some(pid) = self.cell.read(Run::pid) {
+            tracing::info!(
+                run_id = self.run_id,
+                pid,
+                "grace over: SIGKILL to the run's process group"
+            );
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+
+    fn refresh_progress(&self) {
+        let size = |path: PathBuf| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let stdout = size(self.cell.run_dir.join(shim::files::STDOUT));
+        let stderr = size(self.cell.run_dir.join(shim::files::STDERR));
+        self.cell.progress.send_if_modified(|p| {
+            let changed = p.stdout_bytes != stdout || p.stderr_bytes != stderr;
+            p.stdout_bytes = stdout;
+            p.stderr_bytes = stderr;
+            changed
+        });
+    }
+
+    /// Records the run's end: in memory at once (from here on the run
+    /// reads as ended and takes no more reports: the control channel is
+    /// closed, so every accepted report is in the payload), then the
+    /// outbox (durable), then the record, then wakes every waiter.
+    async fn finish(mut self, report: Result<ExitReport, String>) {
+        self.control.close();
+        let run = self.apply_end(report);
+        if let Some(completion) = self.completion(&run) {
+            if let Err(err) = self.context.outbox.enqueue(completion).await {
+                tracing::error!(
+                    run_id = self.run_id,
+                    "cannot store the completion callback: {err}"
+                );
+            }
+        }
+        // A run with a callback made its promise durable in the outbox; the
+        // record follows the run's own durability.
+        if let Err(err) = self.save(self.sync) {
+            tracing::error!(
+                run_id = self.run_id,
+                "cannot write the run's final record: {err}"
+            );
+        }
+        let end = run.end().expect("the end was just applied");
+        tracing::info!(
+            run_id = self.run_id,
+            state = end.outcome.as_str(),
+            exit_code = end.exit_code,
+            signal = end.signal.as_deref(),
+            "run ended"
+        );
+        self.context
+            .metrics
+            .run_ended(end.outcome.as_str(), run.duration_s());
+        self.cell.progress.send_replace(Progress {
+            stdout_bytes: end.stdout_bytes,
+            stderr_bytes: end.stderr_bytes,
+            ended: true,
+        });
+        // Its secrets are no longer needed: dropping them zeroizes them.
+        *self.cell.secrets.lock().unwrap_or_else(|e| e.into_inner()) = SecretMap::default();
+        crate::telemetry::unmask_in_logs(&self.run_id);
+        self.context.ended.notify_waiters();
+    }
+
+    /// Classifies the report into the run's end and applies it.
+    fn apply_end(&mut self, report: Result<ExitReport, String>) -> Run {
+        let masker = std::mem::replace(&mut self.masker, self.context.credentials.clone());
+        let mut ended = None;
+        self.cell.change(|run| {
+            let ending = Ending {
+                stop_reason: run.stop_reason,
+                timeout_s: run.timeout.as_secs_f64(),
+                pid: run.pid(),
+            };
+            let mut end = finish::classify(ending, report.as_ref().map_err(String::as_str));
+            end.error = end.error.map(|e| masker.mask_str(&e));
+            if let Ok(report) = &report {
+                if report.started_at.is_some() {
+                    run.started_at = report.started_at;
+                }
+            }
+            run.status = RunStatus::Ended(end);
+            ended = Some(run.clone());
+        });
+        ended.expect("the change ran")
+    }
+
+    fn completion(&self, run: &Run) -> Option<Completion> {
+        let target = run.callback.clone()?;
+        let end = run.end()?;
+        let run_dir = &self.cell.run_dir;
+        Some(Completion {
+            run_id: self.run_id.clone(),
+            target,
+            outcome: end.outcome,
+            exit_code: end.exit_code,
+            signal: end.signal.clone(),
+            error: end.error.clone(),
+            stdout_tail: logs::tail_text_now(
+                &run_dir.join(shim::files::STDOUT),
+                COMPLETION_TAIL_BYTES,
+            ),
+            stderr_tail: logs::tail_text_now(
+                &run_dir.join(shim::files::STDERR),
+                COMPLETION_TAIL_BYTES,
+            ),
+            report: run.report.clone(),
+        })
+    }
+}
+
+/// Sleeps until `at`, or forever without one.
+async fn kill_timer(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for a process that is not our child to exit (pidfd).
+async fn wait_pid_exit(pid: i32) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: pidfd_open takes plain integers and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: `owned` is moved into the AsyncFd, which closes it on drop
+    // after deregistering; nothing else refers to the descriptor.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE)
+    };
+    let Ok(async_fd) = registered else {
+        return;
+    };
+    let _ = async_fd.readable().await;
+}
+
+/// The shim's `exit.json`, or why there is none.
+pub(super) fn read_exit_report(run_dir: &std::path::Path) -> Result<ExitReport, String> {
+    let path = run_dir.join(shim::files::EXIT);
+    let bytes = std::fs::read(&path)
+        .map_err(|_| "the run's shim ended without recording how the run ended".to_owned())?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("the run's exit record is unreadable: {e}"))
+}
