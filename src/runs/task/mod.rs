@@ -9,16 +9,20 @@
 //! then the record, then it wakes everyone waiting on the run.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, Notify};
+
+mod cell;
+
+pub(super) use cell::RunCell;
 
 use super::finish::{self, Ending};
-use super::record::{self, ShimIdentity};
+use super::record::ShimIdentity;
 use super::run::{Run, RunStatus};
 use super::shim::{self, ExitReport, Phase, ShimEvent};
 use super::spawn::ShimProcess;
@@ -27,7 +31,6 @@ use crate::callbacks::{Completion, Outbox};
 use crate::durable;
 use crate::metrics::Metrics;
 use crate::secrets::mask::Masker;
-use crate::secrets::SecretMap;
 
 /// Bytes of each output stream kept for the completion payload.
 const COMPLETION_TAIL_BYTES: u64 = 4096;
@@ -35,89 +38,6 @@ const COMPLETION_TAIL_BYTES: u64 = 4096;
 /// How often a re-attached run's output counters are refreshed (no event
 /// pipe survives a restart; the files are the source).
 const REATTACHED_REFRESH: Duration = Duration::from_millis(250);
-
-/// A run as the registry and the handlers see it. Only this module changes
-/// the run: its task while it lives, and [`RunCell::ended`] for a run that
-/// had ended before the daemon started.
-pub(super) struct RunCell {
-    run: Mutex<Run>,
-    progress: watch::Sender<Progress>,
-    /// The run's secret sources, for `names` resolution by its token;
-    /// dropped (and zeroized) when the run ends.
-    secrets: Mutex<SecretMap>,
-    /// Held while the run's record is written: writes take turns, each
-    /// writing the latest state.
-    writing: Mutex<()>,
-    /// Where its record lives.
-    run_dir: PathBuf,
-}
-
-impl RunCell {
-    /// A run not yet started by a task.
-    pub(super) fn new(run: Run, secrets: SecretMap, run_dir: PathBuf) -> RunCell {
-        let ended = run.end().is_some();
-        let progress = match run.end() {
-            Some(end) => Progress {
-                stdout_bytes: end.stdout_bytes,
-                stderr_bytes: end.stderr_bytes,
-                ended,
-            },
-            None => Progress::default(),
-        };
-        RunCell {
-            run: Mutex::new(run),
-            progress: watch::Sender::new(progress),
-            secrets: Mutex::new(secrets),
-            writing: Mutex::default(),
-            run_dir,
-        }
-    }
-
-    /// A copy of the run now.
-    pub(super) fn run(&self) -> Run {
-        self.lock().clone()
-    }
-
-    /// Reads the run without copying it.
-    pub(super) fn read<R>(&self, read: impl FnOnce(&Run) -> R) -> R {
-        read(&self.lock())
-    }
-
-    /// The run's output counters now.
-    pub(super) fn progress_now(&self) -> Progress {
-        *self.progress.borrow()
-    }
-
-    /// Watches the run's output counters and end.
-    pub(super) fn watch_progress(&self) -> watch::Receiver<Progress> {
-        self.progress.subscribe()
-    }
-
-    /// The run's secret sources (empty once it has ended).
-    pub(super) fn secrets(&self) -> SecretMap {
-        self.secrets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Writes the run's record as it is now. Writes take turns, each
-    /// writing the latest state, so the file is never older than a write
-    /// that has returned.
-    pub(super) fn persist(&self, sync: durable::Sync) -> std::io::Result<()> {
-        let _turn = self.writing.lock().unwrap_or_else(|e| e.into_inner());
-        let record = self.lock().to_record();
-        record::save(&self.run_dir, &record, sync)
-    }
-
-    fn change(&self, change: impl FnOnce(&mut Run)) {
-        change(&mut self.lock());
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Run> {
-        self.run.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
 
 /// What a run's task works with besides its run.
 #[derive(Clone)]
@@ -205,7 +125,7 @@ impl RunTask {
         // arrives also when exit.json could not be written (a full disk).
         let report = match ended {
             Some(report) => Ok(report),
-            None => read_exit_report(&self.cell.run_dir),
+            None => read_exit_report(self.cell.run_dir()),
         };
         self.finish(report).await;
         // After `Ended` the shim still flushes to disk; reap it when it exits.
@@ -226,7 +146,7 @@ impl RunTask {
                 () = kill_timer(self.kill_at) => self.kill_group(),
             }
         }
-        let report = read_exit_report(&self.cell.run_dir);
+        let report = read_exit_report(self.cell.run_dir());
         self.finish(report).await;
     }
 
@@ -264,7 +184,7 @@ impl RunTask {
         match event {
             ShimEvent::Ended { report } => return Some(*report),
             ShimEvent::Output { o, r } => {
-                self.cell.progress.send_modify(|p| {
+                self.cell.progress().send_modify(|p| {
                     p.stdout_bytes = p.stdout_bytes.max(o);
                     p.stderr_bytes = p.stderr_bytes.max(r);
                 });
@@ -323,7 +243,7 @@ impl RunTask {
                     RunError::io(
                         &self.run_id,
                         "writing the record of",
-                        &self.cell.run_dir,
+                        self.cell.run_dir(),
                         source,
                     )
                 });
@@ -346,9 +266,9 @@ impl RunTask {
 
     fn refresh_progress(&self) {
         let size = |path: PathBuf| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let stdout = size(self.cell.run_dir.join(shim::files::STDOUT));
-        let stderr = size(self.cell.run_dir.join(shim::files::STDERR));
-        self.cell.progress.send_if_modified(|p| {
+        let stdout = size(self.cell.run_dir().join(shim::files::STDOUT));
+        let stderr = size(self.cell.run_dir().join(shim::files::STDERR));
+        self.cell.progress().send_if_modified(|p| {
             let changed = p.stdout_bytes != stdout || p.stderr_bytes != stderr;
             p.stdout_bytes = stdout;
             p.stderr_bytes = stderr;
@@ -390,13 +310,13 @@ impl RunTask {
         self.context
             .metrics
             .run_ended(end.outcome.as_str(), run.duration_s());
-        self.cell.progress.send_replace(Progress {
+        self.cell.progress().send_replace(Progress {
             stdout_bytes: end.stdout_bytes,
             stderr_bytes: end.stderr_bytes,
             ended: true,
         });
         // Its secrets are no longer needed: dropping them zeroizes them.
-        *self.cell.secrets.lock().unwrap_or_else(|e| e.into_inner()) = SecretMap::default();
+        self.cell.forget_secrets();
         crate::telemetry::unmask_in_logs(&self.run_id);
         self.context.ended.notify_waiters();
     }
@@ -427,7 +347,7 @@ impl RunTask {
     fn completion(&self, run: &Run) -> Option<Completion> {
         let target = run.callback.clone()?;
         let end = run.end()?;
-        let run_dir = &self.cell.run_dir;
+        let run_dir = &self.cell.run_dir();
         Some(Completion {
             run_id: self.run_id.clone(),
             target,

@@ -3,16 +3,19 @@
 //! run itself: a run's task does ([`super::task`]), reached through
 //! [`Control`] messages.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use nix::sys::signal::Signal;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+mod shutdown;
+mod tokens;
 
 use super::record::StopReason;
 use super::run::{Run, RunState, RunStatus};
@@ -50,9 +53,7 @@ struct Inner {
     config: Arc<Config>,
     starter: Starter,
     runs: Mutex<HashMap<String, RunSlot>>,
-    /// Run ids by the SHA-256 of their token: a lookup compares digests,
-    /// so its timing says nothing about how much of a token was guessed.
-    tokens: Mutex<HashMap<[u8; 32], String>>,
+    tokens: tokens::RunTokens,
     shutting_down: AtomicBool,
     /// Bundle uploads under way: a run is not started while its bundle is
     /// being put in place. Asked under the run map's lock, so an upload
@@ -88,7 +89,7 @@ impl Registry {
                 starter: Starter::new(config.clone(), url, resolver),
                 config,
                 runs: Mutex::default(),
-                tokens: Mutex::default(),
+                tokens: tokens::RunTokens::default(),
                 shutting_down: AtomicBool::new(false),
                 uploading,
                 context,
@@ -136,8 +137,7 @@ impl Registry {
             .await;
         if let Err(err) = started {
             self.lock_runs().remove(&run_id);
-            self.lock_tokens()
-                .remove(&cell.read(|run| token_digest(&run.token)));
+            cell.read(|run| self.inner.tokens.remove(&run.token));
             return Err(err);
         }
         if let Some(slot) = self.lock_runs().get_mut(&run_id) {
@@ -181,7 +181,7 @@ impl Registry {
             started_at: None,
             timeout: new.timeout,
             shim: None,
-            token: new_token(),
+            token: tokens::new_token(),
             callback: new.callback.clone(),
             report: RunReport::default(),
             stop_reason: None,
@@ -193,8 +193,7 @@ impl Registry {
             self.run_dir(&new.run_id),
         ));
         // The token works from the start: the run may call back at once.
-        let token = cell.read(|run| token_digest(&run.token));
-        self.lock_tokens().insert(token, new.run_id.clone());
+        cell.read(|run| self.inner.tokens.insert(&run.token, &run.run_id));
         let slot = RunSlot {
             cell: cell.clone(),
             control: None,
@@ -210,8 +209,10 @@ impl Registry {
         cell: Arc<RunCell>,
         control: Option<mpsc::UnboundedSender<Control>>,
     ) {
-        let (run_id, token) = cell.read(|run| (run.run_id.clone(), token_digest(&run.token)));
-        self.lock_tokens().insert(token, run_id.clone());
+        let run_id = cell.read(|run| {
+            self.inner.tokens.insert(&run.token, &run.run_id);
+            run.run_id.clone()
+        });
         self.lock_runs().insert(run_id, RunSlot { cell, control });
     }
 
@@ -339,10 +340,10 @@ impl Registry {
             }
             runs.remove(run_id).expect("checked above")
         };
-        let (token, default_cwd) = slot
-            .cell
-            .read(|run| (token_digest(&run.token), run.default_cwd));
-        self.lock_tokens().remove(&token);
+        let default_cwd = slot.cell.read(|run| {
+            self.inner.tokens.remove(&run.token);
+            run.default_cwd
+        });
         self.inner.context.unsaved.forget(&run_id.to_owned());
         self.inner.context.outbox.forget(run_id);
         let run_dir = self.run_dir(run_id);
@@ -359,8 +360,7 @@ impl Registry {
 
     /// The run a token belongs to, and whether that run is still going.
     pub fn token_owner(&self, token: &str) -> Option<(String, bool)> {
-        let digest = token_digest(&SecretString::from(token));
-        let run_id = self.lock_tokens().get(&digest).cloned()?;
+        let run_id = self.inner.tokens.owner(token)?;
         let running = self
             .lock_runs()
             .get(&run_id)
@@ -378,55 +378,6 @@ impl Registry {
         self.lock_runs().contains_key(run_id)
     }
 
-    /// Stops every run by `deadline` (SIGTERM now, SIGKILL at the deadline)
-    /// and waits for their ends to be recorded. New runs are refused from
-    /// now on.
-    pub async fn shutdown(&self, deadline: Instant) {
-        self.inner.shutting_down.store(true, Ordering::SeqCst);
-        // Past the deadline, SIGKILL has been sent; allow a moment to record.
-        let hard_deadline = tokio::time::Instant::from_std(deadline + Duration::from_secs(2));
-        let mut stopped = HashSet::new();
-        loop {
-            let notified = self.inner.context.ended.notified();
-            // A run that was still starting (no control channel yet) when
-            // the shutdown began is stopped as soon as it has one. A run is
-            // done once its end is fully recorded: `progress.ended`.
-            let live: Vec<(String, bool)> = self
-                .lock_runs()
-                .iter()
-                .filter(|(_, slot)| !slot.cell.progress_now().ended)
-                .map(|(run_id, slot)| (run_id.clone(), slot.control.is_some()))
-                .collect();
-            if live.is_empty() {
-                return;
-            }
-            let grace = deadline.saturating_duration_since(Instant::now());
-            for (run_id, controllable) in &live {
-                if *controllable && !stopped.contains(run_id) {
-                    let reason = StopReason::Shutdown;
-                    if self.send(run_id, Control::Stop { reason, grace }).is_ok() {
-                        stopped.insert(run_id.clone());
-                    }
-                }
-            }
-            let starting = live.iter().any(|(id, _)| !stopped.contains(id));
-            let wake = if starting {
-                hard_deadline.min(tokio::time::Instant::now() + Duration::from_millis(20))
-            } else {
-                hard_deadline
-            };
-            if tokio::time::timeout_at(wake, notified).await.is_err()
-                && tokio::time::Instant::now() >= hard_deadline
-            {
-                tracing::warn!(
-                    left = live.len(),
-                    "runs still not ended at the end of the shutdown grace"
-                );
-                return;
-            }
-        }
-    }
-
     fn cell(&self, run_id: &str) -> Result<Arc<RunCell>, RunError> {
         self.lock_runs()
             .get(run_id)
@@ -436,10 +387,6 @@ impl Registry {
 
     fn lock_runs(&self) -> MutexGuard<'_, HashMap<String, RunSlot>> {
         self.inner.runs.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn lock_tokens(&self) -> MutexGuard<'_, HashMap<[u8; 32], String>> {
-        self.inner.tokens.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -459,21 +406,6 @@ fn snapshot_of(cell: &RunCell) -> RunSnapshot {
         progress.stderr_bytes = end.stderr_bytes;
     }
     RunSnapshot { run, progress }
-}
-
-/// The key of a run token in the token map.
-fn token_digest(token: &SecretString) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(token.expose_secret().as_bytes()).into()
-}
-
-/// A fresh per-run token: 32 random bytes, hex.
-fn new_token() -> SecretString {
-    use rand::RngCore;
-    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
-    rand::rngs::OsRng.fill_bytes(bytes.as_mut());
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    SecretString::from(hex)
 }
 
 fn remove_dir(dir: &std::path::Path) -> std::io::Result<()> {
