@@ -21,6 +21,7 @@ pub mod shim;
 mod spawn;
 mod start;
 mod task;
+pub mod token;
 
 pub use registry::{Registry, UploadProbe};
 pub use run::{Run, RunEnd, RunState, RunStatus};

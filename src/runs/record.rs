@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::callbacks::{CallbackTarget, RunReport, StoredToken};
 use crate::durable;
+use crate::runs::token::TokenDigest;
 
 /// Current record format.
-pub const RECORD_VERSION: u32 = 1;
+pub const RECORD_VERSION: u32 = 2;
 
 /// File name of the record inside the run dir.
 pub const RECORD_FILE: &str = "record.json";
@@ -83,8 +84,14 @@ pub struct RunRecord {
     pub timeout_s: f64,
     /// The shim's pid and start time, to re-attach after a restart.
     pub shim: Option<ShimIdentity>,
-    /// Per-run token for the run's own calls.
-    pub token: StoredToken,
+    /// Version 1 only: the run's token itself. Read (as its digest), never
+    /// written.
+    #[serde(default, skip_serializing)]
+    pub token: Option<StoredToken>,
+    /// The SHA-256 of the run's token, hex: a record holds no usable
+    /// credential of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_sha256: Option<String>,
     /// Completion callback target.
     pub callback: Option<CallbackTarget>,
     /// Values the run reported.
@@ -106,6 +113,21 @@ pub struct ShimIdentity {
     pub start_ticks: u64,
 }
 
+impl RunRecord {
+    /// The digest of the run's token. A record with neither form (never
+    /// written by sandboxd) gets one no token matches.
+    pub fn token_digest(&self) -> TokenDigest {
+        use secrecy::ExposeSecret;
+        if let Some(digest) = self.token_sha256.as_deref().and_then(TokenDigest::from_hex) {
+            return digest;
+        }
+        match &self.token {
+            Some(token) => TokenDigest::of(token.0.expose_secret()),
+            None => crate::runs::token::new_token().1,
+        }
+    }
+}
+
 /// Writes `record.json` into `run_dir`.
 pub fn save(run_dir: &Path, record: &RunRecord, sync: durable::Sync) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
@@ -116,7 +138,7 @@ pub fn save(run_dir: &Path, record: &RunRecord, sync: durable::Sync) -> io::Resu
 pub fn load(run_dir: &Path) -> io::Result<RunRecord> {
     let bytes = std::fs::read(run_dir.join(RECORD_FILE))?;
     let record: RunRecord = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
-    if record.version != RECORD_VERSION {
+    if !(1..=RECORD_VERSION).contains(&record.version) {
         return Err(io::Error::other(format!(
             "unknown record version {}",
             record.version

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use secrecy::SecretString;
 
 use super::record::{RecordState, RunRecord, ShimIdentity, StopReason, RECORD_VERSION};
-use crate::callbacks::{CallbackTarget, Outcome, RunReport, StoredToken};
+use super::token::TokenDigest;
+use crate::callbacks::{CallbackTarget, Outcome, RunReport};
 
 /// Lifecycle of a run, without its data: what listings filter and count by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -106,8 +106,8 @@ pub struct Run {
     pub timeout: Duration,
     /// The shim that owns its processes, once started.
     pub shim: Option<ShimIdentity>,
-    /// Its own token for its calls back to sandboxd.
-    pub token: SecretString,
+    /// The digest of its own token for its calls back to sandboxd.
+    pub token_digest: TokenDigest,
     /// Where its completion goes.
     pub callback: Option<CallbackTarget>,
     /// What its script reported.
@@ -172,7 +172,8 @@ impl Run {
             error: end.and_then(|e| e.error.clone()),
             timeout_s: self.timeout.as_secs_f64(),
             shim: self.shim,
-            token: StoredToken(self.token.clone()),
+            token: None,
+            token_sha256: Some(self.token_digest.to_hex()),
             callback: self.callback.clone(),
             report: self.report.clone(),
             stop_reason: self.stop_reason,
@@ -183,6 +184,7 @@ impl Run {
 
     /// The run a record describes.
     pub fn from_record(record: RunRecord) -> Run {
+        let token_digest = record.token_digest();
         let status = match RunState::from(record.state) {
             RunState::Starting => RunStatus::Starting,
             RunState::Running => match record.pid {
@@ -210,7 +212,7 @@ impl Run {
             started_at: record.started_at,
             timeout: Duration::try_from_secs_f64(record.timeout_s).unwrap_or(Duration::MAX),
             shim: record.shim,
-            token: record.token.0,
+            token_digest,
             callback: record.callback,
             report: record.report,
             stop_reason: record.stop_reason,
@@ -265,7 +267,7 @@ mod tests {
                 pid: 7,
                 start_ticks: 9,
             }),
-            token: SecretString::from("tok"),
+            token_digest: TokenDigest::of("tok"),
             callback: None,
             report: RunReport::default(),
             stop_reason: Some(StopReason::Cancel),

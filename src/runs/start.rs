@@ -44,6 +44,7 @@ impl Starter {
         &self,
         new: NewRun,
         cell: Arc<RunCell>,
+        token: SecretString,
         control: mpsc::UnboundedReceiver<Control>,
         context: TaskContext,
     ) -> Result<(), RunError> {
@@ -63,7 +64,7 @@ impl Starter {
             run_dir: run_dir.clone(),
             argv: run.command.clone(),
             cwd: run.cwd.clone(),
-            env: self.child_env(&new, &resolved, &run.token),
+            env: self.child_env(&new, &resolved, &token),
             setup: new.setup,
             timeout_ms: new.timeout.as_millis().min(u64::MAX as u128) as u64,
             kill_grace_ms: self.config.kill_grace.as_millis() as u64,

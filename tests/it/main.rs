@@ -8,6 +8,7 @@ mod support;
 
 mod callbacks;
 mod cli;
+mod containment;
 mod daemon;
 mod docs;
 mod examples;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use nix::sys::signal::Signal;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 mod shutdown;
@@ -21,6 +21,7 @@ use super::record::StopReason;
 use super::run::{Run, RunState, RunStatus};
 use super::start::Starter;
 use super::task::{RunCell, TaskContext};
+use super::token::new_token;
 use super::{daemon_credentials, Control, NewRun, Progress, RunError, RunSnapshot};
 use crate::callbacks::{Outbox, RunReport};
 use crate::config::Config;
@@ -124,20 +125,26 @@ impl Registry {
             return Err(RunError::ShuttingDown);
         }
         super::check_env(&new, &self.inner.config)?;
-        let cell = match self.reserve(&new)? {
+        let (cell, token) = match self.reserve(&new)? {
             Reserved::Existing(snapshot) => return Ok((*snapshot, false)),
-            Reserved::New(cell) => cell,
+            Reserved::New(cell, token) => (cell, token),
         };
         let run_id = new.run_id.clone();
         let (control, receiver) = mpsc::unbounded_channel();
         let started = self
             .inner
             .starter
-            .start(new, cell.clone(), receiver, self.inner.context.clone())
+            .start(
+                new,
+                cell.clone(),
+                token,
+                receiver,
+                self.inner.context.clone(),
+            )
             .await;
         if let Err(err) = started {
             self.lock_runs().remove(&run_id);
-            cell.read(|run| self.inner.tokens.remove(&run.token));
+            cell.read(|run| self.inner.tokens.remove(run.token_digest));
             return Err(err);
         }
         if let Some(slot) = self.lock_runs().get_mut(&run_id) {
@@ -168,6 +175,7 @@ impl Registry {
                 limit: self.inner.config.max_running,
             });
         }
+        let (token, token_digest) = new_token();
         let run = Run {
             run_id: new.run_id.clone(),
             command: new.argv.clone(),
@@ -181,7 +189,7 @@ impl Registry {
             started_at: None,
             timeout: new.timeout,
             shim: None,
-            token: tokens::new_token(),
+            token_digest,
             callback: new.callback.clone(),
             report: RunReport::default(),
             stop_reason: None,
@@ -193,13 +201,13 @@ impl Registry {
             self.run_dir(&new.run_id),
         ));
         // The token works from the start: the run may call back at once.
-        cell.read(|run| self.inner.tokens.insert(&run.token, &run.run_id));
+        self.inner.tokens.insert(token_digest, &new.run_id);
         let slot = RunSlot {
             cell: cell.clone(),
             control: None,
         };
         runs.insert(new.run_id.clone(), slot);
-        Ok(Reserved::New(cell))
+        Ok(Reserved::New(cell, token))
     }
 
     /// Puts a restored run in the registry; its task, if it has one, is
@@ -210,7 +218,7 @@ impl Registry {
         control: Option<mpsc::UnboundedSender<Control>>,
     ) {
         let run_id = cell.read(|run| {
-            self.inner.tokens.insert(&run.token, &run.run_id);
+            self.inner.tokens.insert(run.token_digest, &run.run_id);
             run.run_id.clone()
         });
         self.lock_runs().insert(run_id, RunSlot { cell, control });
@@ -341,7 +349,7 @@ impl Registry {
             runs.remove(run_id).expect("checked above")
         };
         let default_cwd = slot.cell.read(|run| {
-            self.inner.tokens.remove(&run.token);
+            self.inner.tokens.remove(run.token_digest);
             run.default_cwd
         });
         self.inner.context.unsaved.forget(&run_id.to_owned());
@@ -394,8 +402,8 @@ impl Registry {
 enum Reserved {
     /// The identical request was made before.
     Existing(Box<RunSnapshot>),
-    /// The id is claimed for this run.
-    New(Arc<RunCell>),
+    /// The id is claimed for this run, whose token is this.
+    New(Arc<RunCell>, SecretString),
 }
 
 fn snapshot_of(cell: &RunCell) -> RunSnapshot {

@@ -1,50 +1,33 @@
-//! Run tokens: each run's own credential for its calls back to sandboxd,
-//! found by digest.
+//! The run each token digest names.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use secrecy::{ExposeSecret, SecretString};
+use crate::runs::token::TokenDigest;
 
-/// Run ids by the SHA-256 of their token: a lookup compares digests, so
-/// its timing says nothing about how much of a token was guessed.
+/// Run ids by token digest.
 #[derive(Default)]
 pub(super) struct RunTokens {
-    owners: Mutex<HashMap<[u8; 32], String>>,
+    owners: Mutex<HashMap<TokenDigest, String>>,
 }
 
 impl RunTokens {
-    /// `token` now names `run_id`.
-    pub(super) fn insert(&self, token: &SecretString, run_id: &str) {
-        self.lock().insert(digest(token), run_id.to_owned());
+    /// `digest` now names `run_id`.
+    pub(super) fn insert(&self, digest: TokenDigest, run_id: &str) {
+        self.lock().insert(digest, run_id.to_owned());
     }
 
-    /// `token` names nothing any more.
-    pub(super) fn remove(&self, token: &SecretString) {
-        self.lock().remove(&digest(token));
+    /// `digest` names nothing any more.
+    pub(super) fn remove(&self, digest: TokenDigest) {
+        self.lock().remove(&digest);
     }
 
-    /// The run `token` names.
+    /// The run a presented token names.
     pub(super) fn owner(&self, token: &str) -> Option<String> {
-        let token = SecretString::from(token);
-        self.lock().get(&digest(&token)).cloned()
+        self.lock().get(&TokenDigest::of(token)).cloned()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TokenDigest, String>> {
         self.owners.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-fn digest(token: &SecretString) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(token.expose_secret().as_bytes()).into()
-}
-
-/// A fresh run token: 32 random bytes, hex.
-pub(super) fn new_token() -> SecretString {
-    use rand::RngCore;
-    let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
-    rand::rngs::OsRng.fill_bytes(bytes.as_mut());
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    SecretString::from(hex)
 }
