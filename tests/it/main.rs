@@ -14,6 +14,7 @@ mod examples;
 mod faults;
 mod hostile;
 mod packaging;
+mod readme;
 mod runs;
 mod secrets;
 mod supervise;
