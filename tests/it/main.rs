@@ -6,6 +6,7 @@
 
 mod support;
 
+mod api_errors;
 mod callbacks;
 mod cli;
 mod daemon;
