@@ -917,3 +917,55 @@ async fn exec_help_and_readme_say_setup_sh_runs_first() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     assert!(readme.contains("`exec` runs `bash setup.sh` first"));
 }
+
+/// `serve --help` groups its flags by topic, with units; sizes and
+/// durations take units in flags (`512MiB`, `5m`), and a bad size names
+/// the flag with an example.
+#[tokio::test]
+async fn serve_flags_are_grouped_and_take_units() {
+    let out = output(Command::new(support::bin()).args(["serve", "--help"])).await;
+    let help = text(&out.stdout);
+    for heading in [
+        "Listening and auth:",
+        "Runs:",
+        "Uploads:",
+        "Secrets:",
+        "Callbacks:",
+        "Entrypoint (serve -- CMD):",
+        "Logging:",
+    ] {
+        assert!(help.contains(heading), "{heading} missing:\n{help}");
+    }
+    assert!(
+        help.contains("--max-bundle-bytes <SIZE>") && help.contains("[default: 512MiB]"),
+        "{help}"
+    );
+    assert!(
+        help.contains("--kill-grace <DURATION>") && help.contains("[default: 10s]"),
+        "{help}"
+    );
+    let daemon = TestDaemon::start_with(support::Options {
+        args: [
+            "--max-bundle-bytes",
+            "512 MiB",
+            "--wait-output-bytes",
+            "64KiB",
+            "--default-timeout",
+            "5m",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    })
+    .await;
+    let (status, _) = daemon.get("/v1/status").await;
+    assert_eq!(status, 200);
+    let out =
+        output(Command::new(support::bin()).args(["serve", "--max-bundle-bytes", "lots"])).await;
+    assert_code(&out, 2);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--max-bundle-bytes") && err.contains("512MiB"),
+        "{err}"
+    );
+}
