@@ -969,3 +969,34 @@ async fn serve_flags_are_grouped_and_take_units() {
         "{err}"
     );
 }
+
+/// The daemon's text logs carry no ANSI colour codes when stderr is a file
+/// or a pipe.
+#[tokio::test]
+async fn text_logs_into_a_pipe_have_no_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(support::bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+            "--insecure-no-auth",
+        ])
+        .args(["--agent-server-url", "http://127.0.0.1:9", "--state-dir"])
+        .arg(dir.path())
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    read_until(&mut stderr, &mut seen, "listening").await;
+    child.kill().await.unwrap();
+    assert!(!seen.contains('\x1b'), "{seen:?}");
+}
