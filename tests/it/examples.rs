@@ -254,3 +254,26 @@ async fn examples_dispatcher_reports_a_failed_run() {
         "{error}"
     );
 }
+
+/// An unreachable daemon is reported without a made-up "HTTP 0", and the
+/// dispatcher's `--help` shows its whole description.
+#[tokio::test]
+async fn examples_unreachable_and_help_read_well() {
+    let script = "import sandboxd_client as s\n\
+                  try:\n    s.SandboxdClient('http://127.0.0.1:1', token='k').daemon_status()\n\
+                  except s.SandboxdUnavailable as e:\n    print(e)\n";
+    let out = python(&["-c", script], &[]).await;
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("cannot reach sandboxd") && said.contains("(unreachable)"),
+        "{said}{}",
+        text(&out.stderr)
+    );
+    assert!(!said.contains("HTTP 0"), "{said}");
+    let out = python(&[&example("dispatcher.py"), "--help"], &[]).await;
+    let help = text(&out.stdout);
+    assert!(
+        help.contains("drives a sandbox through sandboxd:") && help.contains("Exits 0 when the"),
+        "{help}"
+    );
+}
