@@ -11,9 +11,10 @@ set by sandboxd), the way an OpenHands SDK script does:
 4. reports the conversation id and the cost (``POST /v1/runs/{id}/report``),
    which sandboxd adds to the run's completion callback.
 
-Run it through sandboxd, for example::
+Run it through sandboxd from the repository's root, for example (a run
+starts in a new, empty work dir of its own: ``--cwd .`` runs it here)::
 
-    sandboxd exec --secret DEMO_TOKEN=static:abc -- \\
+    sandboxd exec --cwd . --secret DEMO_TOKEN=static:demo-token-1234 -- \\
         python3 examples/automation_script.py --secret DEMO_TOKEN --cost 0.42
 
 Secret values are never printed (sandboxd would mask them in the logs anyway).

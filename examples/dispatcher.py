@@ -93,7 +93,9 @@ def pack(directory: str, out) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("directory", help="the directory to bundle")
     parser.add_argument("command", nargs="+", help="the command to run, after --")
     parser.add_argument("--url", default=os.environ.get("SANDBOXD_URL", DEFAULT_URL))

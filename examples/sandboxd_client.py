@@ -48,7 +48,9 @@ class SandboxdError(Exception):
     """The daemon answered with an error: ``{"error": {"code", "message"}}``."""
 
     def __init__(self, status: int, code: str, message: str):
-        super().__init__(f"{message} ({code}, HTTP {status})")
+        # status 0: no HTTP answer at all (SandboxdUnavailable).
+        where = f"{code}, HTTP {status}" if status else code
+        super().__init__(f"{message} ({where})")
         self.status = status
         self.code = code
         self.message = message

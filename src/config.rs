@@ -21,141 +21,197 @@ use secrecy::{ExposeSecret, SecretString};
 )]
 pub struct ServeArgs {
     /// Address to listen on: HOST:PORT (port 0 picks a free one), or unix:/path.sock.
-    #[arg(long, env = "SANDBOXD_LISTEN", default_value = "127.0.0.1:60001")]
+    #[arg(
+        help_heading = "Listening and auth",
+        long,
+        env = "SANDBOXD_LISTEN",
+        default_value = "127.0.0.1:60001"
+    )]
     pub listen: String,
 
     /// File holding the session key (trailing newline ignored).
-    #[arg(long, env = "SANDBOXD_SESSION_KEY_FILE")]
+    #[arg(
+        help_heading = "Listening and auth",
+        long,
+        env = "SANDBOXD_SESSION_KEY_FILE"
+    )]
     pub session_key_file: Option<PathBuf>,
 
     /// Serve without a session key. Only for local development.
-    #[arg(long, env = "SANDBOXD_INSECURE_NO_AUTH")]
+    #[arg(
+        help_heading = "Listening and auth",
+        long,
+        env = "SANDBOXD_INSECURE_NO_AUTH"
+    )]
     pub insecure_no_auth: bool,
 
     /// Directory for run records, logs and the callback outbox
     /// [default: $XDG_STATE_HOME/sandboxd, else ~/.local/state/sandboxd, else /var/lib/sandboxd].
-    #[arg(long, env = "SANDBOXD_STATE_DIR")]
+    #[arg(help_heading = "Runs", long, env = "SANDBOXD_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
 
     /// Directory holding one work dir per run (bundles are extracted there)
     /// [default: /workspace/runs when /workspace exists, else <state-dir>/work].
-    #[arg(long, env = "SANDBOXD_WORK_ROOT")]
+    #[arg(help_heading = "Runs", long, env = "SANDBOXD_WORK_ROOT")]
     pub work_root: Option<PathBuf>,
 
     /// Directories `PUT /v1/files` may write under; repeat or comma-separate
     /// [default: the work root and /tmp].
     #[arg(
+        help_heading = "Uploads",
         long = "upload-root",
         env = "SANDBOXD_UPLOAD_ROOTS",
         value_delimiter = ','
     )]
     pub upload_roots: Vec<PathBuf>,
 
-    /// Largest accepted bundle, compressed, in bytes.
-    #[arg(long, env = "SANDBOXD_MAX_BUNDLE_BYTES", default_value_t = 512 << 20)]
+    /// Largest accepted bundle, compressed: bytes, or with a unit (512MiB, 1GiB, 500MB).
+    #[arg(help_heading = "Uploads", long, env = "SANDBOXD_MAX_BUNDLE_BYTES", default_value = "512MiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_bundle_bytes: u64,
 
-    /// Largest total size a bundle may extract to, in bytes.
-    #[arg(long, env = "SANDBOXD_MAX_EXTRACTED_BYTES", default_value_t = 2 << 30)]
+    /// Largest total size a bundle may extract to: bytes, or with a unit (2GiB).
+    #[arg(help_heading = "Uploads", long, env = "SANDBOXD_MAX_EXTRACTED_BYTES", default_value = "2GiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_extracted_bytes: u64,
 
-    /// Most entries a bundle may hold.
-    #[arg(long, env = "SANDBOXD_MAX_ENTRIES", default_value_t = 100_000)]
+    /// Most entries (files, dirs, links) a bundle may hold.
+    #[arg(
+        help_heading = "Uploads",
+        long,
+        env = "SANDBOXD_MAX_ENTRIES",
+        default_value_t = 100_000
+    )]
     pub max_entries: u64,
 
-    /// Most runs running at once; more are refused with 429.
-    #[arg(long, env = "SANDBOXD_MAX_RUNNING", default_value_t = 64)]
+    /// Most runs running at once (a count); more are refused with 429.
+    #[arg(
+        help_heading = "Runs",
+        long,
+        env = "SANDBOXD_MAX_RUNNING",
+        default_value_t = 64
+    )]
     pub max_running: usize,
 
-    /// Wall-clock limit of a run (setup + command) when the request gives none, e.g. 3600, 1h.
-    #[arg(long, env = "SANDBOXD_DEFAULT_TIMEOUT", default_value = "3600", value_parser = parse_duration)]
+    /// Wall-clock limit of a run (setup + command) when the request gives
+    /// none: seconds, or with a unit (90s, 10m, 1h).
+    #[arg(help_heading = "Runs", long, env = "SANDBOXD_DEFAULT_TIMEOUT", default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     pub default_timeout: Duration,
 
-    /// Time between SIGTERM and SIGKILL when a run times out.
-    #[arg(long, env = "SANDBOXD_KILL_GRACE", default_value = "10", value_parser = parse_duration)]
+    /// Time between SIGTERM and SIGKILL when a run times out: seconds, or with a unit (500ms, 10s).
+    #[arg(help_heading = "Runs", long, env = "SANDBOXD_KILL_GRACE", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub kill_grace: Duration,
 
-    /// Bytes of stdout and of stderr returned by an exec-and-wait (`wait: true`).
-    #[arg(long, env = "SANDBOXD_WAIT_OUTPUT_BYTES", default_value_t = 1 << 20)]
+    /// Size of the stdout and of the stderr tails returned by an exec-and-wait
+    /// (`wait: true`): bytes, or with a unit (1MiB, 64KiB).
+    #[arg(help_heading = "Runs", long, env = "SANDBOXD_WAIT_OUTPUT_BYTES", default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]
     pub wait_output_bytes: u64,
 
     /// More variable names to remove from every child's env; repeat or comma-separate.
-    #[arg(long, env = "SANDBOXD_STRIP_ENV", value_delimiter = ',')]
+    #[arg(
+        help_heading = "Runs",
+        long,
+        env = "SANDBOXD_STRIP_ENV",
+        value_delimiter = ','
+    )]
     pub strip_env: Vec<String>,
 
     /// More variable name prefixes to remove from every child's env.
-    #[arg(long, env = "SANDBOXD_STRIP_ENV_PREFIX", value_delimiter = ',')]
+    #[arg(
+        help_heading = "Runs",
+        long,
+        env = "SANDBOXD_STRIP_ENV_PREFIX",
+        value_delimiter = ','
+    )]
     pub strip_env_prefix: Vec<String>,
 
-    /// oom_score_adj given to every run, so the kernel picks runs before sandboxd.
-    #[arg(long, env = "SANDBOXD_CHILD_OOM_SCORE_ADJ", default_value_t = 100,
+    /// oom_score_adj given to every run (-1000 to 1000), so the kernel picks
+    /// runs before sandboxd.
+    #[arg(help_heading = "Runs", long, env = "SANDBOXD_CHILD_OOM_SCORE_ADJ", default_value_t = 100,
           allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
     pub child_oom_score_adj: i32,
 
     /// Default bearer token of completion callbacks.
-    #[arg(long, env = "OPENHANDS_API_KEY", hide_env_values = true)]
+    #[arg(
+        help_heading = "Callbacks",
+        long,
+        env = "OPENHANDS_API_KEY",
+        hide_env_values = true
+    )]
     pub callback_token: Option<String>,
 
-    /// How long an undelivered callback is retried, e.g. 24h.
-    #[arg(long, env = "SANDBOXD_CALLBACK_MAX_AGE", default_value = "24h", value_parser = parse_duration)]
+    /// How long an undelivered callback is retried: seconds, or with a unit (24h, 7d).
+    #[arg(help_heading = "Callbacks", long, env = "SANDBOXD_CALLBACK_MAX_AGE", default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
     pub callback_max_age: Duration,
 
     /// Upper bound of the first callback retry's wait; retry n waits a
-    /// random time up to min(60 s, this × 2^(n-1)) (full jitter).
-    #[arg(long, env = "SANDBOXD_CALLBACK_BACKOFF", default_value = "1", value_parser = parse_duration)]
+    /// random time up to min(60 s, this × 2^(n-1)) (full jitter): seconds, or
+    /// with a unit (500ms, 2s).
+    #[arg(help_heading = "Callbacks", long, env = "SANDBOXD_CALLBACK_BACKOFF", default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub callback_backoff: Duration,
 
-    /// Timeout of one callback attempt (connect, send, answer).
-    #[arg(long, env = "SANDBOXD_CALLBACK_TIMEOUT", default_value = "30", value_parser = parse_duration)]
+    /// Timeout of one callback attempt (connect, send, answer): seconds, or with a unit (30s).
+    #[arg(help_heading = "Callbacks", long, env = "SANDBOXD_CALLBACK_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub callback_timeout: Duration,
 
     /// Base URL of the OpenHands cloud API, for named secrets.
-    #[arg(long, env = "OPENHANDS_CLOUD_API_URL")]
+    #[arg(help_heading = "Secrets", long, env = "OPENHANDS_CLOUD_API_URL")]
     pub cloud_api_url: Option<String>,
 
     /// This sandbox's id, for named secrets.
-    #[arg(long, env = "SANDBOX_ID")]
+    #[arg(help_heading = "Secrets", long, env = "SANDBOX_ID")]
     pub sandbox_id: Option<String>,
 
     /// URL of the agent-server, probed at /alive
     /// [default: http://127.0.0.1:$AGENT_SERVER_PORT, port 60000].
-    #[arg(long, env = "SANDBOXD_AGENT_SERVER_URL")]
+    #[arg(
+        help_heading = "Entrypoint (serve -- CMD)",
+        long,
+        env = "SANDBOXD_AGENT_SERVER_URL"
+    )]
     pub agent_server_url: Option<String>,
 
     /// Base URL that relative LookupSecret URLs are joined to.
     #[arg(
+        help_heading = "Secrets",
         long,
         env = "OH_INTERNAL_SERVER_URL",
         default_value = "http://127.0.0.1:8000"
     )]
     pub internal_server_url: String,
 
-    /// Timeout of one secret lookup request.
-    #[arg(long, env = "SANDBOXD_SECRET_TIMEOUT", default_value = "10", value_parser = parse_duration)]
+    /// Timeout of one secret lookup request: seconds, or with a unit (10s).
+    #[arg(help_heading = "Secrets", long, env = "SANDBOXD_SECRET_TIMEOUT", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub secret_timeout: Duration,
 
     /// A connection that sends no complete request head for this long is
-    /// closed (also between requests on a kept-alive connection).
-    #[arg(long, env = "SANDBOXD_HEADER_TIMEOUT", default_value = "30", value_parser = parse_duration)]
+    /// closed (also between requests on a kept-alive connection): seconds, or
+    /// with a unit (30s).
+    #[arg(help_heading = "Listening and auth", long, env = "SANDBOXD_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration, value_name = "DURATION")]
     pub header_timeout: Duration,
 
     /// A request body that sends nothing for this long is given up: a JSON
-    /// body is answered 408, an upload ends with nothing written.
-    #[arg(long, env = "SANDBOXD_BODY_TIMEOUT", default_value = "60", value_parser = parse_duration)]
+    /// body is answered 408, an upload ends with nothing written: seconds, or
+    /// with a unit (1m).
+    #[arg(help_heading = "Listening and auth", long, env = "SANDBOXD_BODY_TIMEOUT", default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
     pub body_timeout: Duration,
 
-    /// How long shutdown waits for runs and the outbox before SIGKILL and exit.
-    #[arg(long, env = "SANDBOXD_SHUTDOWN_GRACE", default_value = "10", value_parser = parse_duration)]
+    /// How long shutdown waits for runs and the outbox before SIGKILL and
+    /// exit: seconds, or with a unit (10s).
+    #[arg(help_heading = "Runs", long, env = "SANDBOXD_SHUTDOWN_GRACE", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub shutdown_grace: Duration,
 
     /// Become a tiny init first (as PID 1 this is automatic): reap every
     /// orphan, forward signals, run the daemon as its child and restart it
     /// if it crashes. Uses PR_SET_CHILD_SUBREAPER.
-    #[arg(long, env = "SANDBOXD_SUBREAPER")]
+    #[arg(
+        help_heading = "Entrypoint (serve -- CMD)",
+        long,
+        env = "SANDBOXD_SUBREAPER"
+    )]
     pub subreaper: bool,
 
     /// When to restart the supervised service (`serve -- CMD`) after it exits.
     #[arg(
+        help_heading = "Entrypoint (serve -- CMD)",
         long,
         env = "SANDBOXD_SERVICE_RESTART",
         value_enum,
@@ -165,12 +221,18 @@ pub struct ServeArgs {
 
     /// Restarts in a row (the service never staying up for 60 s) before
     /// sandboxd gives up and exits with the service's exit code.
-    #[arg(long, env = "SANDBOXD_SERVICE_MAX_RESTARTS", default_value_t = 10)]
+    #[arg(
+        help_heading = "Entrypoint (serve -- CMD)",
+        long,
+        env = "SANDBOXD_SERVICE_MAX_RESTARTS",
+        default_value_t = 10
+    )]
     pub service_max_restarts: u32,
 
     /// How the service's stdout/stderr reach sandboxd's: as they are, or
     /// each line prefixed with `[service] `.
     #[arg(
+        help_heading = "Entrypoint (serve -- CMD)",
         long,
         env = "SANDBOXD_SERVICE_OUTPUT",
         value_enum,
@@ -179,11 +241,17 @@ pub struct ServeArgs {
     pub service_output: ServiceOutput,
 
     /// Log format: text for people, json for log pipelines.
-    #[arg(long, env = "SANDBOXD_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        help_heading = "Logging",
+        long,
+        env = "SANDBOXD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 
     /// More log detail (-v debug, -vv trace); RUST_LOG overrides.
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    #[arg(help_heading = "Logging", short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
 }
 
@@ -462,6 +530,38 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         .map_err(|err| format!("{value:?} is not a duration (e.g. 30, 10s, 24h): {err}"))
 }
 
+/// Parses a size: bytes (`1048576`) or a number with a unit, binary
+/// (`512MiB`, `64KiB`, `2GiB`, also `512M`, `2g`) or decimal (`500MB`);
+/// a space before the unit is allowed (`512 MiB`).
+pub fn parse_size(value: &str) -> Result<u64, String> {
+    let text = value.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let example = "e.g. 1048576, 512MiB, 2GiB, 500MB";
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{value:?} is not a size ({example})"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(format!("{value:?}: unknown unit {unit:?} ({example})")),
+    };
+    let bytes = number * factor as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("{value:?} is too large"));
+    }
+    Ok(bytes.round() as u64)
+}
+
 fn read_session_key(args: &ServeArgs) -> anyhow::Result<Option<SecretString>> {
     if let Some(path) = &args.session_key_file {
         let text = std::fs::read_to_string(path)
@@ -541,6 +641,20 @@ mod tests {
         assert!(parse_listen("unix:rel.sock").is_err());
         let err = parse_listen("localhost").unwrap_err().to_string();
         assert!(err.contains("--listen"), "{err}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("512 MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("2g").unwrap(), 2 << 30);
+        assert_eq!(parse_size("1.5KiB").unwrap(), 1536);
+        assert_eq!(parse_size("500MB").unwrap(), 500_000_000);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs")
+            .unwrap_err()
+            .contains("unknown unit"));
     }
 
     #[test]

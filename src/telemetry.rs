@@ -29,8 +29,11 @@ pub fn init(format: LogFormat, verbosity: u8) {
         .add_directive("hyper=warn".parse().expect("static directive"))
         .add_directive("reqwest=warn".parse().expect("static directive"));
     let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    // Colour only for a person at a terminal, never into a file or a pipe.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(MaskedStderr::default);
     let res = match (format, journald) {
         (LogFormat::Json, _) => builder

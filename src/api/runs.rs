@@ -320,11 +320,71 @@ fn create_run_request(
     mut body: serde_json::Value,
     config: &Config,
 ) -> Result<(NewRun, bool), ApiError> {
+    normalize_fields(&mut body)?;
     let fingerprint = fingerprint(&mut body);
     let request: CreateRunRequest =
         serde_json::from_value(body).map_err(|e| ApiError::BadJson(e.to_string()))?;
     let wait = request.wait;
     Ok((validate(config, request, fingerprint)?, wait))
+}
+
+/// Checks the fields whose serde errors would not name them (`command` is
+/// an untagged enum) and turns a human `timeout_s` ("5m", as the CLI
+/// takes) into seconds, before the body is fingerprinted and typed.
+fn normalize_fields(body: &mut serde_json::Value) -> Result<(), ApiError> {
+    use serde_json::Value;
+    fn kind(value: &Value) -> &'static str {
+        match value {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Number(_) => "a number",
+            Value::String(_) => "a string",
+            Value::Array(_) => "an array",
+            Value::Object(_) => "an object",
+        }
+    }
+    // Not an object: serde's own message says so.
+    let Some(map) = body.as_object_mut() else {
+        return Ok(());
+    };
+    if let Some(command) = map.get("command") {
+        let bad = match command {
+            Value::String(_) => None,
+            Value::Array(items) => items
+                .iter()
+                .find(|item| !item.is_string())
+                .map(|item| format!("an array holding {}", kind(item))),
+            other => Some(kind(other).to_owned()),
+        };
+        if let Some(got) = bad {
+            return Err(ApiError::BadJson(format!(
+                "command must be an argv array of strings or a shell string, e.g. \
+                 [\"python3\", \"main.py\"] or \"make test\"; got {got}"
+            )));
+        }
+    }
+    let timeout_hint = "give seconds (600) or a string with a unit (\"90s\", \"5m\", \"1h\")";
+    match map.get("timeout_s") {
+        None | Some(Value::Null | Value::Number(_)) => {}
+        Some(Value::String(text)) => {
+            let secs = crate::config::parse_duration(text).map_err(|_| {
+                ApiError::BadJson(format!(
+                    "timeout_s {text:?} is not a duration; {timeout_hint}"
+                ))
+            })?;
+            map.insert(
+                "timeout_s".to_owned(),
+                serde_json::json!(secs.as_secs_f64()),
+            );
+        }
+        Some(other) => {
+            return Err(ApiError::BadJson(format!(
+                "timeout_s must be a duration, not {}; {timeout_hint}",
+                kind(other)
+            )))
+        }
+    }
+    Ok(())
 }
 
 /// The request's identity for idempotent retries: a hash of its canonical

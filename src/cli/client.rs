@@ -21,13 +21,15 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 /// Where the daemon listens when neither `--url` nor `SANDBOXD_URL` says.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:60001";
 
-/// How to reach the daemon; flattened into every client subcommand.
-#[derive(Debug, Clone, clap::Args)]
+/// How to reach the daemon; flattened into every client subcommand and
+/// into the top level, so `sandboxd --url U runs` and `sandboxd runs --url U`
+/// both work (the one after the subcommand wins).
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct ClientArgs {
     /// The daemon's address: http://HOST:PORT, or unix:/path.sock for a daemon
-    /// listening on a Unix socket.
-    #[arg(long, env = "SANDBOXD_URL", default_value = DEFAULT_URL, value_name = "URL")]
-    pub url: String,
+    /// listening on a Unix socket [env: SANDBOXD_URL] [default: http://127.0.0.1:60001].
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
 
     /// File holding the session key [default: env SESSION_API_KEY, else
     /// OH_SESSION_API_KEYS_0].
@@ -47,6 +49,21 @@ pub enum ClientError {
         /// The URL tried.
         url: String,
         /// Connection refused, no such socket, timed out...
+        reason: String,
+    },
+    /// The daemon answered before, then stopped answering while a command
+    /// followed a run: the run may well still be going.
+    #[error(
+        "lost sandboxd at {url} while following run {run_id} ({reason}); the daemon stopped or \
+         restarted, and the run may still be going (runs outlive the daemon): once the daemon \
+         is back, `sandboxd logs -f {run_id}` follows it to its end"
+    )]
+    Detached {
+        /// The URL.
+        url: String,
+        /// The run followed.
+        run_id: String,
+        /// Connection refused...
         reason: String,
     },
     /// The daemon answered with an error.
@@ -85,7 +102,33 @@ pub enum ClientError {
     Usage(String),
 }
 
+impl ClientArgs {
+    /// These options, with the ones given before the subcommand (`outer`)
+    /// filling in what was not given after it.
+    pub fn or(self, outer: &ClientArgs) -> ClientArgs {
+        ClientArgs {
+            url: self.url.or_else(|| outer.url.clone()),
+            session_key_file: self
+                .session_key_file
+                .or_else(|| outer.session_key_file.clone()),
+        }
+    }
+}
+
 impl ClientError {
+    /// An unreachable daemon while following `run_id` becomes
+    /// [`ClientError::Detached`]; other errors are kept.
+    pub fn detached(self, run_id: &str) -> ClientError {
+        match self {
+            ClientError::Unreachable { url, reason } => ClientError::Detached {
+                url,
+                run_id: run_id.to_owned(),
+                reason,
+            },
+            other => other,
+        }
+    }
+
     /// The wire code, for API errors.
     pub fn code(&self) -> Option<&str> {
         match self {
@@ -110,7 +153,12 @@ impl Client {
     /// A client for the daemon named by `args`, with the key it names.
     pub fn new(args: &ClientArgs) -> Result<Client, ClientError> {
         let key = read_key(args)?;
-        let url = args.url.trim_end_matches('/').to_owned();
+        let (url, from) = match (&args.url, std::env::var("SANDBOXD_URL")) {
+            (Some(url), _) => (url.clone(), "--url"),
+            (None, Ok(url)) if !url.is_empty() => (url, "SANDBOXD_URL (from the environment)"),
+            (None, _) => (DEFAULT_URL.to_owned(), "the default URL"),
+        };
+        let url = url.trim_end_matches('/').to_owned();
         let mut builder = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(5));
@@ -122,12 +170,16 @@ impl Client {
             None => {
                 let parsed = reqwest::Url::parse(&url).map_err(|e| {
                     ClientError::Usage(format!(
-                        "--url {url:?} is not a URL ({e}); use http://HOST:PORT or unix:/path.sock"
+                        "{from} {url:?} is not a URL ({e}); use http://HOST:PORT or unix:/path.sock"
                     ))
                 })?;
                 if parsed.scheme() != "http" && parsed.scheme() != "https" {
+                    let example = match url.contains("://") {
+                        true => "e.g. http://127.0.0.1:60001".to_owned(),
+                        false => format!("e.g. http://{url}"),
+                    };
                     return Err(ClientError::Usage(format!(
-                        "--url {url:?} must start with http://, https:// or unix:"
+                        "{from} {url:?} must start with http://, https:// or unix: ({example})"
                     )));
                 }
                 url.clone()
@@ -316,16 +368,21 @@ impl Client {
                 detail: format!("HTTP {status}: {snippet:?}; is this URL a sandboxd?"),
             };
         };
-        let hint = match status {
-            StatusCode::UNAUTHORIZED => {
-                Some("set SESSION_API_KEY or --session-key-file to the daemon's session key")
-            }
-            _ => None,
+        // The daemon's 401 sentence speaks HTTP (headers); say it in CLI words.
+        let (message, hint) = match status {
+            StatusCode::UNAUTHORIZED => (
+                match self.key.is_some() {
+                    true => "the daemon refused the session key".to_owned(),
+                    false => "the daemon wants a session key and none was given".to_owned(),
+                },
+                Some("set SESSION_API_KEY or --session-key-file to the daemon's session key"),
+            ),
+            _ => (error.message, None),
         };
         ClientError::Api {
             status,
             code: error.code,
-            message: error.message,
+            message,
             hint,
         }
     }

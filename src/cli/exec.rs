@@ -51,9 +51,15 @@ pub struct ExecArgs {
     #[arg(long, value_name = "ID")]
     pub run_id: Option<String>,
 
-    /// Do not run `bash setup.sh` first even when the work dir has one.
+    /// Do not run `bash setup.sh` first even when the work dir has one
+    /// (by default a `setup.sh` in the work dir runs before the command).
     #[arg(long)]
     pub no_setup: bool,
+
+    /// Start the run and print its id without following it (see `sandboxd
+    /// logs -f ID`, `sandboxd run show ID`).
+    #[arg(short, long)]
+    pub detach: bool,
 
     /// Start from a minimal environment (PATH, HOME, LANG) instead of the daemon's.
     #[arg(long)]
@@ -71,8 +77,11 @@ pub struct ExecArgs {
 
 const EXEC_HELP: &str = "\
 The command runs as a run of the daemon, in its own process group, in the
-run's work dir (or --cwd). Its stdout and stderr are streamed live to ours.
-The daemon's environment is the base (sanitized: session keys removed).
+run's work dir (or --cwd). When that dir holds a `setup.sh` (say, from
+`sandboxd upload`), `bash setup.sh` runs first (--no-setup skips it). Its
+stdout and stderr are streamed live to ours. The daemon's environment is
+the base (sanitized: session keys removed). Each run id runs once: an id
+that already ran is refused (see `sandboxd logs ID`, `sandboxd run delete ID`).
 
 Exit status:
   the command's own exit code      when it exited
@@ -97,15 +106,44 @@ pub async fn main(args: ExecArgs) -> Result<ExitCode, ClientError> {
     let body = request_body(&args)?;
     // Listen before starting the run, so a Ctrl-C at any moment cancels it.
     let mut stop = StopSignals::new()?;
-    let run: RunInfo = client
+    if let Some(run_id) = &args.run_id {
+        match client.run(run_id).await {
+            Ok(run) if run.is_terminal() => return Err(already_ran(&run)),
+            Ok(_) => eprintln!("sandboxd: run {run_id} is already running; following it"),
+            Err(err) if err.code() == Some("run_not_found") => {}
+            Err(err) => return Err(err),
+        }
+    }
+    let run: RunInfo = match client
         .json(client.request(Method::POST, "/v1/runs").json(&body))
-        .await?;
+        .await
+    {
+        Ok(run) => run,
+        Err(err) if err.code() == Some("run_exists") => {
+            let run_id = args.run_id.as_deref().unwrap_or_default();
+            return Err(ClientError::Usage(format!(
+                "run {run_id} already exists with another command or options; pick another \
+                 --run-id (`sandboxd runs` lists the ids in use)"
+            )));
+        }
+        Err(err) => return Err(err),
+    };
     let run_id = run.run_id.clone();
+    if args.detach {
+        // Once it runs, so that `run signal` and `cancel` can reach it.
+        let mut run = run;
+        while run.state == "starting" {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            run = client.run(&run_id).await?;
+        }
+        format::print(&format!("{run_id}\n"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let streams = stream_output(&client, &run_id);
     tokio::pin!(streams);
     let interrupted = tokio::select! {
         result = &mut streams => {
-            result?;
+            result.map_err(|e| e.detached(&run_id))?;
             false
         }
         () = stop.next() => true,
@@ -122,18 +160,37 @@ pub async fn main(args: ExecArgs) -> Result<ExitCode, ClientError> {
             Err(err) => return Err(err),
         }
         tokio::select! {
-            result = &mut streams => result?,
+            result = &mut streams => result.map_err(|e| e.detached(&run_id))?,
             () = stop.next() => {
                 eprintln!("sandboxd: stopped waiting; run {run_id} is still being cancelled");
                 return Ok(ExitCode::from(EXIT_CANCELLED));
             }
         }
     }
-    let run = client.wait_ended(&run_id).await?;
+    let run = client
+        .wait_ended(&run_id)
+        .await
+        .map_err(|e| e.detached(&run_id))?;
     if let Some(note) = end_note(&run) {
         eprintln!("sandboxd: {note}");
     }
     Ok(ExitCode::from(exit_code(&run)))
+}
+
+/// Why `exec --run-id ID` does not run an id that already ran: a run id
+/// names one execution, and replaying the old output silently (what the
+/// API's idempotent retry does) surprises a person at a terminal.
+fn already_ran(run: &RunInfo) -> ClientError {
+    let id = &run.run_id;
+    let how = match (&run.exit_code, &run.signal) {
+        (Some(code), _) => format!("{}, exit {code}", run.state.replace('_', " ")),
+        (None, Some(signal)) => format!("{}, {signal}", run.state.replace('_', " ")),
+        (None, None) => run.state.replace('_', " "),
+    };
+    ClientError::Usage(format!(
+        "run {id} already ran ({how}) and a run id runs once; `sandboxd logs {id}` shows its \
+         output, `sandboxd run delete {id}` frees the id (and its work dir), or pick another --run-id"
+    ))
 }
 
 /// SIGINT (Ctrl-C) and SIGTERM, both meaning "stop the run".

@@ -9,6 +9,7 @@ pub mod docs;
 pub mod exec;
 mod format;
 pub mod logs;
+pub mod run;
 pub mod runs;
 pub mod status;
 pub mod upload;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 
 use crate::config::{Config, ServeArgs};
 
-use client::ClientError;
+use client::{ClientArgs, ClientError};
 
 /// Exit code of a client command the daemon refused, or that could not
 /// reach it (`exec` uses [`exec::EXIT_SANDBOXD_ERROR`] instead).
@@ -39,6 +40,11 @@ pub const EXIT_ERROR: u8 = 1;
     propagate_version = true
 )]
 pub struct Cli {
+    /// How the client commands reach the daemon (also accepted after the
+    /// subcommand, which wins).
+    #[command(flatten)]
+    pub client: ClientArgs,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -52,7 +58,9 @@ Examples:
   sandboxd exec --run-id r1 -- python main.py      run it there, output live, its exit code
   sandboxd runs                                    list runs
   sandboxd logs -f r1                              follow a run's output
+  sandboxd run show r1                             one run's status
   sandboxd cancel r1                               stop a run (SIGTERM, then SIGKILL)
+  sandboxd run delete r1                           remove an ended run (frees its id)
   sandboxd status                                  the daemon's state
 
 Environment:
@@ -86,6 +94,8 @@ pub enum Command {
     Runs(runs::RunsArgs),
     /// Print (or follow) a run's output.
     Logs(logs::LogsArgs),
+    /// One run: `run show ID`, `run delete ID`, `run signal ID SIGNAL`.
+    Run(run::RunArgs),
     /// Cancel a run: SIGTERM to its process group, SIGKILL after the grace.
     Cancel(cancel::CancelArgs),
     /// Show the daemon's state.
@@ -98,15 +108,39 @@ pub enum Command {
 
 /// Runs the parsed command line; the returned code is the process's.
 pub fn main(cli: Cli) -> ExitCode {
+    let outer = &cli.client;
     match cli.command {
         Command::Shim => crate::runs::shim::main(),
         Command::Serve { args, service } => serve(&args, service),
-        Command::Exec(args) => client_command(exec::EXIT_SANDBOXD_ERROR, exec::main(args)),
-        Command::Upload(args) => client_command(EXIT_ERROR, upload::main(args)),
-        Command::Runs(args) => client_command(EXIT_ERROR, runs::main(args)),
-        Command::Logs(args) => client_command(EXIT_ERROR, logs::main(args)),
-        Command::Cancel(args) => client_command(EXIT_ERROR, cancel::main(args)),
-        Command::Status(args) => client_command(EXIT_ERROR, status::main(args)),
+        Command::Exec(mut args) => {
+            args.client = args.client.or(outer);
+            client_command(exec::EXIT_SANDBOXD_ERROR, exec::main(args))
+        }
+        Command::Upload(mut args) => {
+            args.client = args.client.or(outer);
+            client_command(EXIT_ERROR, upload::main(args))
+        }
+        Command::Runs(mut args) => {
+            args.client = args.client.or(outer);
+            client_command(EXIT_ERROR, runs::main(args))
+        }
+        Command::Logs(mut args) => {
+            args.client = args.client.or(outer);
+            client_command(EXIT_ERROR, logs::main(args))
+        }
+        Command::Run(mut args) => {
+            let client = args.action.client_mut();
+            *client = std::mem::take(client).or(outer);
+            client_command(EXIT_ERROR, run::main(args))
+        }
+        Command::Cancel(mut args) => {
+            args.client = args.client.or(outer);
+            client_command(EXIT_ERROR, cancel::main(args))
+        }
+        Command::Status(mut args) => {
+            args.client = args.client.or(outer);
+            client_command(EXIT_ERROR, status::main(args))
+        }
         Command::Completions(args) => docs::completions(&args),
         Command::Man(args) => docs::man(&args),
     }
@@ -148,9 +182,12 @@ fn serve(args: &ServeArgs, service: Vec<String>) -> ExitCode {
     }
     let config = match Config::from_args(args) {
         Ok(config) => config,
+        // Once: a line for people, or a JSON event for log pipelines.
         Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("sandboxd: {err:#}");
+            match args.log_format {
+                crate::config::LogFormat::Json => tracing::error!("{err:#}"),
+                crate::config::LogFormat::Text => eprintln!("sandboxd: {err:#}"),
+            }
             return ExitCode::from(2);
         }
     };

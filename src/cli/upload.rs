@@ -350,20 +350,20 @@ impl Progress {
             other => other,
         };
         let sent = Arc::new(AtomicU64::new(0));
-        let bar = match mode {
-            ProgressMode::Bar => {
-                ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
-            }
-            _ => ProgressBar::hidden(),
-        };
-        bar.set_length(total);
-        bar.set_prefix(prefix);
         let style = ProgressStyle::with_template(
             "{prefix} [{wide_bar}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
         )
         .expect("static template")
         .progress_chars("=> ");
+        // Styled before it can draw: the first frame has our style too, not
+        // the library's default.
+        let bar = ProgressBar::hidden();
         bar.set_style(style);
+        bar.set_prefix(prefix);
+        bar.set_length(total);
+        if mode == ProgressMode::Bar {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+        }
         if mode == ProgressMode::Bar {
             // Keeps rate and eta moving while a big file is compressed.
             bar.enable_steady_tick(Duration::from_millis(200));

@@ -261,9 +261,14 @@ async fn logs_follow_until_the_run_ends() {
     let out = output(cli(&daemon).args(["logs", "--stream", "stderr", "cli-logs"])).await;
     assert_code(&out, 0);
     assert_eq!(text(&out.stdout), "warn\n");
+    // By default the streams stay apart, as `exec` keeps them.
     let out = output(cli(&daemon).args(["logs", "cli-logs"])).await;
     assert_code(&out, 0);
-    // Both streams, by default; their interleaving is the daemon's business.
+    assert_eq!(text(&out.stdout), "one\ntwo\n");
+    assert_eq!(text(&out.stderr), "warn\n");
+    // --merge: both to stdout; their interleaving is the daemon's business.
+    let out = output(cli(&daemon).args(["logs", "--merge", "cli-logs"])).await;
+    assert_code(&out, 0);
     let mut both = out.stdout.clone();
     let mut want = b"one\ntwo\nwarn\n".to_vec();
     both.sort_unstable();
@@ -458,7 +463,13 @@ async fn wrong_key_says_to_set_session_api_key() {
     assert_code(&out, 1);
     let err = text(&out.stderr);
     assert!(
-        err.contains("missing credentials") && err.contains("set SESSION_API_KEY"),
+        err.contains("wants a session key and none was given")
+            && err.contains("set SESSION_API_KEY"),
+        "{err}"
+    );
+    // CLI words, not the API's advice about headers.
+    assert!(
+        !err.contains("X-Session-API-Key") && !err.contains("header"),
         "{err}"
     );
 
@@ -710,4 +721,282 @@ async fn upload_twice_needs_replace() {
         text(&out.stderr)
     );
     assert_code(&output(&mut upload(&["--replace"])).await, 0);
+}
+
+/// `exec --run-id` of a run that already ran does not replay it silently:
+/// it is refused with what to do instead; an id in use with another
+/// command is refused in CLI words (not the API's "identical body").
+#[tokio::test]
+async fn exec_of_an_id_that_already_ran_is_refused_with_what_to_do() {
+    let daemon = TestDaemon::start().await;
+    let out = output(cli(&daemon).args([
+        "exec",
+        "--run-id",
+        "once",
+        "--",
+        "bash",
+        "-c",
+        "echo hi; exit 3",
+    ]))
+    .await;
+    assert_code(&out, 3);
+    assert_eq!(text(&out.stdout), "hi\n");
+    let out = output(cli(&daemon).args([
+        "exec",
+        "--run-id",
+        "once",
+        "--",
+        "bash",
+        "-c",
+        "echo hi; exit 3",
+    ]))
+    .await;
+    assert_code(&out, 125);
+    assert_eq!(text(&out.stdout), "", "the old output is not replayed");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("run once already ran (failed, exit 3)")
+            && err.contains("sandboxd logs once")
+            && err.contains("sandboxd run delete once"),
+        "{err}"
+    );
+    daemon
+        .start_run(json!({"run_id": "busy", "command": ["sleep", "30"]}))
+        .await;
+    daemon
+        .wait_run("busy", "running", |r| r["state"] == "running")
+        .await;
+    let out = output(cli(&daemon).args(["exec", "--run-id", "busy", "--", "true"])).await;
+    assert_code(&out, 125);
+    let err = text(&out.stderr);
+    assert!(err.contains("already exists with another command"), "{err}");
+    assert!(!err.contains("identical") && !err.contains("body"), "{err}");
+    // Deleting the ended run frees its id.
+    let out = output(cli(&daemon).args(["run", "delete", "once"])).await;
+    assert_code(&out, 0);
+    let out = output(cli(&daemon).args(["exec", "--run-id", "once", "--", "echo", "again"])).await;
+    assert_code(&out, 0);
+    assert_eq!(text(&out.stdout), "again\n");
+}
+
+/// `logs -f` exits with the run's exit code, as `exec` does.
+#[tokio::test]
+async fn logs_follow_exits_with_the_runs_code() {
+    let daemon = TestDaemon::start().await;
+    daemon
+        .start_run(json!({"run_id": "three", "command": ["bash", "-c", "sleep 0.3; echo out; echo err >&2; exit 3"]}))
+        .await;
+    let out = output(cli(&daemon).args(["logs", "-f", "three"])).await;
+    assert_code(&out, 3);
+    assert_eq!(text(&out.stdout), "out\n");
+    assert_eq!(text(&out.stderr), "err\n");
+    // Without -f: the output only, exit 0.
+    let out = output(cli(&daemon).args(["logs", "three"])).await;
+    assert_code(&out, 0);
+}
+
+/// `run show`, `run signal`, `run delete`: one run at a time.
+#[tokio::test]
+async fn run_show_signal_and_delete() {
+    let daemon = TestDaemon::start().await;
+    let script = "trap 'echo got INT; exit 4' INT; echo ready; while :; do sleep 0.05; done";
+    let out = output(cli(&daemon).args([
+        "exec", "--detach", "--run-id", "sig", "--", "bash", "-c", script,
+    ]))
+    .await;
+    assert_code(&out, 0);
+    assert_eq!(text(&out.stdout), "sig\n");
+    daemon
+        .wait_run("sig", "ready", |r| r["stdout_bytes"].as_u64() > Some(0))
+        .await;
+    let out = output(cli(&daemon).args(["run", "delete", "sig"])).await;
+    assert_code(&out, 1);
+    assert!(
+        text(&out.stderr).contains("sandboxd cancel sig"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = output(cli(&daemon).args(["run", "signal", "sig", "INT"])).await;
+    assert_code(&out, 0);
+    let run = daemon.wait_ended("sig").await;
+    assert_eq!(run["exit_code"], 4, "{run}");
+    let out = output(cli(&daemon).args(["run", "show", "sig"])).await;
+    assert_code(&out, 0);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("state:") && shown.contains("failed") && shown.contains("exit code: 4"),
+        "{shown}"
+    );
+    let out = output(cli(&daemon).args(["run", "show", "--json", "sig"])).await;
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["run_id"], "sig");
+    let out = output(cli(&daemon).args(["run", "delete", "sig"])).await;
+    assert_code(&out, 0);
+    let (status, _) = daemon.get("/v1/runs/sig").await;
+    assert_eq!(status, 404);
+}
+
+/// `--url` works before or after the subcommand; a bad SANDBOXD_URL is
+/// reported as coming from the environment, with an example.
+#[tokio::test]
+async fn client_options_go_before_or_after_the_subcommand() {
+    let daemon = TestDaemon::start().await;
+    for args in [
+        vec!["--url", daemon.url.as_str(), "runs"],
+        vec!["runs", "--url", daemon.url.as_str()],
+    ] {
+        let out = output(cli_at("http://127.0.0.1:1").args(&args)).await;
+        assert_code(&out, 0);
+    }
+    let out = output(cli_at("localhost:60001").arg("runs")).await;
+    assert_code(&out, 1);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("SANDBOXD_URL (from the environment)")
+            && err.contains("http://localhost:60001"),
+        "{err}"
+    );
+    assert!(!err.contains("--url"), "{err}");
+}
+
+/// The daemon stopping while `exec` follows a run: the client does not say
+/// to start a daemon it was talking to; it says the run may go on and how
+/// to follow it.
+#[tokio::test]
+async fn exec_when_the_daemon_dies_points_to_logs_follow() {
+    let mut daemon = TestDaemon::start().await;
+    let mut child = spawn(cli(&daemon).args([
+        "exec",
+        "--run-id",
+        "orphan",
+        "--",
+        "bash",
+        "-c",
+        "echo started; sleep 30",
+    ]));
+    let mut stdout = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    read_until(&mut stdout, &mut seen, "started\n").await;
+    daemon.kill9();
+    child.stdout = Some(stdout);
+    let (code, _, err) = finish(child, seen).await;
+    assert_eq!(code, Some(125), "{err}");
+    assert!(err.contains("sandboxd logs -f orphan"), "{err}");
+    assert!(!err.contains("start it with"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// A start-up error of `serve` is printed once, and without colour codes
+/// when stderr is not a terminal.
+#[tokio::test]
+async fn serve_startup_error_is_printed_once_without_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = output(
+        Command::new(support::bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+            .arg(dir.path())
+            .env_remove("SESSION_API_KEY")
+            .env_remove("OH_SESSION_API_KEYS_0")
+            .env_remove("SANDBOXD_SESSION_KEY_FILE")
+            .stdin(Stdio::null()),
+    )
+    .await;
+    assert_code(&out, 2);
+    let err = text(&out.stderr);
+    assert_eq!(err.matches("no session key").count(), 1, "{err}");
+    assert!(!err.contains('\x1b'), "{err:?}");
+}
+
+/// The help says that `exec` runs `setup.sh` first, as the README does.
+#[tokio::test]
+async fn exec_help_and_readme_say_setup_sh_runs_first() {
+    let out = output(Command::new(support::bin()).args(["exec", "--help"])).await;
+    let help = text(&out.stdout);
+    assert!(help.contains("`bash setup.sh` runs first"), "{help}");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    assert!(readme.contains("`exec` runs `bash setup.sh` first"));
+}
+
+/// `serve --help` groups its flags by topic, with units; sizes and
+/// durations take units in flags (`512MiB`, `5m`), and a bad size names
+/// the flag with an example.
+#[tokio::test]
+async fn serve_flags_are_grouped_and_take_units() {
+    let out = output(Command::new(support::bin()).args(["serve", "--help"])).await;
+    let help = text(&out.stdout);
+    for heading in [
+        "Listening and auth:",
+        "Runs:",
+        "Uploads:",
+        "Secrets:",
+        "Callbacks:",
+        "Entrypoint (serve -- CMD):",
+        "Logging:",
+    ] {
+        assert!(help.contains(heading), "{heading} missing:\n{help}");
+    }
+    assert!(
+        help.contains("--max-bundle-bytes <SIZE>") && help.contains("[default: 512MiB]"),
+        "{help}"
+    );
+    assert!(
+        help.contains("--kill-grace <DURATION>") && help.contains("[default: 10s]"),
+        "{help}"
+    );
+    let daemon = TestDaemon::start_with(support::Options {
+        args: [
+            "--max-bundle-bytes",
+            "512 MiB",
+            "--wait-output-bytes",
+            "64KiB",
+            "--default-timeout",
+            "5m",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..Default::default()
+    })
+    .await;
+    let (status, _) = daemon.get("/v1/status").await;
+    assert_eq!(status, 200);
+    let out =
+        output(Command::new(support::bin()).args(["serve", "--max-bundle-bytes", "lots"])).await;
+    assert_code(&out, 2);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--max-bundle-bytes") && err.contains("512MiB"),
+        "{err}"
+    );
+}
+
+/// The daemon's text logs carry no ANSI colour codes when stderr is a file
+/// or a pipe.
+#[tokio::test]
+async fn text_logs_into_a_pipe_have_no_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(support::bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+            "--insecure-no-auth",
+        ])
+        .args(["--agent-server-url", "http://127.0.0.1:9", "--state-dir"])
+        .arg(dir.path())
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    read_until(&mut stderr, &mut seen, "listening").await;
+    child.kill().await.unwrap();
+    assert!(!seen.contains('\x1b'), "{seen:?}");
 }

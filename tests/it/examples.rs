@@ -254,3 +254,67 @@ async fn examples_dispatcher_reports_a_failed_run() {
         "{error}"
     );
 }
+
+/// An unreachable daemon is reported without a made-up "HTTP 0", and the
+/// dispatcher's `--help` shows its whole description.
+#[tokio::test]
+async fn examples_unreachable_and_help_read_well() {
+    let script = "import sandboxd_client as s\n\
+                  try:\n    s.SandboxdClient('http://127.0.0.1:1', token='k').daemon_status()\n\
+                  except s.SandboxdUnavailable as e:\n    print(e)\n";
+    let out = python(&["-c", script], &[]).await;
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("cannot reach sandboxd") && said.contains("(unreachable)"),
+        "{said}{}",
+        text(&out.stderr)
+    );
+    assert!(!said.contains("HTTP 0"), "{said}");
+    let out = python(&[&example("dispatcher.py"), "--help"], &[]).await;
+    let help = text(&out.stdout);
+    assert!(
+        help.contains("drives a sandbox through sandboxd:") && help.contains("Exits 0 when the"),
+        "{help}"
+    );
+}
+
+/// The automation script's docstring command works as written, from the
+/// repository's root.
+#[tokio::test]
+async fn examples_automation_script_docstring_command_works() {
+    let daemon = TestDaemon::start().await;
+    let source = std::fs::read_to_string(example("automation_script.py")).unwrap();
+    let (_, after) = source.split_once("for example").unwrap();
+    let command: String = after
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("sandboxd exec"))
+        .take_while(|l| !l.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("\\\\", "\\");
+    assert!(command.starts_with("    sandboxd exec"), "{command}");
+    let bin_dir = PathBuf::from(crate::support::bin())
+        .parent()
+        .unwrap()
+        .to_owned();
+    let out = tokio::process::Command::new("bash")
+        .args(["-c", &command])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env(
+            "PATH",
+            format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("SANDBOXD_URL", &daemon.url)
+        .env("SESSION_API_KEY", crate::support::KEY)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}

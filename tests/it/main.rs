@@ -6,6 +6,7 @@
 
 mod support;
 
+mod api_errors;
 mod callbacks;
 mod cli;
 mod containment;
@@ -15,6 +16,7 @@ mod examples;
 mod faults;
 mod hostile;
 mod packaging;
+mod readme;
 mod runs;
 mod secrets;
 mod supervise;
