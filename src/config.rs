@@ -105,6 +105,28 @@ pub struct ServeArgs {
     #[arg(help_heading = "Runs", long, env = "SANDBOXD_WAIT_OUTPUT_BYTES", default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]
     pub wait_output_bytes: u64,
 
+    /// How many ended runs are kept (record, logs, work dir); older ones are
+    /// removed in the background. 0 keeps every run.
+    #[arg(
+        help_heading = "Retention",
+        long,
+        env = "SANDBOXD_RETAIN_RUNS",
+        default_value_t = 1000,
+        value_name = "COUNT"
+    )]
+    pub retain_runs: usize,
+
+    /// How long an ended run is kept after its end: a duration (7d, 12h),
+    /// or `off` to keep runs whatever their age.
+    #[arg(help_heading = "Retention", long, env = "SANDBOXD_RETAIN_FOR", default_value = "7d", value_parser = parse_retention_age, value_name = "DURATION")]
+    pub retain_for: RetentionAge,
+
+    /// Largest stored stdout, and stderr, of one run: past it the run goes
+    /// on, the head and the most recent tail are kept and the bytes between
+    /// are dropped (the run's status says how many). 0 for no limit.
+    #[arg(help_heading = "Retention", long, env = "SANDBOXD_MAX_OUTPUT_BYTES", default_value = "100MiB", value_parser = parse_size, value_name = "SIZE")]
+    pub max_output_bytes: u64,
+
     /// More variable names to remove from every child's env; repeat or comma-separate.
     #[arg(
         help_heading = "Runs",
@@ -338,6 +360,10 @@ pub struct Config {
     pub kill_grace: Duration,
     /// Tail size of exec-and-wait output.
     pub wait_output_bytes: u64,
+    /// Which ended runs are kept.
+    pub retention: Retention,
+    /// Largest stored stdout (and stderr) of a run; 0 for no limit.
+    pub max_output_bytes: u64,
     /// Extra names stripped from child envs.
     pub strip_env: Vec<String>,
     /// Extra prefixes stripped from child envs.
@@ -460,6 +486,11 @@ impl Config {
             default_timeout: args.default_timeout,
             kill_grace: args.kill_grace,
             wait_output_bytes: args.wait_output_bytes,
+            retention: Retention {
+                max_runs: (args.retain_runs > 0).then_some(args.retain_runs),
+                max_age: args.retain_for.0,
+            },
+            max_output_bytes: args.max_output_bytes,
             strip_env: args
                 .strip_env
                 .iter()
@@ -500,6 +531,27 @@ impl Config {
         self.session_key
             .as_ref()
             .map(|k| k.expose_secret().as_bytes())
+    }
+}
+
+/// How long ended runs are kept: `None` for as long as the count allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionAge(pub Option<Duration>);
+
+/// Which ended runs are kept; a run past either limit is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// How many ended runs, at most.
+    pub max_runs: Option<usize>,
+    /// How long after their end.
+    pub max_age: Option<Duration>,
+}
+
+/// Parses `--retain-for`: a duration, or `off`/`0` for no age limit.
+pub fn parse_retention_age(value: &str) -> Result<RetentionAge, String> {
+    match value.trim() {
+        "off" | "0" | "" => Ok(RetentionAge(None)),
+        text => parse_duration(text).map(|age| RetentionAge(Some(age))),
     }
 }
 

@@ -42,6 +42,7 @@ struct Inner {
     run_duration: Histogram,
     callback_attempts: Family<OutcomeLabels, Counter>,
     upload_bytes: Counter,
+    runs_pruned: Counter,
     service_restarts: Counter,
     service_state: Family<StateLabels, Gauge>,
 }
@@ -83,6 +84,12 @@ impl Metrics {
             "Bytes received by bundle and file uploads",
             upload_bytes.clone(),
         );
+        let runs_pruned = Counter::default();
+        registry.register(
+            "runs_pruned",
+            "Ended runs removed by retention (--retain-runs, --retain-for)",
+            runs_pruned.clone(),
+        );
         let service_restarts = Counter::default();
         registry.register(
             "service_restarts",
@@ -104,6 +111,7 @@ impl Metrics {
                 run_duration,
                 callback_attempts,
                 upload_bytes,
+                runs_pruned,
                 service_restarts,
                 service_state,
             }),
@@ -118,6 +126,16 @@ impl Metrics {
             status,
         };
         self.inner.http_requests.get_or_create(&labels).inc();
+    }
+
+    /// Counts ended runs removed by retention.
+    pub fn runs_pruned(&self, count: u64) {
+        self.inner.runs_pruned.inc_by(count);
+    }
+
+    /// Ended runs removed by retention so far.
+    pub fn runs_pruned_total(&self) -> u64 {
+        self.inner.runs_pruned.get()
     }
 
     /// Counts an accepted run.

@@ -22,8 +22,8 @@ use crate::config::Config;
 use crate::error::{ApiError, ErrorBody};
 use crate::runs::logs::{self, LogReader, LogStream};
 use crate::runs::shim::files;
-use crate::runs::RunState;
 use crate::runs::{parse_signal, NewRun, RunError, RunSnapshot};
+use crate::runs::{ListCursor, ListFilter, RunState};
 
 /// The command: an argv executed directly, or a string run by `bash -c`.
 #[derive(Debug, Clone, Deserialize)]
@@ -224,9 +224,17 @@ pub struct ReportView {
 /// `GET /v1/runs` answer.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RunList {
-    /// The runs, oldest first.
+    /// One page of runs, newest first.
     pub runs: Vec<RunView>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next: Option<String>,
 }
+
+/// Runs per page when `limit` is not given.
+pub const DEFAULT_PAGE: usize = 100;
+
+/// The largest `limit`.
+pub const MAX_PAGE: usize = 1000;
 
 /// Query of `GET /v1/runs`.
 #[derive(Debug, Deserialize, IntoParams)]
@@ -234,6 +242,12 @@ pub struct RunList {
 pub struct ListQuery {
     /// Only runs in this state.
     pub state: Option<String>,
+    /// Only runs created at or after this time (RFC 3339).
+    pub created_since: Option<String>,
+    /// Runs per page: 1 to 1000, default 100.
+    pub limit: Option<usize>,
+    /// The `next` of the page before.
+    pub after: Option<String>,
 }
 
 /// Query of `GET /v1/runs/{run_id}/logs`.
@@ -289,6 +303,9 @@ pub async fn create_run(
     let (snapshot, created) = state.runs.create(new).await?;
     let run_id = snapshot.run.run_id.clone();
     if wait {
+        // Watching the run until its tails are read keeps retention from
+        // removing it in between.
+        let _watching = state.runs.progress(&run_id)?;
         let snapshot = state.runs.wait_ended(&run_id).await?;
         let mut view = view(&state, snapshot);
         let limit = state.config.wait_output_bytes;
@@ -578,7 +595,7 @@ pub async fn list_runs(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<RunList>, ApiError> {
-    let filter = match query.state.as_deref() {
+    let state_filter = match query.state.as_deref() {
         None | Some("") => None,
         Some(name) => Some(RunState::ALL.into_iter().find(|s| s.as_str() == name).ok_or_else(|| {
             ApiError::BadRequest(format!(
@@ -586,13 +603,40 @@ pub async fn list_runs(
             ))
         })?),
     };
-    let runs = state
-        .runs
-        .list(filter)
-        .into_iter()
-        .map(|s| view(&state, s))
-        .collect();
-    Ok(Json(RunList { runs }))
+    let created_since = match query.created_since.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(
+            DateTime::parse_from_rfc3339(text)
+                .map_err(|e| {
+                    ApiError::BadRequest(format!(
+                        "created_since {text:?} is not an RFC 3339 time (e.g. 2026-01-31T12:00:00Z): {e}"
+                    ))
+                })?
+                .with_timezone(&Utc),
+        ),
+    };
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit {limit} is out of range; use 1 to {MAX_PAGE}"
+        )));
+    }
+    let after = match query.after.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(ListCursor::decode(text).ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "after {text:?} is not a cursor; pass the `next` of the page before"
+            ))
+        })?),
+    };
+    let filter = ListFilter {
+        state: state_filter,
+        created_since,
+    };
+    let (page, next) = state.runs.list(&filter, after.as_ref(), limit);
+    let runs = page.into_iter().map(|s| view(&state, s)).collect();
+    let next = next.map(|cursor| cursor.encode());
+    Ok(Json(RunList { runs, next }))
 }
 
 /// Read a run's status.

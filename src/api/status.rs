@@ -39,6 +39,8 @@ pub struct StatusView {
     pub service: Option<ServiceView>,
     /// The work root and its free space.
     pub work_root: WorkRootView,
+    /// Which ended runs are kept, and how many were removed.
+    pub retention: RetentionView,
 }
 
 /// Runs by state.
@@ -119,6 +121,23 @@ pub struct ServiceOutputLine {
     pub text: String,
 }
 
+/// Retention of ended runs.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RetentionView {
+    /// `--retain-runs`: ended runs kept at most; null keeps all.
+    pub retain_runs: Option<usize>,
+    /// `--retain-for` in seconds: how long after its end a run is kept;
+    /// null for no age limit.
+    pub retain_for_s: Option<f64>,
+    /// `--max-output-bytes`: stored stdout (and stderr) of a run at most;
+    /// null for no limit.
+    pub max_output_bytes: Option<u64>,
+    /// Ended runs kept now.
+    pub ended_runs: u64,
+    /// Ended runs removed by retention since the daemon started.
+    pub pruned_total: u64,
+}
+
 /// The work root.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WorkRootView {
@@ -138,7 +157,11 @@ pub async fn get_healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/v1/status", responses((status = 200, body = StatusView), (status = 401, body = ErrorBody)))]
 pub async fn get_status(State(state): State<AppState>) -> Json<StatusView> {
     let mut runs = RunCounts::default();
+    let mut ended = 0;
     for (run_state, count) in state.runs.counts() {
+        if run_state.is_terminal() {
+            ended += count;
+        }
         match run_state {
             RunState::Starting | RunState::Running => runs.running += count,
             RunState::Ended(Outcome::Succeeded) => runs.succeeded = count,
@@ -197,6 +220,13 @@ pub async fn get_status(State(state): State<AppState>) -> Json<StatusView> {
         work_root: WorkRootView {
             path: work_root.display().to_string(),
             free_bytes,
+        },
+        retention: RetentionView {
+            retain_runs: state.config.retention.max_runs,
+            retain_for_s: state.config.retention.max_age.map(|a| a.as_secs_f64()),
+            max_output_bytes: Some(state.config.max_output_bytes).filter(|b| *b > 0),
+            ended_runs: ended,
+            pruned_total: state.metrics.runs_pruned_total(),
         },
     })
 }

@@ -16,6 +16,7 @@ pub mod logs;
 pub mod record;
 mod registry;
 mod restore;
+mod retention;
 mod run;
 pub mod shim;
 mod spawn;
@@ -23,7 +24,8 @@ mod start;
 mod task;
 pub mod token;
 
-pub use registry::{Registry, UploadProbe};
+pub use registry::{ListCursor, ListFilter, Registry, UploadProbe};
+pub use retention::PruneReport;
 pub use run::{Run, RunEnd, RunState, RunStatus};
 
 use std::collections::BTreeMap;

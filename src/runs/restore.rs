@@ -21,6 +21,7 @@ impl Registry {
     /// again the records a full disk refused.
     pub async fn restore(&self) -> std::io::Result<()> {
         let runs_dir = self.runs_dir();
+        super::retention::remove_pruned_leftovers(&runs_dir);
         let mut restored = 0usize;
         for entry in std::fs::read_dir(&runs_dir)? {
             let dir = entry?.path();
@@ -38,6 +39,7 @@ impl Registry {
             tracing::info!(runs = restored, "restored runs from the state dir");
         }
         self.rewrite_unsaved();
+        self.start_pruning();
         Ok(())
     }
 

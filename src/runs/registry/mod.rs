@@ -98,6 +98,44 @@ impl Registry {
         }
     }
 
+    /// The daemon's configuration.
+    pub(super) fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Every ended run and when it ended.
+    pub(super) fn ended_runs(&self) -> Vec<(String, chrono::DateTime<Utc>)> {
+        let runs = self.lock_runs();
+        runs.iter()
+            .filter_map(|(run_id, slot)| {
+                let finished_at = slot.cell.read(|run| run.end().map(|e| e.finished_at))?;
+                Some((run_id.clone(), finished_at))
+            })
+            .collect()
+    }
+
+    /// Takes an ended run out of the registry unless something protects
+    /// it: someone following or waiting on it, or its pending callback.
+    pub(super) fn take_prunable(&self, run_id: &str) -> Option<Arc<RunCell>> {
+        let mut runs = self.lock_runs();
+        let slot = runs.get(run_id)?;
+        let (ended, has_callback, digest) = slot.cell.read(|run| {
+            (
+                run.end().is_some(),
+                run.callback.is_some(),
+                run.token_digest,
+            )
+        });
+        let pending = has_callback && self.inner.context.outbox.status(run_id).state == "pending";
+        if !ended || pending || slot.cell.watchers() > 0 {
+            return None;
+        }
+        let slot = runs.remove(run_id)?;
+        self.inner.tokens.remove(digest);
+        self.inner.context.unsaved.forget(&run_id.to_owned());
+        Some(slot.cell)
+    }
+
     /// The secret resolver.
     pub fn resolver(&self) -> &Resolver {
         self.inner.starter.resolver()
@@ -252,22 +290,38 @@ impl Registry {
         Ok(snapshot_of(&*self.cell(run_id)?))
     }
 
-    /// Every run, optionally only those in `state`, oldest first.
-    pub fn list(&self, state: Option<RunState>) -> Vec<RunSnapshot> {
-        let cells: Vec<Arc<RunCell>> = self
+    /// One page of runs, newest first: those matching `filter` that come
+    /// after `after` (a run's creation time and id, the last of the page
+    /// before), at most `limit`. The second value is where the next page
+    /// starts, when there is one.
+    pub fn list(
+        &self,
+        filter: &ListFilter,
+        after: Option<&ListCursor>,
+        limit: usize,
+    ) -> (Vec<RunSnapshot>, Option<ListCursor>) {
+        let mut keys: Vec<(ListCursor, Arc<RunCell>)> = self
             .lock_runs()
             .values()
-            .map(|slot| slot.cell.clone())
+            .filter_map(|slot| {
+                let (created_at, run_id, state) = slot
+                    .cell
+                    .read(|run| (run.created_at, run.run_id.clone(), run.state()));
+                let matches = filter.state.is_none_or(|wanted| wanted == state)
+                    && filter.created_since.is_none_or(|since| created_at >= since);
+                let cursor = ListCursor { created_at, run_id };
+                matches.then(|| (cursor, slot.cell.clone()))
+            })
+            .filter(|(cursor, _)| after.is_none_or(|after| cursor < after))
             .collect();
-        let mut list: Vec<RunSnapshot> = cells
-            .iter()
-            .filter(|cell| state.is_none_or(|st| cell.read(Run::state) == st))
-            .map(|cell| snapshot_of(cell))
+        keys.sort_by(|a, b| b.0.cmp(&a.0));
+        let next = (keys.len() > limit).then(|| keys[limit - 1].0.clone());
+        let page = keys
+            .into_iter()
+            .take(limit)
+            .map(|(_, cell)| snapshot_of(&cell))
             .collect();
-        list.sort_by(|a, b| {
-            (a.run.created_at, &a.run.run_id).cmp(&(b.run.created_at, &b.run.run_id))
-        });
-        list
+        (page, next.filter(|_| limit > 0))
     }
 
     /// Runs per state.
@@ -395,6 +449,42 @@ impl Registry {
 
     fn lock_runs(&self) -> MutexGuard<'_, HashMap<String, RunSlot>> {
         self.inner.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Which runs a listing shows.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only runs in this state.
+    pub state: Option<RunState>,
+    /// Only runs created at or after this time.
+    pub created_since: Option<chrono::DateTime<Utc>>,
+}
+
+/// A place in the newest-first order of runs: a run's creation time and
+/// id. Its text form (`<nanoseconds since the epoch>-<run id>`) is the
+/// `next` of a page.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListCursor {
+    created_at: chrono::DateTime<Utc>,
+    run_id: String,
+}
+
+impl ListCursor {
+    /// The text form.
+    pub fn encode(&self) -> String {
+        let nanos = self.created_at.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        format!("{nanos}-{}", self.run_id)
+    }
+
+    /// Reads the text form; `None` when it is not one.
+    pub fn decode(text: &str) -> Option<ListCursor> {
+        let (nanos, run_id) = text.split_once('-')?;
+        let nanos: i64 = nanos.parse().ok()?;
+        Some(ListCursor {
+            created_at: chrono::DateTime::from_timestamp_nanos(nanos),
+            run_id: run_id.to_owned(),
+        })
     }
 }
 

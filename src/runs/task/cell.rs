@@ -69,6 +69,11 @@ impl RunCell {
         self.progress.subscribe()
     }
 
+    /// How many follow the run's output or wait for its end right now.
+    pub(in crate::runs) fn watchers(&self) -> usize {
+        self.progress.receiver_count()
+    }
+
     /// The run's secret sources (empty once it has ended).
     pub(in crate::runs) fn secrets(&self) -> SecretMap {
         self.secrets

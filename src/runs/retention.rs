@@ -1,0 +1,175 @@
+//! Retention: ended runs past `--retain-runs` (the oldest first) or
+//! `--retain-for` (since their end) are removed whole, in the background,
+//! a bounded batch per pass. Never removed: a run that has not ended, one
+//! whose callback is still pending, one someone follows or waits on.
+//!
+//! Removal is crash-safe: the work dir is first renamed into a staging
+//! name (removed by the upload module's start-up clean), the bundle record
+//! and outbox file are removed, then the run dir is renamed to a
+//! `.pruned-` name: the commit point. A restore removes such dirs, so a
+//! kill -9 at any step leaves a whole run or none.
+
+use std::path::Path;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::Registry;
+
+/// Runs removed per pass at most: a pass never holds the daemon long.
+const PRUNE_BATCH: usize = 256;
+
+/// Time between passes when nothing is left over from the last one.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Time between passes while a backlog is being worked off.
+const PRUNE_BACKLOG_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Prefix of a run dir being removed.
+pub(super) const PRUNED_PREFIX: &str = ".pruned-";
+
+/// Prefix of a work dir being removed: the upload module's stale-staging
+/// clean at start-up removes it.
+const PRUNED_WORK_PREFIX: &str = ".sandboxd-staging-pruned-";
+
+/// What a pruning pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Runs removed.
+    pub removed: usize,
+    /// Runs past a limit still left (protected, or beyond the batch).
+    pub left: usize,
+}
+
+/// An ended run as retention sees it.
+struct Candidate {
+    run_id: String,
+    finished_at: DateTime<Utc>,
+}
+
+impl Registry {
+    /// Starts the background pruning loop (a first pass at once).
+    pub(super) fn start_pruning(&self) {
+        let retention = self.config().retention;
+        if retention.max_runs.is_none() && retention.max_age.is_none() {
+            return;
+        }
+        let registry = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let report = registry.prune_once(Utc::now());
+                let wait = if report.removed == PRUNE_BATCH {
+                    PRUNE_BACKLOG_INTERVAL
+                } else {
+                    PRUNE_INTERVAL
+                };
+                tokio::time::sleep(wait).await;
+            }
+        });
+    }
+
+    /// One pass: removes up to a batch of the ended runs past a limit.
+    pub fn prune_once(&self, now: DateTime<Utc>) -> PruneReport {
+        let retention = self.config().retention;
+        let mut ended: Vec<Candidate> = self
+            .ended_runs()
+            .into_iter()
+            .map(|(run_id, finished_at)| Candidate {
+                run_id,
+                finished_at,
+            })
+            .collect();
+        ended.sort_by(|a, b| (a.finished_at, &a.run_id).cmp(&(b.finished_at, &b.run_id)));
+        let over_count = retention
+            .max_runs
+            .map_or(0, |max| ended.len().saturating_sub(max));
+        let too_old = |c: &Candidate| {
+            retention.max_age.is_some_and(|age| {
+                let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+                now.signed_duration_since(c.finished_at) > age
+            })
+        };
+        let due: Vec<&Candidate> = ended
+            .iter()
+            .enumerate()
+            .filter(|(index, c)| *index < over_count || too_old(c))
+            .map(|(_, c)| c)
+            .collect();
+        let mut report = PruneReport::default();
+        for candidate in &due {
+            if report.removed == PRUNE_BATCH || !self.prune_run(&candidate.run_id) {
+                report.left += 1;
+                continue;
+            }
+            report.removed += 1;
+        }
+        if report.removed > 0 {
+            self.context().metrics.runs_pruned(report.removed as u64);
+            tracing::info!(
+                removed = report.removed,
+                left = report.left,
+                "removed ended runs past retention"
+            );
+        }
+        report
+    }
+
+    /// Removes one ended run if nothing protects it; false when kept.
+    fn prune_run(&self, run_id: &str) -> bool {
+        let Some(cell) = self.take_prunable(run_id) else {
+            return false;
+        };
+        let default_cwd = cell.read(|run| run.default_cwd);
+        let work_dir = self.work_dir(run_id);
+        let run_dir = self.run_dir(run_id);
+        let result = (|| {
+            if default_cwd {
+                let trash = work_dir.with_file_name(format!("{PRUNED_WORK_PREFIX}{run_id}"));
+                rename_if_present(&work_dir, &trash)?;
+                remove_tree(&trash)?;
+            }
+            crate::upload::forget_bundle(&self.config().state_dir, run_id)?;
+            self.context().outbox.forget(run_id);
+            let trash = run_dir.with_file_name(format!("{PRUNED_PREFIX}{run_id}"));
+            rename_if_present(&run_dir, &trash)?;
+            remove_tree(&trash)
+        })();
+        if let Err(err) = result {
+            // The run is out of memory already; what is left on disk is
+            // finished at the next start (restore removes `.pruned-` dirs).
+            tracing::warn!(run_id, "cannot remove an ended run past retention: {err}");
+        }
+        true
+    }
+}
+
+/// Removes the `.pruned-` dirs a crash left in the runs dir.
+pub(super) fn remove_pruned_leftovers(runs_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(PRUNED_PREFIX)
+        {
+            tracing::info!(dir = %entry.path().display(), "finishing the removal of a pruned run");
+            let _ = remove_tree(&entry.path());
+        }
+    }
+}
+
+fn rename_if_present(from: &Path, to: &Path) -> std::io::Result<()> {
+    match std::fs::rename(from, to) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
+
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_dir_all(dir) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
+}
