@@ -43,6 +43,7 @@ use zeroize::Zeroize;
 
 use crate::durable;
 use crate::secrets::mask::{Masker, StreamMasker};
+use crate::signals::FORWARDED_SIGNALS;
 
 /// File names inside a run's state dir.
 pub mod files {
@@ -171,15 +172,6 @@ pub fn main() -> ExitCode {
     }
 }
 
-const FORWARDED: [Signal; 6] = [
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
-
 struct Shared {
     /// Process group of the phase running now; 0 between phases.
     current_pgid: AtomicI32,
@@ -207,7 +199,7 @@ fn run_shim() -> io::Result<()> {
     set_prctl(libc::PR_SET_DUMPABLE, 0);
     set_prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
     let mut forwarded = SigSet::empty();
-    for signal in FORWARDED {
+    for signal in FORWARDED_SIGNALS {
         forwarded.add(signal);
     }
     forwarded.thread_block().map_err(io::Error::from)?;
@@ -481,7 +473,7 @@ fn kill_leftovers(leader: i32) {
         return;
     }
     let me = std::process::id() as i32;
-    for pid in children_of(me) {
+    for pid in crate::procfs::children_of(me) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
     }
 }
@@ -494,60 +486,6 @@ fn reap_all() {
             Err(_) => return,
         }
     }
-}
-
-/// Pids whose parent is `parent`: from `/proc/<parent>/task/*/children`
-/// (one small file per thread of ours), else by scanning all of /proc.
-fn children_of(parent: i32) -> Vec<i32> {
-    if let Some(children) = children_from_tasks(parent) {
-        return children;
-    }
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| proc_stat(*pid).is_some_and(|stat| stat.ppid == parent))
-        .collect()
-}
-
-/// Children listed by the kernel per thread (CONFIG_PROC_CHILDREN); `None`
-/// when the kernel has no such files.
-fn children_from_tasks(parent: i32) -> Option<Vec<i32>> {
-    let tasks = std::fs::read_dir(format!("/proc/{parent}/task")).ok()?;
-    let mut children = Vec::new();
-    for task in tasks.flatten() {
-        let text = std::fs::read_to_string(task.path().join("children")).ok()?;
-        children.extend(
-            text.split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok()),
-        );
-    }
-    Some(children)
-}
-
-/// The fields of /proc/PID/stat that sandboxd uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcStat {
-    /// Parent pid.
-    pub ppid: i32,
-    /// Start time in clock ticks since boot: with the pid, it names one
-    /// process for good (pids are reused, start times are not).
-    pub start_ticks: u64,
-    /// State letter (`Z` for a zombie).
-    pub state: char,
-}
-
-/// Reads /proc/PID/stat.
-pub fn proc_stat(pid: i32) -> Option<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces: parse after it.
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    Some(ProcStat {
-        state: fields.first()?.chars().next()?,
-        ppid: fields.get(1)?.parse().ok()?,
-        start_ticks: fields.get(19)?.parse().ok()?,
-    })
 }
 
 /// Bytes read from a pipe at once.
@@ -675,7 +613,7 @@ fn write_what_fits(file: &mut File, bytes: &[u8]) -> usize {
 fn spawn_signal_thread(shared: Arc<Shared>, set: SigSet) {
     std::thread::spawn(move || loop {
         let Ok(signal) = set.wait() else { continue };
-        if matches!(signal, Signal::SIGTERM | Signal::SIGINT) {
+        if crate::signals::asks_to_stop(signal) {
             shared.cancelled.store(true, Ordering::SeqCst);
         }
         let pgid = shared.current_pgid.load(Ordering::SeqCst);
@@ -795,30 +733,4 @@ impl EventPipe {
 /// Paths of a run's output files.
 pub fn output_path(run_dir: &Path, name: &str) -> PathBuf {
     run_dir.join(name)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_own_stat() {
-        let stat = proc_stat(std::process::id() as i32).unwrap();
-        assert_eq!(stat.ppid, nix::unistd::getppid().as_raw());
-        assert!(stat.start_ticks > 0);
-    }
-
-    /// The per-thread children files name our children, like the /proc scan.
-    #[test]
-    fn finds_own_children() {
-        let mut child = Command::new("sleep").arg("5").spawn().unwrap();
-        let me = std::process::id() as i32;
-        let pid = child.id() as i32;
-        let listed = children_from_tasks(me);
-        let _ = child.kill();
-        let _ = child.wait();
-        if let Some(listed) = listed {
-            assert!(listed.contains(&pid), "{pid} not in {listed:?}");
-        }
-    }
 }

@@ -40,8 +40,7 @@ pub(super) async fn spawn_shim(
         .kill_on_drop(false)
         .spawn()
         .map_err(|e| format!("cannot start the run's shim {}: {e}", exe.display()))?;
-    let pid = child.id().unwrap_or(0) as i32;
-    let start_ticks = shim::proc_stat(pid).map(|s| s.start_ticks).unwrap_or(0);
+    let identity = ShimIdentity::of(child.id().unwrap_or(0) as i32);
     let mut stdin = child.stdin.take().ok_or("the shim has no stdin")?;
     let bytes = encode_spec(spec).map_err(|e| format!("cannot encode the run spec: {e}"))?;
     let write = async {
@@ -58,7 +57,7 @@ pub(super) async fn spawn_shim(
     Ok(ShimProcess {
         child,
         events,
-        identity: ShimIdentity { pid, start_ticks },
+        identity,
     })
 }
 

@@ -485,9 +485,7 @@ impl Registry {
             self.finish(&run_id, read_exit_report(&run_dir)).await;
             return;
         }
-        let alive = shim.filter(|s| {
-            shim::proc_stat(s.pid).is_some_and(|p| p.start_ticks == s.start_ticks && p.state != 'Z')
-        });
+        let alive = shim.filter(ShimIdentity::is_alive);
         match alive {
             Some(identity) => {
                 tracing::info!(
