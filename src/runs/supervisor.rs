@@ -237,18 +237,21 @@ impl Registry {
     /// Applies one event of the shim; the run's exit report when it says
     /// the run has ended.
     fn on_event(&self, run_id: &str, line: &str) -> Option<ExitReport> {
-        let Ok(event) = serde_json::from_str::<ShimEvent>(line) else {
+        let Ok(event) = ShimEvent::from_line(line) else {
             tracing::warn!(run_id, "unreadable event from the run's shim");
             return None;
         };
         match event {
             ShimEvent::Ended { report } => return Some(*report),
-            ShimEvent::Output { o, r } => {
+            ShimEvent::Output {
+                stdout_bytes,
+                stderr_bytes,
+            } => {
                 let runs = self.lock_runs();
                 if let Some(slot) = runs.get(run_id) {
                     slot.progress.send_modify(|p| {
-                        p.stdout_bytes = p.stdout_bytes.max(o);
-                        p.stderr_bytes = p.stderr_bytes.max(r);
+                        p.stdout_bytes = p.stdout_bytes.max(stdout_bytes);
+                        p.stderr_bytes = p.stderr_bytes.max(stderr_bytes);
                     });
                 }
             }
