@@ -84,7 +84,7 @@ pub fn children_of(parent: i32) -> Vec<i32> {
 
 /// Children listed by the kernel per thread (CONFIG_PROC_CHILDREN); `None`
 /// when the kernel has no such files.
-pub fn children_from_tasks(parent: i32) -> Option<Vec<i32>> {
+fn children_from_tasks(parent: i32) -> Option<Vec<i32>> {
     let tasks = std::fs::read_dir(format!("/proc/{parent}/task")).ok()?;
     let mut children = Vec::new();
     for task in tasks.flatten() {
