@@ -17,6 +17,8 @@
 //! - [`secrets`]: secret sources, resolution and masking.
 //! - [`callbacks`]: the completion outbox and its delivery.
 //! - [`supervise`]: the supervised service and PID 1 duties.
+//! - [`procfs`]: all reading of `/proc`, and [`procfs::ProcessIdentity`].
+//! - [`signals`]: the one list of forwarded signals.
 //! - [`metrics`], [`telemetry`], [`durable`]: cross-cutting helpers.
 
 pub mod api;
@@ -27,9 +29,11 @@ pub mod daemon;
 pub mod durable;
 pub mod error;
 pub mod metrics;
+pub mod procfs;
 pub mod runs;
 pub mod secrets;
 pub mod server;
+pub mod signals;
 pub mod supervise;
 pub mod telemetry;
 pub mod upload;

@@ -105,13 +105,7 @@ pub struct RunRecord {
 }
 
 /// One shim process, named for good by pid and start time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShimIdentity {
-    /// The shim's pid.
-    pub pid: i32,
-    /// Its start time in clock ticks since boot.
-    pub start_ticks: u64,
-}
+pub type ShimIdentity = crate::procfs::ProcessIdentity;
 
 impl RunRecord {
     /// The digest of the run's token. A record with neither form (never

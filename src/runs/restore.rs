@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::record::{self, RunRecord};
+use super::record::{self, RunRecord, ShimIdentity};
 use super::run::Run;
 use super::shim;
 use super::task::{read_exit_report, RunCell, RunTask};
@@ -63,9 +63,7 @@ impl Registry {
             task.finish_now(read_exit_report(&run_dir)).await;
             return;
         }
-        let alive = shim.filter(|s| {
-            shim::proc_stat(s.pid).is_some_and(|p| p.start_ticks == s.start_ticks && p.state != 'Z')
-        });
+        let alive = shim.filter(ShimIdentity::is_alive);
         match alive {
             Some(identity) => {
                 tracing::info!(

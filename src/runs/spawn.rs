@@ -6,10 +6,9 @@ use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdout, Command};
-use zeroize::Zeroizing;
 
 use super::record::ShimIdentity;
-use super::shim::{self, ShimSpec};
+use super::shim::protocol::{files, ShimSpec};
 
 /// A started shim.
 pub(super) struct ShimProcess {
@@ -28,7 +27,7 @@ pub(super) async fn spawn_shim(
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(run_dir.join(shim::files::SHIM_LOG))
+        .open(run_dir.join(files::SHIM_LOG))
         .map_err(|e| format!("cannot open the shim log in {}: {e}", run_dir.display()))?;
     let mut child = Command::new(exe)
         .arg("shim")
@@ -40,10 +39,11 @@ pub(super) async fn spawn_shim(
         .kill_on_drop(false)
         .spawn()
         .map_err(|e| format!("cannot start the run's shim {}: {e}", exe.display()))?;
-    let pid = child.id().unwrap_or(0) as i32;
-    let start_ticks = shim::proc_stat(pid).map(|s| s.start_ticks).unwrap_or(0);
+    let identity = ShimIdentity::of(child.id().unwrap_or(0) as i32);
     let mut stdin = child.stdin.take().ok_or("the shim has no stdin")?;
-    let bytes = encode_spec(spec).map_err(|e| format!("cannot encode the run spec: {e}"))?;
+    let bytes = spec
+        .encode()
+        .map_err(|e| format!("cannot encode the run spec: {e}"))?;
     let write = async {
         stdin.write_all(&bytes).await?;
         stdin.shutdown().await
@@ -58,30 +58,6 @@ pub(super) async fn spawn_shim(
     Ok(ShimProcess {
         child,
         events,
-        identity: ShimIdentity { pid, start_ticks },
+        identity,
     })
-}
-
-/// The spec as JSON, in a buffer of exactly its size (so no reallocation
-/// leaves a copy of the secret values behind) that is zeroized when dropped.
-fn encode_spec(spec: &ShimSpec) -> serde_json::Result<Zeroizing<Vec<u8>>> {
-    let mut counter = ByteCounter(0);
-    serde_json::to_writer(&mut counter, spec)?;
-    let mut bytes = Zeroizing::new(Vec::with_capacity(counter.0));
-    serde_json::to_writer(&mut *bytes, spec)?;
-    Ok(bytes)
-}
-
-/// Counts what is written to it.
-struct ByteCounter(usize);
-
-impl std::io::Write for ByteCounter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0 += buf.len();
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }

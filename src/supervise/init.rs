@@ -42,20 +42,12 @@ use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::signals::FORWARDED_SIGNALS;
+
 /// Environment variable telling a `sandboxd serve` that it is the init's
 /// child, i.e. the daemon proper. Removed from the environment at once so
 /// neither the service nor the runs inherit it.
 pub const CHILD_MARKER: &str = "SANDBOXD_INIT_CHILD";
-
-/// Signals passed on to the daemon.
-pub const FORWARDED: [Signal; 6] = [
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-];
 
 /// Wait before starting a crashed daemon again.
 pub const RESTART_DELAY: Duration = Duration::from_secs(1);
@@ -131,7 +123,7 @@ pub fn main() -> ExitCode {
         }
     }
     let mut waited = SigSet::empty();
-    for signal in FORWARDED {
+    for signal in FORWARDED_SIGNALS {
         waited.add(signal);
     }
     waited.add(Signal::SIGCHLD);

@@ -31,7 +31,6 @@ use chrono::{DateTime, Utc};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -39,7 +38,9 @@ pub use probe::{AgentHealth, AgentProbe};
 
 use crate::config::{Config, RestartPolicy};
 use crate::metrics::Metrics;
+use crate::procfs::ProcessIdentity;
 use crate::secrets::mask::Masker;
+use crate::signals::{asks_to_stop, FORWARDED_SIGNALS};
 
 /// First restart delay.
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
@@ -216,12 +217,6 @@ pub struct ServiceStatus {
     pub recent_output: Vec<output::Line>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct PidFile {
-    pid: i32,
-    start_ticks: u64,
-}
-
 impl Service {
     /// Starts the service when a command was given: first stops a service
     /// a crashed daemon left behind, then starts CMD and its supervisor
@@ -332,13 +327,9 @@ impl Service {
 
     fn forward_signals(&self) -> anyhow::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
-        for (kind, sig) in [
-            (SignalKind::hangup(), Signal::SIGHUP),
-            (SignalKind::quit(), Signal::SIGQUIT),
-            (SignalKind::user_defined1(), Signal::SIGUSR1),
-            (SignalKind::user_defined2(), Signal::SIGUSR2),
-        ] {
-            let mut stream = signal(kind)
+        // SIGTERM and SIGINT stop the daemon (and so the service) instead.
+        for sig in FORWARDED_SIGNALS.into_iter().filter(|s| !asks_to_stop(*s)) {
+            let mut stream = signal(SignalKind::from_raw(sig as i32))
                 .map_err(|e| anyhow::anyhow!("cannot handle {sig} to forward it: {e}"))?;
             let service = self.clone();
             tokio::spawn(async move {
@@ -599,10 +590,7 @@ impl Task {
     }
 
     fn write_pid_file(&self, pid: i32) {
-        let start_ticks = crate::runs::shim::proc_stat(pid)
-            .map(|s| s.start_ticks)
-            .unwrap_or(0);
-        let bytes = serde_json::to_vec(&PidFile { pid, start_ticks }).unwrap_or_default();
+        let bytes = serde_json::to_vec(&ProcessIdentity::of(pid)).unwrap_or_default();
         if let Err(err) = crate::durable::write_atomic(
             &self.pid_file,
             &bytes,
@@ -621,14 +609,10 @@ async fn stop_leftover(pid_file: &std::path::Path) {
         return;
     };
     let _ = std::fs::remove_file(pid_file);
-    let Ok(old) = serde_json::from_slice::<PidFile>(&bytes) else {
+    let Ok(old) = serde_json::from_slice::<ProcessIdentity>(&bytes) else {
         return;
     };
-    let same = |pid: i32| {
-        crate::runs::shim::proc_stat(pid)
-            .is_some_and(|s| s.start_ticks == old.start_ticks && s.state != 'Z')
-    };
-    if old.pid <= 0 || !same(old.pid) {
+    if !old.is_alive() {
         return;
     }
     tracing::warn!(
@@ -638,7 +622,7 @@ async fn stop_leftover(pid_file: &std::path::Path) {
     let group = Pid::from_raw(old.pid);
     let _ = killpg(group, Signal::SIGTERM);
     let deadline = Instant::now() + LEFTOVER_GRACE;
-    while same(old.pid) && Instant::now() < deadline {
+    while old.is_alive() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = killpg(group, Signal::SIGKILL);

@@ -245,7 +245,7 @@ fn open_parent(
             .collect();
         match open_dir(None, &prefix, OFlag::empty()) {
             Ok(fd) => {
-                let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                let real = crate::procfs::fd_path(fd.as_raw_fd())
                     .map_err(|err| UploadError::io("resolving", &prefix, err))?;
                 break (fd, real);
             }

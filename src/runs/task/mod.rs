@@ -177,16 +177,19 @@ impl RunTask {
     /// Applies one event of the shim; the run's exit report when it says
     /// the run has ended.
     fn on_event(&self, line: &str) -> Option<ExitReport> {
-        let Ok(event) = serde_json::from_str::<ShimEvent>(line) else {
+        let Ok(event) = ShimEvent::from_line(line) else {
             tracing::warn!(run_id = self.run_id, "unreadable event from the run's shim");
             return None;
         };
         match event {
             ShimEvent::Ended { report } => return Some(*report),
-            ShimEvent::Output { o, r } => {
+            ShimEvent::Output {
+                stdout_bytes,
+                stderr_bytes,
+            } => {
                 self.cell.progress().send_modify(|p| {
-                    p.stdout_bytes = p.stdout_bytes.max(o);
-                    p.stderr_bytes = p.stderr_bytes.max(r);
+                    p.stdout_bytes = p.stdout_bytes.max(stdout_bytes);
+                    p.stderr_bytes = p.stderr_bytes.max(stderr_bytes);
                 });
             }
             ShimEvent::Spawned { phase, pid } => self.on_spawned(phase, pid),

@@ -1,0 +1,104 @@
+//! Starting one phase's process: its own process group, the run's env and
+//! cwd, stdin `/dev/null`, stdout and stderr piped to the shim, and, in the
+//! forked child before exec, default signal dispositions, an empty mask,
+//! the run's oom_score_adj and no descriptors beyond stdio.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+
+use super::protocol::ShimSpec;
+
+/// Starts `argv` for the run. The error is a sentence for the report.
+pub(super) fn spawn_child(argv: &[String], spec: &ShimSpec) -> Result<Child, String> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err("the command is empty".to_owned());
+    };
+    if !spec.cwd.is_dir() {
+        return Err(format!(
+            "cwd {} does not exist or is not a directory",
+            spec.cwd.display()
+        ));
+    }
+    let oom = format!("{}\n", spec.oom_score_adj).into_bytes();
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    // SAFETY: the closure only makes async-signal-safe system calls on
+    // memory allocated before the fork (see `reset_child`).
+    unsafe {
+        command.pre_exec(move || {
+            reset_child(&oom);
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|err| match err.kind() {
+        io::ErrorKind::NotFound => format!("command not found: {program}"),
+        io::ErrorKind::PermissionDenied => format!("permission denied executing {program}"),
+        _ => format!("cannot start {program}: {err}"),
+    })
+}
+
+/// Runs in the forked child before exec: default dispositions for every
+/// signal, an empty mask, the run's oom_score_adj, and every descriptor
+/// beyond stdio marked close-on-exec. Async-signal-safe calls only.
+fn reset_child(oom: &[u8]) {
+    // SAFETY: signal, sigprocmask, open, write, close and close_range are
+    // async-signal-safe and take no pointers into shared state.
+    unsafe {
+        // The raw system call: glibc's wrappers refuse the signals it
+        // reserves (32, 33), whose dispositions are inherited all the same.
+        let default = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for signal in 1..=64 {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    &default as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // A write of the child's own oom_score_adj: not a read of /proc,
+        // and it must stay here, between fork and exec.
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            libc::write(fd, oom.as_ptr().cast(), oom.len());
+            libc::close(fd);
+        }
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+}
+
+/// The kernel's `struct sigaction` for rt_sigaction on Linux.
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}

@@ -1,0 +1,235 @@
+//! The run shim: `sandboxd shim`, one small process per run that owns the
+//! run's processes, so a run outlives a crash or restart of the daemon.
+//!
+//! The daemon writes a [`ShimSpec`] (JSON) to the shim's stdin. The shim
+//! then:
+//! - becomes a child subreaper, so the run's orphans are reparented to it
+//!   and reaped by it, never left as zombies;
+//! - runs `bash setup.sh` (when asked and present) and the command, each as
+//!   the leader of its own process group, with default signal dispositions,
+//!   an empty signal mask, stdin `/dev/null` and no inherited descriptors;
+//! - captures stdout and stderr through the masker into `stdout.log`,
+//!   `stderr.log` and `output.idx` (arrival order of chunks) in the run dir;
+//! - enforces the deadline (SIGTERM to the group, SIGKILL after the grace);
+//! - forwards the [`FORWARDED_SIGNALS`](crate::signals::FORWARDED_SIGNALS)
+//!   to the current process group; SIGTERM and SIGINT also mean "cancelled";
+//! - when the leader exits, kills what is left of the run (the group and any
+//!   orphan reparented to the shim), drains the pipes, and writes
+//!   `exit.json` ([`ExitReport`]) atomically, tells the daemon
+//!   ([`ShimEvent::Ended`], carrying the report), and only then flushes the
+//!   logs and the report to disk. That file is the run's result for
+//!   whichever daemon is alive later; the live daemon takes the report from
+//!   the event, so a full state dir costs output, not the run's end.
+//!
+//! Events for a live daemon go to stdout as JSON lines ([`ShimEvent`]),
+//! written non-blocking: a stalled or dead daemon never blocks the run.
+//!
+//! Layout: [`protocol`] is what the daemon and the shim exchange (the
+//! daemon side is `runs::spawn` and the supervisor); the rest is the shim
+//! process: this file (`main` and the phases), `child` (starting a phase's
+//! process), `capture` (pipes, masking, output files, progress events),
+//! `events` (the non-blocking event pipe), `children` (subreaper duties)
+//! and `deadline` (the deadline and signal threads).
+
+mod capture;
+mod child;
+mod children;
+mod deadline;
+mod events;
+pub mod protocol;
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use nix::sys::signal::{killpg, SigSet, Signal};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+
+use self::capture::{spawn_reader, OutputFiles, Stream};
+use self::events::EventPipe;
+pub use self::protocol::{files, ExitReport, Phase, ShimEvent, ShimSpec};
+use crate::durable;
+use crate::secrets::mask::Masker;
+use crate::signals::FORWARDED_SIGNALS;
+
+/// Entry point of `sandboxd shim`. Its exit code only says whether the shim
+/// itself worked; the run's result is in `exit.json`.
+pub fn main() -> ExitCode {
+    match run_shim() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let _ = writeln!(io::stderr(), "sandboxd shim: {err}");
+            ExitCode::from(70)
+        }
+    }
+}
+
+/// What the shim's threads share.
+struct Shared {
+    /// Process group of the phase running now; 0 between phases.
+    current_pgid: AtomicI32,
+    /// SIGTERM or SIGINT reached the shim.
+    cancelled: AtomicBool,
+    /// The deadline passed.
+    timed_out: AtomicBool,
+    /// Set when the last phase has ended; wakes the deadline thread.
+    finished: (Mutex<bool>, Condvar),
+    output: Mutex<OutputFiles>,
+}
+
+impl Shared {
+    /// Whether no further phase may start.
+    fn stopping(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst) || self.timed_out.load(Ordering::SeqCst)
+    }
+}
+
+fn run_shim() -> io::Result<()> {
+    // The shim holds secret values: no core dumps, no ptrace by peers.
+    set_prctl(libc::PR_SET_DUMPABLE, 0);
+    set_prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
+    let mut forwarded = SigSet::empty();
+    for signal in FORWARDED_SIGNALS {
+        forwarded.add(signal);
+    }
+    forwarded.thread_block().map_err(io::Error::from)?;
+
+    let spec = ShimSpec::read_from(io::stdin())?;
+    let shared = Arc::new(Shared {
+        current_pgid: AtomicI32::new(0),
+        cancelled: AtomicBool::new(false),
+        timed_out: AtomicBool::new(false),
+        finished: (Mutex::new(false), Condvar::new()),
+        output: Mutex::new(OutputFiles::open(&spec.run_dir, EventPipe::stdout())?),
+    });
+    let masker = Masker::new(spec.mask.iter());
+
+    deadline::spawn_signal_thread(shared.clone(), forwarded);
+    deadline::spawn_deadline_thread(
+        shared.clone(),
+        Instant::now(),
+        Duration::from_millis(spec.timeout_ms),
+        Duration::from_millis(spec.kill_grace_ms),
+    );
+
+    let mut report = run_phases(&spec, &shared, &masker);
+    deadline::finish(&shared);
+    let mut output = lock(&shared.output);
+    report.stdout_bytes = output.stdout_bytes;
+    report.stderr_bytes = output.stderr_bytes;
+    report.timed_out = shared.timed_out.load(Ordering::SeqCst);
+    report.cancelled = shared.cancelled.load(Ordering::SeqCst) && !report.timed_out;
+    let bytes = serde_json::to_vec(&report).map_err(io::Error::other)?;
+    // The daemon hears of the end as soon as exit.json is in place (an
+    // atomic rename: a crash of the daemon loses nothing). The flushes that
+    // make the logs and the report survive a power loss come after, off
+    // the path from the child's exit to its completion callback; the
+    // daemon flushes its outbox and record itself.
+    let exit_path = spec.run_dir.join(files::EXIT);
+    let written = durable::write_atomic(&exit_path, &bytes, 0o600, durable::Sync::NoFlush);
+    let report = Box::new(report);
+    output.events.send_blocking(&ShimEvent::Ended { report });
+    written.map_err(|err| io::Error::new(err.kind(), format!("cannot write exit.json: {err}")))?;
+    if !spec.durable {
+        return Ok(());
+    }
+    output.sync();
+    drop(output);
+    File::open(&exit_path)?.sync_all()?;
+    durable::sync_dir(&spec.run_dir)
+}
+
+fn run_phases(spec: &ShimSpec, shared: &Arc<Shared>, masker: &Masker) -> ExitReport {
+    let mut report = ExitReport::not_started();
+    if spec.setup && spec.cwd.join("setup.sh").is_file() {
+        let argv = ["bash".to_owned(), "setup.sh".to_owned()];
+        let ok = run_phase(Phase::Setup, &argv, spec, shared, masker, &mut report);
+        if !ok {
+            report.finished_at = Utc::now();
+            return report;
+        }
+    }
+    if !shared.stopping() {
+        report.started_at = Some(Utc::now());
+        run_phase(
+            Phase::Command,
+            &spec.argv,
+            spec,
+            shared,
+            masker,
+            &mut report,
+        );
+    }
+    report.finished_at = Utc::now();
+    report
+}
+
+/// Runs one phase to its end; true when it exited 0.
+fn run_phase(
+    phase: Phase,
+    argv: &[String],
+    spec: &ShimSpec,
+    shared: &Arc<Shared>,
+    masker: &Masker,
+    report: &mut ExitReport,
+) -> bool {
+    report.phase = phase;
+    report.exit_code = None;
+    report.signal = None;
+    let mut child = match child::spawn_child(argv, spec) {
+        Ok(child) => child,
+        Err(message) => {
+            report.spawn_error = Some(message);
+            return false;
+        }
+    };
+    let pid = child.id() as i32;
+    shared.current_pgid.store(pid, Ordering::SeqCst);
+    lock(&shared.output)
+        .events
+        .send_blocking(&ShimEvent::Spawned { phase, pid });
+    // A cancel that raced with the spawn still reaches the new group.
+    if shared.stopping() {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|pipe| spawn_reader(pipe, Stream::Stdout, shared, masker)),
+        child
+            .stderr
+            .take()
+            .map(|pipe| spawn_reader(pipe, Stream::Stderr, shared, masker)),
+    ];
+    let status = children::wait_for_leader(pid);
+    shared.current_pgid.store(0, Ordering::SeqCst);
+    children::kill_leftovers(pid);
+    children::reap_all();
+    for reader in readers.into_iter().flatten() {
+        let _ = reader.join();
+    }
+    drop(child);
+    match status {
+        WaitStatus::Exited(_, code) => report.exit_code = Some(code),
+        WaitStatus::Signaled(_, signal, _) => report.signal = Some(signal as i32),
+        _ => report.exit_code = Some(-1),
+    }
+    report.exit_code == Some(0)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn set_prctl(option: libc::c_int, value: libc::c_ulong) {
+    // SAFETY: prctl with integer arguments touches no memory of ours.
+    unsafe {
+        libc::prctl(option, value, 0, 0, 0);
+    }
+}

@@ -1,0 +1,209 @@
+//! What the daemon and a run's shim say to each other: the [`ShimSpec`]
+//! the daemon writes to the shim's stdin (JSON, secret values wiped on
+//! both sides), the [`ShimEvent`] lines the shim writes to its stdout, the
+//! [`ExitReport`] it leaves in `exit.json`, and the names of the files in a
+//! run dir. Both ends are the same binary; only `exit.json` is read by a
+//! later daemon, so only [`ExitReport`] is versioned.
+
+use std::io::{self, Read};
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+/// File names inside a run's state dir.
+pub mod files {
+    /// Captured stdout, masked.
+    pub const STDOUT: &str = "stdout.log";
+    /// Captured stderr, masked.
+    pub const STDERR: &str = "stderr.log";
+    /// Arrival order: 5-byte records (stream byte, u32 LE length).
+    pub const INDEX: &str = "output.idx";
+    /// The shim's result.
+    pub const EXIT: &str = "exit.json";
+    /// The shim's own diagnostics.
+    pub const SHIM_LOG: &str = "shim.log";
+}
+
+/// What the daemon asks the shim to run.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ShimSpec {
+    /// The run's state dir (logs, exit.json).
+    pub run_dir: PathBuf,
+    /// The command's argv.
+    pub argv: Vec<String>,
+    /// Working directory.
+    pub cwd: PathBuf,
+    /// The child's complete environment.
+    pub env: Vec<(String, String)>,
+    /// Run `bash setup.sh` first when it exists in `cwd`.
+    pub setup: bool,
+    /// Wall-clock limit for setup and command together, in milliseconds.
+    pub timeout_ms: u64,
+    /// SIGTERM to SIGKILL on timeout, in milliseconds.
+    pub kill_grace_ms: u64,
+    /// oom_score_adj of the run's processes.
+    pub oom_score_adj: i32,
+    /// Values masked in the captured output.
+    pub mask: Vec<String>,
+    /// fsync the logs and `exit.json` before exiting. Off for an
+    /// exec-and-wait without callback, whose caller gets the answer directly.
+    pub durable: bool,
+}
+
+// The spec carries secret values (in `env` and `mask`): wipe them when it
+// goes, in the daemon (after handing it over) and in the shim.
+impl Drop for ShimSpec {
+    fn drop(&mut self) {
+        for (_, value) in &mut self.env {
+            value.zeroize();
+        }
+        self.mask.zeroize();
+    }
+}
+
+impl ShimSpec {
+    /// The spec as JSON, in a buffer of exactly its size (so no
+    /// reallocation leaves a copy of the secret values behind) that is
+    /// zeroized when dropped.
+    pub fn encode(&self) -> serde_json::Result<Zeroizing<Vec<u8>>> {
+        let mut counter = ByteCounter(0);
+        serde_json::to_writer(&mut counter, self)?;
+        let mut bytes = Zeroizing::new(Vec::with_capacity(counter.0));
+        serde_json::to_writer(&mut *bytes, self)?;
+        Ok(bytes)
+    }
+
+    /// Reads the spec to the end of `input` (the shim's stdin), wiping the
+    /// text it was parsed from.
+    pub fn read_from(mut input: impl Read) -> io::Result<ShimSpec> {
+        let mut text = String::new();
+        input.read_to_string(&mut text)?;
+        let spec = serde_json::from_str::<ShimSpec>(&text);
+        text.zeroize();
+        spec.map_err(|e| io::Error::other(format!("bad spec: {e}")))
+    }
+}
+
+/// Counts what is written to it.
+struct ByteCounter(usize);
+
+impl io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Which part of a run a process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// `bash setup.sh`.
+    Setup,
+    /// The run's command.
+    Command,
+}
+
+/// A message from the shim to a live daemon: one JSON line on the shim's
+/// stdout, tagged by `e`. Lines stay under `PIPE_BUF`, so a write of one
+/// is whole or nothing.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "e", rename_all = "snake_case")]
+pub enum ShimEvent {
+    /// A phase's process started; `pid` leads its process group.
+    Spawned {
+        /// Which phase.
+        phase: Phase,
+        /// The leader's pid (and process group id).
+        pid: i32,
+    },
+    /// Bytes stored so far. Sent often while output flows, hence the
+    /// short names on the wire.
+    Output {
+        /// stdout.log size.
+        #[serde(rename = "o")]
+        stdout_bytes: u64,
+        /// stderr.log size.
+        #[serde(rename = "r")]
+        stderr_bytes: u64,
+    },
+    /// The run has ended and `exit.json` is written (not yet flushed), or
+    /// could not be written (a full state dir): the report comes along,
+    /// so a live daemon records the end either way.
+    Ended {
+        /// How the run ended: the content of `exit.json`.
+        report: Box<ExitReport>,
+    },
+}
+
+impl ShimEvent {
+    /// The event as one line, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).unwrap_or_default();
+        line.push(b'\n');
+        line
+    }
+
+    /// Parses one line (with or without its newline).
+    pub fn from_line(line: &str) -> serde_json::Result<ShimEvent> {
+        serde_json::from_str(line)
+    }
+}
+
+/// How the run ended, as the shim saw it. Written to `exit.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExitReport {
+    /// Format version.
+    pub version: u32,
+    /// The phase that ended the run.
+    pub phase: Phase,
+    /// Exit code, when the process exited.
+    pub exit_code: Option<i32>,
+    /// Signal number, when a signal killed it.
+    pub signal: Option<i32>,
+    /// Why the process could not be started.
+    pub spawn_error: Option<String>,
+    /// The deadline passed.
+    pub timed_out: bool,
+    /// SIGTERM or SIGINT reached the shim.
+    pub cancelled: bool,
+    /// Bytes in stdout.log.
+    pub stdout_bytes: u64,
+    /// Bytes in stderr.log.
+    pub stderr_bytes: u64,
+    /// When the command phase started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the run ended.
+    pub finished_at: DateTime<Utc>,
+}
+
+impl ExitReport {
+    /// Current format of `exit.json`.
+    pub const VERSION: u32 = 1;
+
+    /// A report for a run that has not started a phase yet.
+    pub fn not_started() -> ExitReport {
+        ExitReport {
+            version: ExitReport::VERSION,
+            phase: Phase::Setup,
+            exit_code: None,
+            signal: None,
+            spawn_error: None,
+            timed_out: false,
+            cancelled: false,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            started_at: None,
+            finished_at: Utc::now(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
