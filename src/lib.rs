@@ -8,8 +8,9 @@
 //! Layout:
 //! - [`cli`]: the command line (`serve`, the internal `shim`, client commands).
 //! - [`config`]: `serve` flags and the validated [`config::Config`].
-//! - [`daemon`]: process-level setup: bind, signals, systemd notify.
-//! - [`server`]: [`run`], the daemon's whole life on a bound listener.
+//! - [`daemon`]: the process: hardening, bind, signals, systemd notify,
+//!   building the parts, and [`run`], the daemon's whole life on a bound
+//!   listener and a signal stream.
 //! - [`api`]: the HTTP API (axum): routes, auth, wire types.
 //! - [`error`]: the one mapping of errors to HTTP.
 //! - [`runs`]: run registry, child env, the shim, logs.
@@ -17,6 +18,7 @@
 //! - [`secrets`]: secret sources, resolution and masking.
 //! - [`callbacks`]: the completion outbox and its delivery.
 //! - [`supervise`]: the supervised service and PID 1 duties.
+//! - [`state_dir`]: every path of the state dir.
 //! - [`metrics`], [`telemetry`], [`durable`]: cross-cutting helpers.
 
 pub mod api;
@@ -29,9 +31,9 @@ pub mod error;
 pub mod metrics;
 pub mod runs;
 pub mod secrets;
-pub mod server;
+pub mod state_dir;
 pub mod supervise;
 pub mod telemetry;
 pub mod upload;
 
-pub use server::{run, Listener};
+pub use daemon::{run, Listener, SignalSender, Signals};
