@@ -100,4 +100,10 @@ impl SignalSender {
     pub async fn send(&self, signal: Signal) -> bool {
         self.tx.send(signal).await.is_ok()
     }
+
+    /// [`SignalSender::send`] from outside the runtime; false when the
+    /// daemon is gone or too many signals wait to be read.
+    pub fn try_send(&self, signal: Signal) -> bool {
+        self.tx.try_send(signal).is_ok()
+    }
 }
