@@ -174,3 +174,6 @@ async fn observe(
     }
     res
 }
+
+#[cfg(test)]
+mod tests;

@@ -637,3 +637,6 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
         .map(Option::unwrap_or_default)
         .map_err(|e| ApiError::BadJson(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,7 +12,7 @@
 mod notify;
 pub mod serve;
 pub mod signals;
-mod subsystems;
+pub(crate) mod subsystems;
 
 use std::process::ExitCode;
 
