@@ -553,6 +553,7 @@ async fn kill_9_during_record_writes_never_tears_a_file() {
         -H 'Content-Type: application/json' -d '{"cost":1.5}' "$SANDBOXD_URL/v1/runs/$SANDBOXD_RUN_ID/report"; echo reported"#;
     for i in 0..iterations {
         let mut daemon = TestDaemon::start_with(Options {
+            binary: true,
             dir: Some(dir.clone()),
             args: flags(&[]),
             ..Options::default()
