@@ -8,8 +8,9 @@
 //! Layout:
 //! - [`cli`]: the command line (`serve`, the internal `shim`, client commands).
 //! - [`config`]: `serve` flags and the validated [`config::Config`].
-//! - [`daemon`]: process-level setup: bind, signals, systemd notify.
-//! - [`server`]: [`run`], the daemon's whole life on a bound listener.
+//! - [`daemon`]: the process: hardening, bind, signals, systemd notify,
+//!   building the parts, and [`run`], the daemon's whole life on a bound
+//!   listener and a signal stream.
 //! - [`api`]: the HTTP API (axum): routes, auth, wire types.
 //! - [`error`]: the one mapping of errors to HTTP.
 //! - [`runs`]: run registry, child env, the shim, logs.
@@ -19,6 +20,7 @@
 //! - [`supervise`]: the supervised service and PID 1 duties.
 //! - [`procfs`]: all reading of `/proc`, and [`procfs::ProcessIdentity`].
 //! - [`signals`]: the one list of forwarded signals.
+//! - [`state_dir`]: every path of the state dir.
 //! - [`metrics`], [`telemetry`], [`durable`]: cross-cutting helpers.
 
 pub mod api;
@@ -32,10 +34,10 @@ pub mod metrics;
 pub mod procfs;
 pub mod runs;
 pub mod secrets;
-pub mod server;
 pub mod signals;
+pub mod state_dir;
 pub mod supervise;
 pub mod telemetry;
 pub mod upload;
 
-pub use server::{run, Listener};
+pub use daemon::{run, Listener, SignalSender, Signals};

@@ -1,4 +1,4 @@
-//! The HTTP API: shared state, the router, authentication and the
+//! The HTTP API: the shared handles ([`AppState`]), the router, authentication and the
 //! fallbacks that keep every answer in the JSON error shape.
 //!
 //! Only this module and [`crate::error`] know about axum.
@@ -11,11 +11,9 @@ pub mod runs;
 pub mod secrets;
 pub mod status;
 
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::Method;
 use axum::middleware;
@@ -32,6 +30,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::runs::Registry;
+use crate::state_dir::StateDir;
 use crate::supervise::{AgentProbe, Service};
 use crate::upload::Uploader;
 
@@ -48,6 +47,8 @@ pub struct AppState {
 pub struct StateInner {
     /// Validated configuration.
     pub config: Arc<Config>,
+    /// The paths of the state dir.
+    pub state_dir: StateDir,
     /// All runs.
     pub runs: Registry,
     /// Completion callbacks.
@@ -74,51 +75,11 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    /// Prepares the state dirs, restores runs and the outbox, and starts the
-    /// background tasks.
-    pub async fn start(
-        config: Config,
-        url: String,
-        service: Vec<String>,
-    ) -> anyhow::Result<AppState> {
-        prepare_dirs(&config)?;
-        let config = Arc::new(config);
-        let metrics = Metrics::new();
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .build()
-            .context("cannot build the HTTP client")?;
-        let outbox = Outbox::start(config.clone(), http.clone(), metrics.clone())
-            .context("cannot open the callback outbox")?;
-        let uploads = Uploader::new(config.clone(), metrics.clone());
-        let probe = uploads.clone();
-        let runs = Registry::new(
-            config.clone(),
-            url,
-            outbox.clone(),
-            metrics.clone(),
-            http.clone(),
-            Arc::new(move |run_id: &str| probe.is_uploading(run_id)),
-        );
-        runs.restore()
-            .await
-            .context("cannot restore runs from the state dir")?;
-        let agent = AgentProbe::start(config.agent_server_url.clone(), http.clone());
-        let service = Service::start(&config, service, metrics.clone(), agent.clone()).await?;
-        Ok(AppState {
-            inner: Arc::new(StateInner {
-                config,
-                runs,
-                outbox,
-                metrics,
-                http,
-                uploads,
-                agent,
-                service,
-                started: Instant::now(),
-            }),
-        })
+    /// Shares the handles; `daemon` builds them.
+    pub fn new(inner: StateInner) -> AppState {
+        AppState {
+            inner: Arc::new(inner),
+        }
     }
 
     /// Cancelled when the supervised service has ended for good.
@@ -128,68 +89,6 @@ impl AppState {
             None => CancellationToken::new(),
         }
     }
-
-    /// The ordered shutdown: refuse new runs, stop runs and the service
-    /// together (signal now, SIGKILL at `deadline`), then flush the outbox
-    /// until `deadline`. Returns the exit code.
-    pub async fn shutdown(&self, deadline: Instant) -> ExitCode {
-        let service = async {
-            match &self.service {
-                Some(service) => service.stop(deadline).await,
-                None => ExitCode::SUCCESS,
-            }
-        };
-        let ((), code) = tokio::join!(self.runs.shutdown(deadline), service);
-        self.outbox.flush(deadline).await;
-        code
-    }
-}
-
-fn prepare_dirs(config: &Config) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    for (flag, dir) in [
-        ("--state-dir", &config.state_dir),
-        ("--work-root", &config.work_root),
-    ] {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("{flag} {}: cannot create it", dir.display()))?;
-        check_writable(flag, dir)?;
-    }
-    crate::upload::clean_staging(&config.work_root).with_context(|| {
-        format!(
-            "--work-root {}: cannot clean it",
-            config.work_root.display()
-        )
-    })?;
-    for sub in ["runs", "outbox", "bundles"] {
-        let dir = config.state_dir.join(sub);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("--state-dir: cannot create {}", dir.display()))?;
-        check_writable("--state-dir", &dir)?;
-    }
-    crate::upload::clean_record_temp_files(&config.state_dir).with_context(|| {
-        format!(
-            "--state-dir {}: cannot clean it",
-            config.state_dir.display()
-        )
-    })?;
-    Ok(())
-}
-
-/// Creates and removes a file in `dir`: a dir sandboxd cannot write stops
-/// the start, instead of failing every run later.
-fn check_writable(flag: &str, dir: &std::path::Path) -> anyhow::Result<()> {
-    let probe = dir.join(format!(".sandboxd-write-test-{}", std::process::id()));
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("{flag} {}: not writable by sandboxd", dir.display()))?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
 }
 
 /// The whole API.
@@ -275,3 +174,6 @@ async fn observe(
     }
     res
 }
+
+#[cfg(test)]
+mod tests;

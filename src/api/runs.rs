@@ -21,7 +21,6 @@ use crate::callbacks::{CallbackTarget, Outcome, RunReport, StoredToken};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorBody};
 use crate::runs::logs::{self, LogReader, LogStream};
-use crate::runs::shim::files;
 use crate::runs::{parse_signal, NewRun, RunError, RunSnapshot};
 use crate::runs::{ListCursor, ListFilter, RunState};
 
@@ -309,9 +308,9 @@ pub async fn create_run(
         let snapshot = state.runs.wait_ended(&run_id).await?;
         let mut view = view(&state, snapshot);
         let limit = state.config.wait_output_bytes;
-        let run_dir = state.runs.run_dir(&run_id);
-        view.stdout = Some(logs::tail_text(&run_dir.join(files::STDOUT), limit).await);
-        view.stderr = Some(logs::tail_text(&run_dir.join(files::STDERR), limit).await);
+        let run_dir = state.state_dir.run(&run_id);
+        view.stdout = Some(logs::tail_text(&run_dir.stdout_log(), limit).await);
+        view.stderr = Some(logs::tail_text(&run_dir.stderr_log(), limit).await);
         return Ok((StatusCode::OK, Json(view)).into_response());
     }
     let status = if created {
@@ -670,7 +669,7 @@ pub async fn get_logs(
     };
     let progress = state.runs.progress(&run_id)?;
     let reader = LogReader::new(
-        state.runs.run_dir(&run_id),
+        state.state_dir.run(&run_id).path().to_path_buf(),
         stream,
         query.offset.unwrap_or(0),
         query.follow.unwrap_or(false),
@@ -778,3 +777,6 @@ fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Resul
         .map(Option::unwrap_or_default)
         .map_err(|e| ApiError::BadJson(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests;

@@ -194,7 +194,7 @@ impl Outbox {
             .timeout(config.callback_timeout)
             .build()
             .map_err(std::io::Error::other)?;
-        let store = Store::new(config.state_dir.join("outbox"));
+        let store = Store::new(crate::state_dir::StateDir::new(&config.state_dir).outbox());
         let now = tokio::time::Instant::now();
         let entries: HashMap<String, Entry> = store
             .load_all()?

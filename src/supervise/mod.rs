@@ -1,7 +1,9 @@
 //! The agent-server side of the sandbox: the health probe of
 //! `--agent-server-url`, the supervised service of entrypoint mode
 //! (`serve -- CMD`), the init that reaps orphans as PID 1 or subreaper
-//! ([`init`]), and systemd notification.
+//! ([`init`]). Signals reach the service from the daemon
+//! ([`Service::signal`], [`Service::stop`]); this module installs no
+//! handler.
 //!
 //! The service runs with the daemon's own environment (it needs its key),
 //! stdin `/dev/null`, as the leader of its own process group, its output
@@ -23,7 +25,6 @@ mod probe;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,7 +41,7 @@ use crate::config::{Config, RestartPolicy};
 use crate::metrics::Metrics;
 use crate::procfs::ProcessIdentity;
 use crate::secrets::mask::Masker;
-use crate::signals::{asks_to_stop, FORWARDED_SIGNALS};
+use crate::state_dir::StateDir;
 
 /// First restart delay.
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
@@ -54,19 +55,6 @@ pub const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// How long a service left by a crashed daemon gets between SIGTERM and
 /// SIGKILL.
 const LEFTOVER_GRACE: Duration = Duration::from_secs(5);
-
-/// File in the state dir naming the current service process.
-const PID_FILE: &str = "service.json";
-
-/// The signal that started the shutdown (SIGTERM or SIGINT); the service
-/// gets the same one.
-static STOP_SIGNAL: AtomicI32 = AtomicI32::new(libc::SIGTERM);
-
-/// Records which signal asked sandboxd to stop, so the service is stopped
-/// with the same one.
-pub fn set_stop_signal(signal: Signal) {
-    STOP_SIGNAL.store(signal as i32, Ordering::SeqCst);
-}
 
 /// The service's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +167,8 @@ struct Inner {
     policy: RestartPolicy,
     exited: CancellationToken,
     stop: CancellationToken,
-    stop_deadline: Mutex<Option<Instant>>,
+    /// When the stop turns to SIGKILL, and the signal it starts with.
+    stop_request: Mutex<Option<(Instant, Signal)>>,
     live: Mutex<Live>,
     ring: output::Ring,
     final_code: watch::Sender<Option<u8>>,
@@ -220,7 +209,7 @@ pub struct ServiceStatus {
 impl Service {
     /// Starts the service when a command was given: first stops a service
     /// a crashed daemon left behind, then starts CMD and its supervisor
-    /// task, and forwards SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 to it.
+    /// task. The daemon forwards signals to it ([`Service::signal`]).
     pub async fn start(
         config: &Config,
         command: Vec<String>,
@@ -230,7 +219,7 @@ impl Service {
         if command.is_empty() {
             return Ok(None);
         }
-        let pid_file = config.state_dir.join(PID_FILE);
+        let pid_file = StateDir::new(&config.state_dir).service_pid_file();
         stop_leftover(&pid_file).await;
         let service = Service {
             inner: Arc::new(Inner {
@@ -238,7 +227,7 @@ impl Service {
                 policy: config.service.restart,
                 exited: CancellationToken::new(),
                 stop: CancellationToken::new(),
-                stop_deadline: Mutex::new(None),
+                stop_request: Mutex::new(None),
                 live: Mutex::new(Live {
                     pid: None,
                     state: ServiceState::Starting,
@@ -266,7 +255,6 @@ impl Service {
         };
         service.set_state(ServiceState::Starting);
         tokio::spawn(task.supervise());
-        service.forward_signals()?;
         Ok(Some(service))
     }
 
@@ -294,15 +282,16 @@ impl Service {
         }
     }
 
-    /// Stops it: the shutdown signal (SIGTERM or SIGINT) to its process
-    /// group now, SIGKILL at `deadline`. Returns the exit code sandboxd
-    /// exits with: the service's, 128+N when signal N killed it.
-    pub async fn stop(&self, deadline: Instant) -> ExitCode {
+    /// Stops it: `signal` (the one that stopped sandboxd: SIGTERM or
+    /// SIGINT) to its process group now, SIGKILL at `deadline`. Returns the
+    /// exit code sandboxd exits with: the service's, 128+N when signal N
+    /// killed it.
+    pub async fn stop(&self, deadline: Instant, signal: Signal) -> ExitCode {
         *self
             .inner
-            .stop_deadline
+            .stop_request
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(deadline);
+            .unwrap_or_else(|e| e.into_inner()) = Some((deadline, signal));
         self.inner.stop.cancel();
         let mut code = self.inner.final_code.subscribe();
         let code = match code.wait_for(Option::is_some).await {
@@ -323,22 +312,6 @@ impl Service {
 
     fn set_state(&self, state: ServiceState) {
         self.inner.set_state(state);
-    }
-
-    fn forward_signals(&self) -> anyhow::Result<()> {
-        use tokio::signal::unix::{signal, SignalKind};
-        // SIGTERM and SIGINT stop the daemon (and so the service) instead.
-        for sig in FORWARDED_SIGNALS.into_iter().filter(|s| !asks_to_stop(*s)) {
-            let mut stream = signal(SignalKind::from_raw(sig as i32))
-                .map_err(|e| anyhow::anyhow!("cannot handle {sig} to forward it: {e}"))?;
-            let service = self.clone();
-            tokio::spawn(async move {
-                while stream.recv().await.is_some() {
-                    service.signal(sig);
-                }
-            });
-        }
-        Ok(())
     }
 }
 
@@ -364,11 +337,12 @@ impl Inner {
             .service_state(state.as_str(), &ServiceState::ALL);
     }
 
-    fn stop_deadline(&self) -> Instant {
-        self.stop_deadline
+    /// The deadline and signal [`Service::stop`] asked for.
+    fn stop_request(&self) -> (Instant, Signal) {
+        self.stop_request
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .unwrap_or_else(Instant::now)
+            .unwrap_or_else(|| (Instant::now(), Signal::SIGTERM))
     }
 }
 
@@ -468,11 +442,10 @@ impl Task {
                 status = child.wait() => break status,
                 _ = inner.stop.cancelled(), if !stopping => {
                     stopping = true;
-                    let signal = Signal::try_from(STOP_SIGNAL.load(Ordering::SeqCst))
-                        .unwrap_or(Signal::SIGTERM);
+                    let (deadline, signal) = inner.stop_request();
                     tracing::info!(%signal, pid, "stopping the service");
                     let _ = killpg(group, signal);
-                    kill_at = Some(tokio::time::Instant::from_std(inner.stop_deadline()));
+                    kill_at = Some(tokio::time::Instant::from_std(deadline));
                 }
                 () = kill_timer => {
                     tracing::warn!(pid, "the service outlived the grace: SIGKILL to its process group");
@@ -626,55 +599,6 @@ async fn stop_leftover(pid_file: &std::path::Path) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = killpg(group, Signal::SIGKILL);
-}
-
-/// Tells systemd (when `NOTIFY_SOCKET` is set) that sandboxd is ready, and
-/// starts watchdog pings when `WATCHDOG_USEC` asks for them. A ping is sent
-/// only while the event loop is healthy: it comes from a task on the same
-/// runtime as the API, and, for a TCP listener, only after the daemon's own
-/// `GET /healthz` at `url` answered within a second. A stalled loop or a
-/// stuck accept path stops the pings, and systemd restarts sandboxd.
-pub fn notify_ready(url: &str) {
-    if std::env::var_os("NOTIFY_SOCKET").is_none() {
-        return;
-    }
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
-    let mut usec = 0;
-    if !(sd_notify::watchdog_enabled(false, &mut usec) && usec > 0) {
-        return;
-    }
-    let period = Duration::from_micros(usec / 2);
-    let healthz = url.starts_with("http").then(|| format!("{url}/healthz"));
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(1).min(period))
-        .build()
-        .ok();
-    tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(period);
-        loop {
-            ticker.tick().await;
-            let healthy = match (&healthz, &http) {
-                (Some(healthz), Some(http)) => matches!(
-                    http.get(healthz).send().await,
-                    Ok(res) if res.status().is_success()
-                ),
-                _ => true,
-            };
-            if healthy {
-                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
-            } else {
-                tracing::warn!("the API did not answer its own health check: no watchdog ping");
-            }
-        }
-    });
-}
-
-/// Tells systemd that the ordered shutdown has begun.
-pub fn notify_stopping() {
-    if std::env::var_os("NOTIFY_SOCKET").is_some() {
-        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
-    }
 }
 
 #[cfg(test)]

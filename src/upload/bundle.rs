@@ -25,6 +25,7 @@ use super::bridge::{self, BodyReader, Pumped, DRAIN_EXTRA};
 use super::{extract, Busy, Started, UploadError, Uploader};
 use crate::config::Config;
 use crate::durable;
+use crate::state_dir::StateDir;
 
 /// Names of staging dirs in the work root. A leading `.` keeps them apart
 /// from run ids, which cannot start with one.
@@ -60,7 +61,7 @@ struct BundleRecord {
 }
 
 fn record_path(state_dir: &Path, run_id: &str) -> PathBuf {
-    state_dir.join("bundles").join(format!("{run_id}.json"))
+    StateDir::new(state_dir).bundle_record(run_id)
 }
 
 /// Whether a bundle was extracted into the run's work dir.
@@ -79,7 +80,7 @@ pub fn forget_bundle(state_dir: &Path, run_id: &str) -> io::Result<()> {
 /// Removes the temp files of bundle records a crash left half-written
 /// (`<state-dir>/bundles/.bundle-*`).
 pub fn clean_record_temp_files(state_dir: &Path) -> io::Result<()> {
-    let dir = state_dir.join("bundles");
+    let dir = StateDir::new(state_dir).bundles();
     for entry in fs::read_dir(&dir)? {
         let entry = entry?;
         if entry
@@ -268,7 +269,7 @@ impl Uploader {
         &self,
         record: &BundleRecord,
     ) -> Result<tempfile::NamedTempFile, UploadError> {
-        let dir = self.config().state_dir.join("bundles");
+        let dir = StateDir::new(&self.config().state_dir).bundles();
         let write = || -> io::Result<tempfile::NamedTempFile> {
             fs::DirBuilder::new()
                 .recursive(true)

@@ -87,7 +87,11 @@ fn sink_rules_agree_with_the_service_fixtures() {
 /// is no Authorization header; the token is never logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn success_is_posted_once_with_its_headers() {
-    let daemon = TestDaemon::start_with(fast(&[])).await;
+    let daemon = TestDaemon::start_with(Options {
+        binary: true,
+        ..fast(&[])
+    })
+    .await;
     let sink = CallbackSink::start().await;
     daemon
         .start_run(
@@ -171,8 +175,11 @@ async fn success_is_posted_once_with_its_headers() {
 /// body passes the service's rules.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_failure_kind_has_its_payload() {
-    let daemon =
-        TestDaemon::start_with(fast(&["--callback-token", "sk-daemon-default-token"])).await;
+    let daemon = TestDaemon::start_with(Options {
+        binary: true,
+        ..fast(&["--callback-token", "sk-daemon-default-token"])
+    })
+    .await;
     let sink = CallbackSink::start().await;
     let setup_dir = daemon.dir.path().join("with-setup");
     std::fs::create_dir_all(&setup_dir).unwrap();
@@ -381,6 +388,7 @@ async fn conflict_is_delivered_and_bad_request_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_service_is_timed_out_and_retried() {
     let daemon = TestDaemon::start_with(Options {
+        binary: true,
         args: ["--callback-backoff", "0.05", "--callback-timeout", "0.5"]
             .map(String::from)
             .to_vec(),
@@ -679,7 +687,11 @@ async fn phases_are_reported_beside_the_completion() {
 /// is delivered by the next start; delivered results survive the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_flushes_and_keeps_the_rest() {
-    let mut daemon = TestDaemon::start_with(fast(&["--shutdown-grace", "2"])).await;
+    let mut daemon = TestDaemon::start_with(Options {
+        binary: true,
+        ..fast(&["--shutdown-grace", "2"])
+    })
+    .await;
     let sink = CallbackSink::start().await;
     let down = free_addr();
     daemon
@@ -712,6 +724,7 @@ async fn shutdown_flushes_and_keeps_the_rest() {
 
     let later = CallbackSink::start_at(down).await;
     let daemon = TestDaemon::start_with(Options {
+        binary: true,
         dir: Some(daemon.dir.clone()),
         ..fast(&[])
     })
@@ -737,7 +750,11 @@ async fn shutdown_flushes_and_keeps_the_rest() {
 /// every run's callback arrives once with its right status and exit code.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_and_restart_lose_no_callback() {
-    let mut first = TestDaemon::start_with(fast(&[])).await;
+    let mut first = TestDaemon::start_with(Options {
+        binary: true,
+        ..fast(&[])
+    })
+    .await;
     let sink = CallbackSink::start().await;
     // The service is unavailable until the restart: callbacks stay pending.
     sink.script(&[Reply::Status(503); 10_000]);
@@ -802,6 +819,7 @@ async fn crash_and_restart_lose_no_callback() {
     );
     sink.clear_script();
     let second = TestDaemon::start_with(Options {
+        binary: true,
         dir: Some(first.dir.clone()),
         ..fast(&[])
     })

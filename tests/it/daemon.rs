@@ -321,7 +321,7 @@ async fn unwritable_state_dir_is_reported() {
 /// SIGTERM: the daemon finishes an in-flight request and exits 0.
 #[tokio::test]
 async fn sigterm_is_a_graceful_exit() {
-    let mut daemon = TestDaemon::start().await;
+    let mut daemon = TestDaemon::start_binary().await;
     let slow = daemon
         .request(Method::POST, "/v1/runs")
         .json(&json!({"command": "sleep 0.5", "wait": true}));
@@ -372,6 +372,7 @@ async fn daemon_is_not_dumpable() {
         None
     };
     let daemon = TestDaemon::start_with(Options {
+        binary: true,
         uid,
         ..Options::default()
     })
@@ -389,4 +390,34 @@ async fn daemon_is_not_dumpable() {
         "{run}"
     );
     assert!(!run["stdout"].as_str().unwrap().contains(KEY));
+}
+
+/// `run()` installs no signal handler: after an in-process daemon served a
+/// run and was stopped through its signal stream, SIGTERM, SIGINT, SIGHUP,
+/// SIGQUIT, SIGUSR1 and SIGUSR2 are still at their default disposition in
+/// this process (a tokio signal stream would have installed a handler for
+/// good), and the stream's SIGTERM stopped it cleanly.
+#[tokio::test]
+async fn run_installs_no_signal_handler() {
+    let mut daemon = TestDaemon::start().await;
+    let run = daemon.exec(json!({"command": ["true"]})).await;
+    assert_eq!(run["exit_code"], 0, "{run}");
+    let code = daemon.stop_in_process(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    for signal in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
+        // SAFETY: a query (null new action) into a zeroed struct we own.
+        let handler = unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            assert_eq!(libc::sigaction(signal, std::ptr::null(), &mut old), 0);
+            old.sa_sigaction
+        };
+        assert_eq!(handler, libc::SIG_DFL, "signal {signal} has a handler");
+    }
 }

@@ -213,6 +213,7 @@ async fn full_state_dir_refuses_new_work_and_keeps_serving() {
     let _tmpfs = Tmpfs::mount(&state, "size=4m");
     let sink = CallbackSink::start().await;
     let daemon = TestDaemon::start_with(Options {
+        binary: true,
         dir: Some(dir.clone()),
         args: flags(&[]),
         ..Options::default()
@@ -319,6 +320,7 @@ async fn a_run_ending_on_a_full_state_dir_keeps_its_end() {
     let _tmpfs = Tmpfs::mount(&state, "size=4m");
     let sink = CallbackSink::start().await;
     let mut daemon = TestDaemon::start_with(Options {
+        binary: true,
         dir: Some(dir.clone()),
         args: flags(&[]),
         ..Options::default()
@@ -397,6 +399,7 @@ async fn a_run_ending_on_a_full_state_dir_keeps_its_end() {
     daemon.signal(libc::SIGTERM);
     daemon.wait_exit();
     let daemon = TestDaemon::start_with(Options {
+        binary: true,
         dir: Some(dir.clone()),
         args: flags(&[]),
         ..Options::default()
@@ -551,6 +554,7 @@ async fn kill_9_during_record_writes_never_tears_a_file() {
         -H 'Content-Type: application/json' -d '{"cost":1.5}' "$SANDBOXD_URL/v1/runs/$SANDBOXD_RUN_ID/report"; echo reported"#;
     for i in 0..iterations {
         let mut daemon = TestDaemon::start_with(Options {
+            binary: true,
             dir: Some(dir.clone()),
             args: flags(&[]),
             ..Options::default()
@@ -776,6 +780,7 @@ async fn a_hanging_secret_server_delays_no_other_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_slow_and_idle_clients_are_closed() {
     let daemon = TestDaemon::start_with(Options {
+        binary: true,
         args: vec!["--header-timeout".into(), "1".into()],
         ..Options::default()
     })
@@ -829,6 +834,7 @@ async fn silent_slow_and_idle_clients_are_closed() {
     // Its descriptors are readable when the test is root (the daemon is
     // non-dumpable).
     let crowded = TestDaemon::start_with(Options {
+        binary: true,
         args: vec!["--header-timeout".into(), "5".into()],
         ..Options::default()
     })

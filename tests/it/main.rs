@@ -1,4 +1,5 @@
-//! Integration tests: the real `sandboxd` binary on an ephemeral port, with
+//! Integration tests: the daemon (in-process, or the binary where the process
+//! matters) on an ephemeral port, with
 //! its state in a temp dir, driven over HTTP like its users drive it.
 
 // Items shared between test modules are `pub`; nothing leaves this binary.

@@ -650,7 +650,7 @@ async fn logs_follow_gets_a_whole_burst_before_the_run_ends() {
 /// terminal state comes only after the last byte is stored.
 #[tokio::test]
 async fn large_output_is_captured_whole() {
-    let daemon = TestDaemon::start().await;
+    let daemon = TestDaemon::start_binary().await;
     let run = daemon
         .exec(json!({"command": "head -c 67108864 /dev/zero", "wait": true}))
         .await;
@@ -699,13 +699,14 @@ async fn delete_removes_everything() {
 /// Ended runs survive a restart with their exit codes and logs.
 #[tokio::test]
 async fn finished_runs_survive_restart() {
-    let mut daemon = TestDaemon::start().await;
+    let mut daemon = TestDaemon::start_binary().await;
     daemon
         .exec(json!({"run_id": "p1", "command": "echo kept; exit 9"}))
         .await;
     let dir = daemon.dir.clone();
     daemon.kill9();
     let daemon = TestDaemon::start_with(Options {
+        binary: true,
         dir: Some(dir),
         ..Options::default()
     })
@@ -724,7 +725,7 @@ async fn finished_runs_survive_restart() {
 /// restarted daemon re-attaches and records its real exit code.
 #[tokio::test]
 async fn running_runs_are_reattached_after_a_crash() {
-    let mut daemon = TestDaemon::start().await;
+    let mut daemon = TestDaemon::start_binary().await;
     let gate = daemon.dir.path().join("gate");
     let cmd = format!(
         "echo before; while [ ! -e {} ]; do sleep 0.02; done; echo after; exit 7",
@@ -739,6 +740,7 @@ async fn running_runs_are_reattached_after_a_crash() {
     let dir = daemon.dir.clone();
     daemon.kill9();
     let daemon = TestDaemon::start_with(Options {
+        binary: true,
         dir: Some(dir),
         ..Options::default()
     })
@@ -772,7 +774,7 @@ async fn running_runs_are_reattached_after_a_crash() {
 /// explanation, never `running` forever.
 #[tokio::test]
 async fn runs_without_a_shim_are_lost() {
-    let mut daemon = TestDaemon::start().await;
+    let mut daemon = TestDaemon::start_binary().await;
     daemon
         .start_run(json!({"run_id": "lo", "command": ["sleep", "1000"]}))
         .await;
@@ -794,6 +796,7 @@ async fn runs_without_a_shim_are_lost() {
     }
     assert_gone(shim).await;
     let daemon = TestDaemon::start_with(Options {
+        binary: true,
         dir: Some(dir),
         ..Options::default()
     })

@@ -178,6 +178,11 @@ async fn handle(State(server): State<SecretServer>, req: Request) -> Response {
 /// A daemon whose cloud API and agent-server are `cloud` and `agent`
 /// (relative URLs are joined to `agent` unless `extra` says otherwise).
 async fn daemon_with(cloud: &SecretServer, agent: &SecretServer, extra: &[&str]) -> TestDaemon {
+    TestDaemon::start_with(daemon_options(cloud, agent, extra)).await
+}
+
+/// The options of [`daemon_with`].
+fn daemon_options(cloud: &SecretServer, agent: &SecretServer, extra: &[&str]) -> Options {
     let mut args: Vec<String> = vec![
         "--cloud-api-url".into(),
         cloud.url.clone(),
@@ -190,11 +195,10 @@ async fn daemon_with(cloud: &SecretServer, agent: &SecretServer, extra: &[&str])
         args.extend(["--internal-server-url".into(), agent.url.clone()]);
     }
     args.extend(extra.iter().map(|a| (*a).to_owned()));
-    TestDaemon::start_with(Options {
+    Options {
         args,
         ..Options::default()
-    })
-    .await
+    }
 }
 
 async fn resolve(daemon: &TestDaemon, secrets: Value) -> (StatusCode, Value) {
@@ -815,11 +819,15 @@ async fn secret_values_are_masked_everywhere() {
     let lookup_value = "päss-wörd-✓-from-lookup";
     server.set("lk", lookup_value);
     let callback_token = "sk-oh-callback-token-for-masking";
-    let daemon = daemon_with(
-        &server,
-        &server,
-        &["-vv", "--callback-token", callback_token],
-    )
+    // Its log lines are read: the binary.
+    let daemon = TestDaemon::start_with(Options {
+        binary: true,
+        ..daemon_options(
+            &server,
+            &server,
+            &["-vv", "--callback-token", callback_token],
+        )
+    })
     .await;
     let mut rng = rand::thread_rng();
     let letters: Vec<char> = ('a'..='z').chain('A'..='Z').collect();

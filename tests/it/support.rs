@@ -1,11 +1,13 @@
-//! Test harness: [`TestDaemon`] starts the real binary, [`wait_for`] polls a
+//! Test harness: [`TestDaemon`] runs `sandboxd::run` in-process (its own
+//! runtime thread, a listener on 127.0.0.1:0, a signal channel), or the
+//! real binary where the process itself matters; [`wait_for`] polls a
 //! condition with a deadline instead of sleeping and hoping.
 
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,25 +46,70 @@ pub struct Options {
     pub ignored_signals: Vec<i32>,
     /// Start sandboxd under this command (e.g. `unshare --pid --fork`).
     pub wrapper: Vec<String>,
+    /// Run the binary even when nothing else asks for it: the test needs
+    /// the process (its pid, signals, kill -9, its log lines).
+    pub binary: bool,
 }
 
-/// A running `sandboxd serve`.
+impl Options {
+    /// The binary: asked for, or implied by an option only a process has
+    /// (its own environment, uid, signal dispositions, a wrapper, an init
+    /// for `--subreaper`, a service whose output goes to its stdout).
+    fn needs_binary(&self) -> bool {
+        self.binary
+            || !self.env.is_empty()
+            || self.env_clear
+            || self.uid.is_some()
+            || self.exact_env.is_some()
+            || !self.ignored_signals.is_empty()
+            || !self.wrapper.is_empty()
+            || !self.service.is_empty()
+            || self.args.iter().any(|a| a == "--subreaper")
+    }
+}
+
+/// A running daemon: in-process or `sandboxd serve`.
 pub struct TestDaemon {
     /// Base URL.
     pub url: String,
     /// Temp dir holding state and work.
     pub dir: Arc<tempfile::TempDir>,
-    /// The process.
-    pub child: Child,
-    logs: Arc<Mutex<String>>,
-    stdout: Arc<Mutex<String>>,
+    backend: Backend,
     http: reqwest::Client,
 }
 
+enum Backend {
+    Binary(Binary),
+    InProcess(InProcess),
+}
+
+/// `sandboxd serve` as a child process.
+struct Binary {
+    child: Child,
+    logs: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+}
+
+/// `sandboxd::run` on a runtime of its own, in a thread of this process.
+struct InProcess {
+    /// Dropped (or sent SIGTERM) to stop the daemon.
+    signals: Option<sandboxd::SignalSender>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<ExitCode>>>,
+}
+
 impl TestDaemon {
-    /// A daemon with default options.
+    /// A daemon with default options (in-process).
     pub async fn start() -> TestDaemon {
         TestDaemon::start_with(Options::default()).await
+    }
+
+    /// The real binary with default options.
+    pub async fn start_binary() -> TestDaemon {
+        TestDaemon::start_with(Options {
+            binary: true,
+            ..Options::default()
+        })
+        .await
     }
 
     /// A daemon with these options.
@@ -73,6 +120,9 @@ impl TestDaemon {
             .unwrap_or_else(|| Arc::new(tempfile::tempdir().unwrap()));
         let key_file = dir.path().join("key");
         std::fs::write(&key_file, KEY).unwrap();
+        if !options.needs_binary() {
+            return TestDaemon::start_in_process(&options, dir, &key_file).await;
+        }
         // An exact environment goes through `env -i`: std's Command treats a
         // cleared-and-empty environment as "unchanged".
         let mut command = match (&options.exact_env, options.wrapper.split_first()) {
@@ -163,21 +213,135 @@ impl TestDaemon {
         TestDaemon {
             url,
             dir,
-            child,
-            logs,
-            stdout: stdout_text,
+            backend: Backend::Binary(Binary {
+                child,
+                logs,
+                stdout: stdout_text,
+            }),
             http: reqwest::Client::new(),
         }
     }
 
-    /// Everything the daemon logged so far.
+    /// `sandboxd::run` with the config `serve` would build from these
+    /// flags, its shims the binary under test; returns once it answers.
+    async fn start_in_process(
+        options: &Options,
+        dir: Arc<tempfile::TempDir>,
+        key_file: &Path,
+    ) -> TestDaemon {
+        use clap::Parser;
+        let mut argv: Vec<std::ffi::OsString> = ["sandboxd", "serve", "--listen", "127.0.0.1:0"]
+            .map(Into::into)
+            .to_vec();
+        argv.extend([
+            "--state-dir".into(),
+            dir.path().join("state").into(),
+            "--work-root".into(),
+            dir.path().join("work").into(),
+            "--session-key-file".into(),
+            key_file.into(),
+        ]);
+        argv.extend(options.args.iter().map(Into::into));
+        if !options.args.iter().any(|a| a == "--agent-server-url") {
+            argv.extend(["--agent-server-url".into(), "http://127.0.0.1:9".into()]);
+        }
+        let cli = sandboxd::cli::Cli::try_parse_from(argv).expect("serve flags");
+        let sandboxd::cli::Command::Serve { args, service } = cli.command else {
+            unreachable!("parsed as serve");
+        };
+        let mut config = sandboxd::config::Config::from_args(&args).expect("a valid config");
+        config.shim_exe = bin().into();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (sender, signals) = sandboxd::Signals::channel();
+        let thread = std::thread::Builder::new()
+            .name("sandboxd".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                let res = runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    sandboxd::run(config, sandboxd::Listener::Tcp(listener), signals, service).await
+                });
+                runtime.shutdown_timeout(Duration::from_secs(1));
+                res
+            })
+            .unwrap();
+        let mut daemon = TestDaemon {
+            url,
+            dir,
+            backend: Backend::InProcess(InProcess {
+                signals: Some(sender),
+                thread: Some(thread),
+            }),
+            http: reqwest::Client::new(),
+        };
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            let res = daemon
+                .http
+                .get(format!("{}/healthz", daemon.url))
+                .send()
+                .await;
+            if res.is_ok_and(|res| res.status().is_success()) {
+                return daemon;
+            }
+            if let Backend::InProcess(inner) = &mut daemon.backend {
+                if inner.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                    let res = inner.thread.take().unwrap().join();
+                    panic!("sandboxd did not start: {res:?}");
+                }
+            }
+            assert!(Instant::now() < deadline, "sandboxd did not start");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops an in-process daemon as `signal` would stop the binary, and
+    /// returns what `run` returned.
+    pub fn stop_in_process(&mut self, signal: nix::sys::signal::Signal) -> ExitCode {
+        let Backend::InProcess(inner) = &mut self.backend else {
+            panic!("stop_in_process: this daemon is the binary");
+        };
+        if let Some(sender) = inner.signals.take() {
+            let _ = sender.try_send(signal);
+        }
+        let thread = inner.thread.take().expect("not stopped yet");
+        thread
+            .join()
+            .expect("the daemon thread panicked")
+            .expect("run failed")
+    }
+
+    fn binary(&self, what: &str) -> &Binary {
+        match &self.backend {
+            Backend::Binary(binary) => binary,
+            Backend::InProcess(_) => {
+                panic!("{what} needs the binary: start it with Options {{ binary: true, .. }}")
+            }
+        }
+    }
+
+    fn binary_mut(&mut self, what: &str) -> &mut Binary {
+        match &mut self.backend {
+            Backend::Binary(binary) => binary,
+            Backend::InProcess(_) => {
+                panic!("{what} needs the binary: start it with Options {{ binary: true, .. }}")
+            }
+        }
+    }
+
+    /// Everything the daemon logged so far (the binary only).
     pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().clone()
+        self.binary("logs()").logs.lock().unwrap().clone()
     }
 
     /// Everything the daemon wrote to stdout so far (a service's output).
     pub fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().clone()
+        self.binary("stdout()").stdout.lock().unwrap().clone()
     }
 
     /// Addresses of every "listening" log line so far (a daemon restarted
@@ -201,9 +365,12 @@ impl TestDaemon {
         self.dir.path().join("work")
     }
 
-    /// The daemon's pid.
+    /// The daemon's pid (this process's, for an in-process daemon).
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        match &self.backend {
+            Backend::Binary(binary) => binary.child.id() as i32,
+            Backend::InProcess(_) => std::process::id() as i32,
+        }
     }
 
     /// A request with the session key.
@@ -290,11 +457,12 @@ impl TestDaemon {
         .await
     }
 
-    /// Sends a signal to the daemon.
+    /// Sends a signal to the daemon (the binary only).
     pub fn signal(&self, signal: i32) {
+        let pid = self.binary("signal()").child.id() as i32;
         // SAFETY: kill with plain integers.
         unsafe {
-            libc::kill(self.pid(), signal);
+            libc::kill(pid, signal);
         }
     }
 
@@ -302,7 +470,7 @@ impl TestDaemon {
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + TIMEOUT;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.binary_mut("wait_exit()").child.try_wait().unwrap() {
                 return status;
             }
             assert!(
@@ -316,24 +484,46 @@ impl TestDaemon {
 
     /// SIGKILL, then reap.
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let binary = self.binary_mut("kill9()");
+        let _ = binary.child.kill();
+        let _ = binary.child.wait();
     }
 }
 
 impl Drop for TestDaemon {
     fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.signal(libc::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if matches!(self.child.try_wait(), Ok(Some(_))) {
-                    return;
+        match &mut self.backend {
+            Backend::Binary(binary) => {
+                if matches!(binary.child.try_wait(), Ok(None)) {
+                    // SAFETY: kill with plain integers.
+                    unsafe { libc::kill(binary.child.id() as i32, libc::SIGTERM) };
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while Instant::now() < deadline {
+                        if matches!(binary.child.try_wait(), Ok(Some(_))) {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    let _ = binary.child.kill();
+                    let _ = binary.child.wait();
                 }
-                std::thread::sleep(Duration::from_millis(10));
             }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+            Backend::InProcess(inner) => {
+                // A closed signal stream is a SIGTERM: the ordered shutdown.
+                inner.signals = None;
+                let Some(thread) = inner.thread.take() else {
+                    return;
+                };
+                // Past the shutdown grace, the thread is left to finish on
+                // its own: a test must not hang on it.
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while !thread.is_finished() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if thread.is_finished() {
+                    let _ = thread.join();
+                }
+            }
         }
     }
 }

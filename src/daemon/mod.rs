@@ -1,16 +1,30 @@
-//! Process-level setup of `sandboxd serve`: hardening, the runtime, the
-//! listener, signal handling and systemd notification. [`crate::run`]
-//! does the rest and is what tests drive.
+//! The daemon process (`sandboxd serve`). [`main`] owns what belongs to
+//! the process: hardening, the runtime, binding the listener and every
+//! signal handler ([`Signals::install`]). [`run`] is the daemon's life on
+//! a bound listener and a signal stream, and what tests drive in-process.
+//!
+//! - [`signals`]: the signal stream (shutdown vs forwarded signals).
+//! - `subsystems`: building the parts ([`crate::api::AppState`]) and
+//!   preparing the state and work dirs.
+//! - [`serve`]: [`run`]: accept loop, signal routing, ordered shutdown.
+//! - `notify`: systemd READY, watchdog and STOPPING.
+
+mod notify;
+pub mod serve;
+pub mod signals;
+pub(crate) mod subsystems;
 
 use std::process::ExitCode;
 
 use anyhow::Context;
-use tokio::signal::unix::{signal, SignalKind};
+
+pub use serve::{run, Listener};
+pub use signals::{SignalSender, Signals};
 
 use crate::config::{Config, Listen};
-use crate::server::Listener;
 
 /// Runs the daemon until SIGTERM/SIGINT; returns the process exit code.
+/// The only caller of [`harden`], [`bind`] and [`Signals::install`].
 pub fn main(config: Config, service: Vec<String>) -> ExitCode {
     harden();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -26,8 +40,8 @@ pub fn main(config: Config, service: Vec<String>) -> ExitCode {
     };
     let res = runtime.block_on(async move {
         let listener = bind(&config.listen).await?;
-        let shutdown = shutdown_signal()?;
-        crate::run(config, listener, shutdown, service).await
+        let signals = Signals::install()?;
+        run(config, listener, signals, service).await
     });
     match res {
         Ok(code) => code,
@@ -86,21 +100,4 @@ async fn bind(listen: &Listen) -> anyhow::Result<Listener> {
             Ok(Listener::Unix(listener))
         }
     }
-}
-
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {
-                tracing::info!("SIGTERM: shutting down");
-                crate::supervise::set_stop_signal(nix::sys::signal::Signal::SIGTERM);
-            }
-            _ = int.recv() => {
-                tracing::info!("SIGINT: shutting down");
-                crate::supervise::set_stop_signal(nix::sys::signal::Signal::SIGINT);
-            }
-        }
-    })
 }

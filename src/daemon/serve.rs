@@ -1,18 +1,24 @@
 //! [`run`]: the daemon's whole life on an already bound listener, from
-//! restoring state to the ordered shutdown. It neither binds sockets nor
-//! installs signal handlers: `main` (or a test) does both.
+//! restoring state to the ordered shutdown: the accept loop (hyper, header
+//! limits and timeouts), the routing of [`Signals`], then refusing new
+//! runs, stopping runs and the service, flushing the outbox. It neither
+//! binds sockets nor installs signal handlers: `daemon::main` (or a test)
+//! does both.
 
-use std::future::Future;
 use std::process::ExitCode;
-
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use nix::sys::signal::Signal;
 use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
 use tower::Service;
 
+use super::signals::{Received, Signals};
+use super::{notify, subsystems};
 use crate::api::{self, AppState};
 use crate::config::Config;
 
@@ -42,27 +48,31 @@ impl Listener {
     }
 }
 
-/// Serves the API until `shutdown` completes, then shuts down in order.
-/// With a non-empty `service`, also supervises that command. Returns the
-/// process exit code.
+/// Serves the API until a shutdown signal arrives on `signals` (or the
+/// supervised service ends for good), then shuts down in order. With a
+/// non-empty `service`, also supervises that command and forwards it the
+/// non-shutdown signals. Returns the process exit code.
 pub async fn run(
     config: Config,
     listener: Listener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    signals: Signals,
     service: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
     let url = listener.url()?;
-    let state = AppState::start(config, url.clone(), service).await?;
+    let state = subsystems::start(config, url.clone(), service).await?;
     let app = api::router(state.clone());
     tracing::info!(addr = %url, version = env!("CARGO_PKG_VERSION"), "listening");
-    crate::supervise::notify_ready(&url);
+    notify::ready(&url);
 
-    let stop = tokio_util::sync::CancellationToken::new();
-    let stop_on_signal = stop.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        stop_on_signal.cancel();
-    });
+    let stop = CancellationToken::new();
+    let stop_signal = Arc::new(Mutex::new(Signal::SIGTERM));
+    // Kept to the end: signals are forwarded to the service while it stops.
+    let router = tokio::spawn(route_signals(
+        signals,
+        state.clone(),
+        stop.clone(),
+        stop_signal.clone(),
+    ));
     let service_stop = state.service_exit_token();
     let graceful = GracefulShutdown::new();
     // HTTP/1.1 only. Its header read timeout (`--header-timeout`) runs from
@@ -100,14 +110,15 @@ pub async fn run(
         });
     }
     drop(listener);
-    crate::supervise::notify_stopping();
+    notify::stopping();
     let grace = state.config.shutdown_grace;
     let deadline = Instant::now() + grace;
     tracing::info!(
         grace_s = grace.as_secs_f64(),
         "shutting down: no new runs; stopping runs"
     );
-    let code = state.shutdown(deadline).await;
+    let signal = *stop_signal.lock().unwrap_or_else(|e| e.into_inner());
+    let code = shutdown(&state, deadline, signal).await;
     // In-flight requests (log followers, waiting execs) see their runs end
     // above; give them what is left of the grace.
     let left = deadline
@@ -119,8 +130,52 @@ pub async fn run(
     {
         tracing::warn!("some connections were still open at the end of the grace");
     }
+    router.abort();
     tracing::info!("stopped");
     Ok(code)
+}
+
+/// Follows `signals` for the daemon's life: the first shutdown signal is
+/// recorded in `stop_signal` and cancels `stop`; later ones are ignored
+/// (the shutdown is under way). Forwarded signals go to the service.
+async fn route_signals(
+    mut signals: Signals,
+    state: AppState,
+    stop: CancellationToken,
+    stop_signal: Arc<Mutex<Signal>>,
+) {
+    while let Some(received) = signals.recv().await {
+        match received {
+            Received::Shutdown(signal) if !stop.is_cancelled() => {
+                tracing::info!("{signal}: shutting down");
+                *stop_signal.lock().unwrap_or_else(|e| e.into_inner()) = signal;
+                stop.cancel();
+            }
+            Received::Shutdown(signal) => {
+                tracing::debug!(%signal, "already shutting down");
+            }
+            Received::Forward(signal) => {
+                if let Some(service) = &state.service {
+                    service.signal(signal);
+                }
+            }
+        }
+    }
+}
+
+/// The ordered shutdown: refuse new runs, stop runs and the service
+/// together (`signal` now, SIGKILL at `deadline`), then flush the outbox
+/// until `deadline`. Returns the exit code.
+async fn shutdown(state: &AppState, deadline: Instant, signal: Signal) -> ExitCode {
+    let service = async {
+        match &state.service {
+            Some(service) => service.stop(deadline, signal).await,
+            None => ExitCode::SUCCESS,
+        }
+    };
+    let ((), code) = tokio::join!(state.runs.shutdown(deadline), service);
+    state.outbox.flush(deadline).await;
+    code
 }
 
 enum Io {
