@@ -864,7 +864,7 @@ async fn client_options_go_before_or_after_the_subcommand() {
 /// to follow it.
 #[tokio::test]
 async fn exec_when_the_daemon_dies_points_to_logs_follow() {
-    let mut daemon = TestDaemon::start().await;
+    let mut daemon = TestDaemon::start_binary().await;
     let mut child = spawn(cli(&daemon).args([
         "exec",
         "--run-id",

@@ -16,6 +16,7 @@ async fn records_hold_token_digests_not_tokens() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let mut daemon = TestDaemon::start_with(Options {
         dir: Some(dir.clone()),
+        binary: true,
         ..Options::default()
     })
     .await;
@@ -49,6 +50,7 @@ async fn records_hold_token_digests_not_tokens() {
     daemon.wait_exit();
     let daemon = TestDaemon::start_with(Options {
         dir: Some(dir.clone()),
+        binary: true,
         ..Options::default()
     })
     .await;

@@ -11,7 +11,7 @@ fn bad_run_bodies_are_refused_with_their_code() {
         ("[]", "bad_json"),
         ("{}", "bad_json"),
         (r#"{"command": 5}"#, "bad_json"),
-        (r#"{"command": "true", "timeout_s": "10"}"#, "bad_json"),
+        (r#"{"command": "true", "timeout_s": "soon"}"#, "bad_json"),
         (r#"{"command": []}"#, "invalid_run"),
         (r#"{"command": [""]}"#, "invalid_run"),
         (r#"{"command": "   "}"#, "invalid_run"),
