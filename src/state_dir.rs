@@ -92,7 +92,15 @@ impl StateDir {
     }
 }
 
+/// File name of a run's record.
+pub const RECORD_FILE: &str = "record.json";
+
 impl RunDir {
+    /// The run dir at `path` (the shim gets its path in its spec).
+    pub fn new(path: impl Into<PathBuf>) -> RunDir {
+        RunDir { path: path.into() }
+    }
+
     /// The folder itself.
     pub fn path(&self) -> &Path {
         &self.path
@@ -100,7 +108,7 @@ impl RunDir {
 
     /// `record.json`: the durable record.
     pub fn record(&self) -> PathBuf {
-        self.path.join("record.json")
+        self.path.join(RECORD_FILE)
     }
 
     /// `stdout.log`: captured stdout, masked.

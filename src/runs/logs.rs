@@ -13,8 +13,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
-use super::shim::files;
 use super::Progress;
+use crate::state_dir::RunDir;
 
 /// Largest chunk a log stream yields at once.
 const CHUNK: usize = 64 * 1024;
@@ -68,7 +68,7 @@ pub fn tail_text_now(path: &Path, max: u64) -> String {
 
 /// A reader of one run's output from an offset, optionally following it.
 pub struct LogReader {
-    run_dir: PathBuf,
+    run_dir: RunDir,
     stream: LogStream,
     follow: bool,
     progress: watch::Receiver<Progress>,
@@ -100,7 +100,7 @@ impl LogReader {
         progress: watch::Receiver<Progress>,
     ) -> LogReader {
         LogReader {
-            run_dir,
+            run_dir: RunDir::new(run_dir),
             stream,
             follow,
             progress,
@@ -144,14 +144,14 @@ impl LogReader {
 
     async fn read_available(&mut self) -> std::io::Result<Bytes> {
         match self.stream {
-            LogStream::Stdout => self.read_file(files::STDOUT).await,
-            LogStream::Stderr => self.read_file(files::STDERR).await,
+            LogStream::Stdout => self.read_file(self.run_dir.stdout_log()).await,
+            LogStream::Stderr => self.read_file(self.run_dir.stderr_log()).await,
             LogStream::Both => self.read_both().await,
         }
     }
 
-    async fn read_file(&mut self, name: &str) -> std::io::Result<Bytes> {
-        let bytes = read_at(&self.run_dir.join(name), self.offset, CHUNK as u64).await?;
+    async fn read_file(&mut self, path: PathBuf) -> std::io::Result<Bytes> {
+        let bytes = read_at(&path, self.offset, CHUNK as u64).await?;
         self.offset += bytes.len() as u64;
         Ok(bytes)
     }
@@ -163,7 +163,7 @@ impl LogReader {
                 Some(partial) => partial,
                 None => {
                     let record =
-                        read_at(&self.run_dir.join(files::INDEX), self.both.index_pos, 5).await?;
+                        read_at(&self.run_dir.output_index(), self.both.index_pos, 5).await?;
                     if record.len() < 5 {
                         break;
                     }
@@ -173,15 +173,15 @@ impl LogReader {
                 }
             };
             let (name, pos) = match tag {
-                1 => (files::STDOUT, &mut self.both.stdout_pos),
-                _ => (files::STDERR, &mut self.both.stderr_pos),
+                1 => (self.run_dir.stdout_log(), &mut self.both.stdout_pos),
+                _ => (self.run_dir.stderr_log(), &mut self.both.stderr_pos),
             };
             // Skip what lies before the requested offset without reading it.
             let skip = self.offset.saturating_sub(self.both.position).min(left);
             *pos += skip;
             self.both.position += skip;
             let want = (left - skip).min((CHUNK - out.len()) as u64);
-            let bytes = read_at(&self.run_dir.join(name), *pos, want).await?;
+            let bytes = read_at(&name, *pos, want).await?;
             *pos += bytes.len() as u64;
             self.both.position += bytes.len() as u64;
             out.extend_from_slice(&bytes);

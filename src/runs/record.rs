@@ -4,7 +4,7 @@
 //! [`super::run::Run`] is what the daemon works with.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,12 +12,10 @@ use serde::{Deserialize, Serialize};
 use crate::callbacks::{CallbackTarget, RunReport, StoredToken};
 use crate::durable;
 use crate::runs::token::TokenDigest;
+use crate::state_dir::RunDir;
 
 /// Current record format.
 pub const RECORD_VERSION: u32 = 2;
-
-/// File name of the record inside the run dir.
-pub const RECORD_FILE: &str = "record.json";
 
 /// A run's state as the record stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,14 +121,14 @@ impl RunRecord {
 }
 
 /// Writes `record.json` into `run_dir`.
-pub fn save(run_dir: &Path, record: &RunRecord, sync: durable::Sync) -> io::Result<()> {
+pub fn save(run_dir: &RunDir, record: &RunRecord, sync: durable::Sync) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-    durable::write_atomic(&run_dir.join(RECORD_FILE), &bytes, 0o600, sync)
+    durable::write_atomic(&run_dir.record(), &bytes, 0o600, sync)
 }
 
 /// Reads `record.json` from `run_dir`.
-pub fn load(run_dir: &Path) -> io::Result<RunRecord> {
-    let bytes = std::fs::read(run_dir.join(RECORD_FILE))?;
+pub fn load(run_dir: &RunDir) -> io::Result<RunRecord> {
+    let bytes = std::fs::read(run_dir.record())?;
     let record: RunRecord = serde_json::from_slice(&bytes).map_err(io::Error::other)?;
     if !(1..=RECORD_VERSION).contains(&record.version) {
         return Err(io::Error::other(format!(

@@ -10,17 +10,17 @@ use tokio::sync::mpsc;
 
 use super::record::{self, RunRecord, ShimIdentity};
 use super::run::Run;
-use super::shim;
 use super::task::{read_exit_report, RunCell, RunTask};
 use super::Registry;
 use crate::durable;
 use crate::secrets::SecretMap;
+use crate::state_dir::{RunDir, RECORD_FILE};
 
 impl Registry {
     /// Loads every run from the state dir and starts the loop that writes
     /// again the records a full disk refused.
     pub async fn restore(&self) -> std::io::Result<()> {
-        let runs_dir = self.runs_dir();
+        let runs_dir = self.state_dir().runs();
         super::retention::remove_pruned_leftovers(&runs_dir);
         let mut restored = 0usize;
         for entry in std::fs::read_dir(&runs_dir)? {
@@ -59,7 +59,7 @@ impl Registry {
         let context = self.context().clone();
         let masker = context.credentials.clone();
         let task = RunTask::new(cell, receiver, context, masker, durable::Sync::Flush);
-        if run_dir.join(shim::files::EXIT).exists() {
+        if run_dir.exit_report().exists() {
             task.finish_now(read_exit_report(&run_dir)).await;
             return;
         }
@@ -86,11 +86,11 @@ impl Registry {
 /// first record: the run was neither acknowledged nor started, and the
 /// dir is removed.
 fn load(dir: &Path) -> Option<RunRecord> {
-    match record::load(dir) {
+    match record::load(&RunDir::new(dir)) {
         Ok(record) => Some(record),
         Err(err)
             if err.kind() == std::io::ErrorKind::NotFound
-                && !dir.join(shim::files::EXIT).exists() =>
+                && !RunDir::new(dir).exit_report().exists() =>
         {
             tracing::info!(dir = %dir.display(), "removing a run dir without a record");
             let _ = std::fs::remove_dir_all(dir);
@@ -106,7 +106,7 @@ fn load(dir: &Path) -> Option<RunRecord> {
 /// Removes the temp files of record writes a crash interrupted (only the
 /// daemon writes records, and no other daemon is alive now).
 fn remove_record_temp_files(run_dir: &Path) {
-    let prefix = format!(".{}.tmp-", record::RECORD_FILE);
+    let prefix = format!(".{RECORD_FILE}.tmp-");
     let Ok(entries) = std::fs::read_dir(run_dir) else {
         return;
     };

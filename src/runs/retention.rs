@@ -130,8 +130,9 @@ impl Registry {
             }
             crate::upload::forget_bundle(&self.config().state_dir, run_id)?;
             self.context().outbox.forget(run_id);
+            let run_dir = run_dir.path();
             let trash = run_dir.with_file_name(format!("{PRUNED_PREFIX}{run_id}"));
-            rename_if_present(&run_dir, &trash)?;
+            rename_if_present(run_dir, &trash)?;
             remove_tree(&trash)
         })();
         if let Err(err) = result {

@@ -8,7 +8,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdout, Command};
 
 use super::record::ShimIdentity;
-use super::shim::protocol::{files, ShimSpec};
+use super::shim::protocol::ShimSpec;
+use crate::state_dir::RunDir;
 
 /// A started shim.
 pub(super) struct ShimProcess {
@@ -21,14 +22,19 @@ pub(super) struct ShimProcess {
 /// run's `error` field.
 pub(super) async fn spawn_shim(
     exe: &Path,
-    run_dir: &Path,
+    run_dir: &RunDir,
     spec: &ShimSpec,
 ) -> Result<ShimProcess, String> {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(run_dir.join(files::SHIM_LOG))
-        .map_err(|e| format!("cannot open the shim log in {}: {e}", run_dir.display()))?;
+        .open(run_dir.shim_log())
+        .map_err(|e| {
+            format!(
+                "cannot open the shim log in {}: {e}",
+                run_dir.path().display()
+            )
+        })?;
     let mut child = Command::new(exe)
         .arg("shim")
         .env_clear()

@@ -15,10 +15,12 @@ use crate::config::Config;
 use crate::durable;
 use crate::secrets::mask::Masker;
 use crate::secrets::Resolver;
+use crate::state_dir::{RunDir, StateDir};
 
 /// Starts runs. Cheap to hold; one per registry.
 pub(super) struct Starter {
     config: Arc<Config>,
+    state_dir: StateDir,
     /// The daemon's URL, given to runs as `SANDBOXD_URL`.
     url: String,
     resolver: Resolver,
@@ -27,6 +29,7 @@ pub(super) struct Starter {
 impl Starter {
     pub(super) fn new(config: Arc<Config>, url: String, resolver: Resolver) -> Starter {
         Starter {
+            state_dir: StateDir::new(&config.state_dir),
             config,
             url,
             resolver,
@@ -50,7 +53,7 @@ impl Starter {
     ) -> Result<(), RunError> {
         let resolved = self.resolver.resolve_all(&new.secrets).await?;
         let run = cell.run();
-        let run_dir = self.config.state_dir.join("runs").join(&run.run_id);
+        let run_dir = self.state_dir.run(&run.run_id);
         write_ahead(&cell, &run.cwd, run.default_cwd, &run_dir, new.record_sync)
             .map_err(|(action, path, err)| RunError::io(&run.run_id, action, &path, err))?;
         let credentials = daemon_credentials(&self.config);
@@ -61,7 +64,7 @@ impl Starter {
             .collect();
         let masker = Masker::new(secret_values.iter().map(|v| v.expose_secret().as_bytes()));
         let spec = shim::ShimSpec {
-            run_dir: run_dir.clone(),
+            run_dir: run_dir.path().to_owned(),
             argv: run.command.clone(),
             cwd: run.cwd.clone(),
             env: self.child_env(&new, &resolved, &token),
@@ -127,13 +130,13 @@ fn write_ahead(
     cell: &RunCell,
     cwd: &Path,
     default_cwd: bool,
-    run_dir: &Path,
+    run_dir: &RunDir,
     sync: durable::Sync,
 ) -> Result<(), DirError> {
     let new_work_dir = default_cwd && !cwd.exists();
     let created = create_dirs(cell, cwd, default_cwd, run_dir, sync);
     if created.is_err() {
-        let _ = std::fs::remove_dir_all(run_dir);
+        let _ = std::fs::remove_dir_all(run_dir.path());
         if new_work_dir {
             let _ = std::fs::remove_dir(cwd);
         }
@@ -145,9 +148,10 @@ fn create_dirs(
     cell: &RunCell,
     cwd: &Path,
     default_cwd: bool,
-    run_dir: &Path,
+    run_dir: &RunDir,
     sync: durable::Sync,
 ) -> Result<(), DirError> {
+    let run_dir = run_dir.path();
     if default_cwd {
         create_dir(cwd).map_err(|e| ("creating work dir", cwd.to_owned(), e))?;
     }

@@ -1,7 +1,6 @@
 use super::*;
 
-/// Every path of the layout is where ARCHITECTURE.md says, and agrees
-/// with the names the runs module still uses.
+/// Every path of the layout is where ARCHITECTURE.md says.
 #[test]
 fn layout_matches_the_documented_names() {
     let state = StateDir::new("/s");
@@ -22,16 +21,6 @@ fn layout_matches_the_documented_names() {
     for (path, want) in table {
         assert_eq!(path, Path::new(want));
     }
-    use crate::runs::shim::files;
-    assert_eq!(run.stdout_log(), run.path().join(files::STDOUT));
-    assert_eq!(run.stderr_log(), run.path().join(files::STDERR));
-    assert_eq!(run.output_index(), run.path().join(files::INDEX));
-    assert_eq!(run.exit_report(), run.path().join(files::EXIT));
-    assert_eq!(run.shim_log(), run.path().join(files::SHIM_LOG));
-    assert_eq!(
-        run.record(),
-        run.path().join(crate::runs::record::RECORD_FILE)
-    );
 }
 
 /// The subfolders are created with mode 0700, and creating them again is

@@ -29,6 +29,7 @@ use crate::durable;
 use crate::metrics::Metrics;
 use crate::secrets::mask::Masker;
 use crate::secrets::{Resolver, SecretMap};
+use crate::state_dir::{RunDir, StateDir};
 
 /// How often records whose write failed are written again.
 const UNSAVED_RETRY: Duration = Duration::from_secs(1);
@@ -52,6 +53,7 @@ struct RunSlot {
 
 struct Inner {
     config: Arc<Config>,
+    state_dir: StateDir,
     starter: Starter,
     runs: Mutex<HashMap<String, RunSlot>>,
     tokens: tokens::RunTokens,
@@ -88,6 +90,7 @@ impl Registry {
         Registry {
             inner: Arc::new(Inner {
                 starter: Starter::new(config.clone(), url, resolver),
+                state_dir: StateDir::new(&config.state_dir),
                 config,
                 runs: Mutex::default(),
                 tokens: tokens::RunTokens::default(),
@@ -142,13 +145,13 @@ impl Registry {
     }
 
     /// The dir of every run's state dir.
-    pub(super) fn runs_dir(&self) -> PathBuf {
-        self.inner.config.state_dir.join("runs")
+    pub(super) fn state_dir(&self) -> &StateDir {
+        &self.inner.state_dir
     }
 
     /// A run's state dir.
-    pub fn run_dir(&self, run_id: &str) -> PathBuf {
-        self.runs_dir().join(run_id)
+    pub fn run_dir(&self, run_id: &str) -> RunDir {
+        self.inner.state_dir.run(run_id)
     }
 
     /// A run's default work dir.
@@ -409,7 +412,8 @@ impl Registry {
         self.inner.context.unsaved.forget(&run_id.to_owned());
         self.inner.context.outbox.forget(run_id);
         let run_dir = self.run_dir(run_id);
-        remove_dir(&run_dir).map_err(|e| RunError::io(run_id, "removing", &run_dir, e))?;
+        let run_dir = run_dir.path();
+        remove_dir(run_dir).map_err(|e| RunError::io(run_id, "removing", run_dir, e))?;
         if default_cwd {
             let work = self.work_dir(run_id);
             remove_dir(&work).map_err(|e| RunError::io(run_id, "removing", &work, e))?;

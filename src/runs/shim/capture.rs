@@ -11,9 +11,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::events::EventPipe;
-use super::protocol::{files, ShimEvent};
+use super::protocol::ShimEvent;
 use super::{lock, Shared};
 use crate::secrets::mask::{Masker, StreamMasker};
+use crate::state_dir::RunDir;
+use std::path::PathBuf;
 
 /// Bytes read from a pipe at once.
 const READ_CHUNK: usize = 256 * 1024;
@@ -65,16 +67,12 @@ pub(super) struct OutputFiles {
 impl OutputFiles {
     /// Opens (appending) the output files in `run_dir`.
     pub(super) fn open(run_dir: &Path, events: EventPipe) -> io::Result<OutputFiles> {
-        let open = |name: &str| {
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(run_dir.join(name))
-        };
+        let run_dir = RunDir::new(run_dir);
+        let open = |path: PathBuf| OpenOptions::new().create(true).append(true).open(path);
         Ok(OutputFiles {
-            stdout: open(files::STDOUT)?,
-            stderr: open(files::STDERR)?,
-            index: open(files::INDEX)?,
+            stdout: open(run_dir.stdout_log())?,
+            stderr: open(run_dir.stderr_log())?,
+            index: open(run_dir.output_index())?,
             stdout_bytes: 0,
             stderr_bytes: 0,
             events,

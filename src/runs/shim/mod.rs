@@ -52,10 +52,11 @@ use nix::unistd::Pid;
 
 use self::capture::{spawn_reader, OutputFiles, Stream};
 use self::events::EventPipe;
-pub use self::protocol::{files, ExitReport, Phase, ShimEvent, ShimSpec};
+pub use self::protocol::{ExitReport, Phase, ShimEvent, ShimSpec};
 use crate::durable;
 use crate::secrets::mask::Masker;
 use crate::signals::FORWARDED_SIGNALS;
+use crate::state_dir::RunDir;
 
 /// Entry point of `sandboxd shim`. Its exit code only says whether the shim
 /// itself worked; the run's result is in `exit.json`.
@@ -130,7 +131,7 @@ fn run_shim() -> io::Result<()> {
     // make the logs and the report survive a power loss come after, off
     // the path from the child's exit to its completion callback; the
     // daemon flushes its outbox and record itself.
-    let exit_path = spec.run_dir.join(files::EXIT);
+    let exit_path = RunDir::new(&spec.run_dir).exit_report();
     let written = durable::write_atomic(&exit_path, &bytes, 0o600, durable::Sync::NoFlush);
     let report = Box::new(report);
     output.events.send_blocking(&ShimEvent::Ended { report });

@@ -12,20 +12,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
-/// File names inside a run's state dir.
-pub mod files {
-    /// Captured stdout, masked.
-    pub const STDOUT: &str = "stdout.log";
-    /// Captured stderr, masked.
-    pub const STDERR: &str = "stderr.log";
-    /// Arrival order: 5-byte records (stream byte, u32 LE length).
-    pub const INDEX: &str = "output.idx";
-    /// The shim's result.
-    pub const EXIT: &str = "exit.json";
-    /// The shim's own diagnostics.
-    pub const SHIM_LOG: &str = "shim.log";
-}
-
 /// What the daemon asks the shim to run.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ShimSpec {

@@ -2,7 +2,6 @@
 //! changes are visible only to the run's task (the parent module): the
 //! compiler keeps every other module from changing a run.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use tokio::sync::watch;
@@ -12,6 +11,7 @@ use crate::runs::record;
 use crate::runs::run::Run;
 use crate::runs::Progress;
 use crate::secrets::SecretMap;
+use crate::state_dir::RunDir;
 
 /// A run as the registry and the handlers see it. Only the run's task
 /// changes it.
@@ -25,12 +25,12 @@ pub(in crate::runs) struct RunCell {
     /// writing the latest state.
     writing: Mutex<()>,
     /// Where its record lives.
-    run_dir: PathBuf,
+    run_dir: RunDir,
 }
 
 impl RunCell {
     /// A run not yet started by a task.
-    pub(in crate::runs) fn new(run: Run, secrets: SecretMap, run_dir: PathBuf) -> RunCell {
+    pub(in crate::runs) fn new(run: Run, secrets: SecretMap, run_dir: RunDir) -> RunCell {
         let ended = run.end().is_some();
         let progress = match run.end() {
             Some(end) => Progress {
@@ -107,7 +107,7 @@ impl RunCell {
     }
 
     /// The run's state dir.
-    pub(in crate::runs) fn run_dir(&self) -> &Path {
+    pub(in crate::runs) fn run_dir(&self) -> &RunDir {
         &self.run_dir
     }
 

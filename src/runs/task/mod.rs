@@ -24,13 +24,14 @@ pub(super) use cell::RunCell;
 use super::finish::{self, Ending};
 use super::record::ShimIdentity;
 use super::run::{Run, RunStatus};
-use super::shim::{self, ExitReport, Phase, ShimEvent};
+use super::shim::{ExitReport, Phase, ShimEvent};
 use super::spawn::ShimProcess;
 use super::{logs, Control, Progress, RunError};
 use crate::callbacks::{Completion, Outbox};
 use crate::durable;
 use crate::metrics::Metrics;
 use crate::secrets::mask::Masker;
+use crate::state_dir::RunDir;
 
 /// Bytes of each output stream kept for the completion payload.
 const COMPLETION_TAIL_BYTES: u64 = 4096;
@@ -246,7 +247,7 @@ impl RunTask {
                     RunError::io(
                         &self.run_id,
                         "writing the record of",
-                        self.cell.run_dir(),
+                        self.cell.run_dir().path(),
                         source,
                     )
                 });
@@ -269,8 +270,8 @@ impl RunTask {
 
     fn refresh_progress(&self) {
         let size = |path: PathBuf| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let stdout = size(self.cell.run_dir().join(shim::files::STDOUT));
-        let stderr = size(self.cell.run_dir().join(shim::files::STDERR));
+        let stdout = size(self.cell.run_dir().stdout_log());
+        let stderr = size(self.cell.run_dir().stderr_log());
         self.cell.progress().send_if_modified(|p| {
             let changed = p.stdout_bytes != stdout || p.stderr_bytes != stderr;
             p.stdout_bytes = stdout;
@@ -358,14 +359,8 @@ impl RunTask {
             exit_code: end.exit_code,
             signal: end.signal.clone(),
             error: end.error.clone(),
-            stdout_tail: logs::tail_text_now(
-                &run_dir.join(shim::files::STDOUT),
-                COMPLETION_TAIL_BYTES,
-            ),
-            stderr_tail: logs::tail_text_now(
-                &run_dir.join(shim::files::STDERR),
-                COMPLETION_TAIL_BYTES,
-            ),
+            stdout_tail: logs::tail_text_now(&run_dir.stdout_log(), COMPLETION_TAIL_BYTES),
+            stderr_tail: logs::tail_text_now(&run_dir.stderr_log(), COMPLETION_TAIL_BYTES),
             report: run.report.clone(),
         })
     }
@@ -401,8 +396,8 @@ async fn wait_pid_exit(pid: i32) {
 }
 
 /// The shim's `exit.json`, or why there is none.
-pub(super) fn read_exit_report(run_dir: &std::path::Path) -> Result<ExitReport, String> {
-    let path = run_dir.join(shim::files::EXIT);
+pub(super) fn read_exit_report(run_dir: &RunDir) -> Result<ExitReport, String> {
+    let path = run_dir.exit_report();
     let bytes = std::fs::read(&path)
         .map_err(|_| "the run's shim ended without recording how the run ended".to_owned())?;
     serde_json::from_slice(&bytes).map_err(|e| format!("the run's exit record is unreadable: {e}"))
