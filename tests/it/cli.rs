@@ -1,6 +1,7 @@
 //! The command-line client: `exec`, `logs`, `runs`, `status`, `cancel`,
 //! `upload`, errors, completions and man pages, run as the real binary
-//! against a real daemon.
+//! against a real daemon; the upload's progress bar in a real terminal
+//! (tmux).
 //!
 //! The `upload_*` tests need `PUT /v1/runs/{id}/bundle` (the uploads
 //! branch); everything else runs on the daemon as it is.
@@ -999,4 +1000,188 @@ async fn text_logs_into_a_pipe_have_no_colour() {
     read_until(&mut stderr, &mut seen, "listening").await;
     child.kill().await.unwrap();
     assert!(!seen.contains('\x1b'), "{seen:?}");
+}
+
+/// A private tmux server (its own socket), killed when dropped.
+struct Tmux {
+    socket: std::path::PathBuf,
+}
+
+impl Tmux {
+    /// Whether `tmux` is on the PATH.
+    fn available() -> bool {
+        std::process::Command::new("tmux")
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new("tmux");
+        // -u: UTF-8 on screen and in captures, whatever the locale.
+        command
+            .args(["-u", "-f", "/dev/null"])
+            .arg("-S")
+            .arg(&self.socket)
+            .env_remove("TMUX")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        command
+    }
+
+    async fn run(&self, args: &[&str]) -> String {
+        let out = output(self.command().args(args)).await;
+        assert!(out.status.success(), "tmux {args:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Whether a line of the screen is indicatif's default bar,
+/// `{wide_bar} {pos}/{len}` drawn with `█` and `░`.
+fn is_default_bar(line: &str) -> bool {
+    let bare_count = line.split_whitespace().last().is_some_and(|last| {
+        last.split_once('/').is_some_and(|(a, b)| {
+            !a.is_empty()
+                && !b.is_empty()
+                && a.bytes().all(|c| c.is_ascii_digit())
+                && b.bytes().all(|c| c.is_ascii_digit())
+        })
+    });
+    line.contains('░') || line.contains('█') || bare_count
+}
+
+/// Whether a line of the screen is sandboxd's bar:
+/// `packing DIR (N files) [===>   ] 1.00 MiB/4.00 MiB 2.00 MiB/s eta 1s`.
+fn is_styled_bar(line: &str) -> bool {
+    line.starts_with("packing ")
+        && line.contains(" files) [")
+        && line.contains("B/")
+        && line.contains(" eta ")
+}
+
+/// On a terminal, `upload`'s progress bar has sandboxd's style from its
+/// first frame: the screen, captured again and again from before the
+/// upload starts to its end, never shows the library's default bar, and
+/// neither does the record of every byte written to the terminal (the
+/// default frame used to last about a millisecond: most runs of the old
+/// code were caught by the captures, every one by the record). Runs in a
+/// real terminal (tmux); skipped with a note when tmux is absent.
+#[tokio::test]
+async fn upload_progress_bar_is_styled_from_its_first_frame() {
+    if !Tmux::available() {
+        eprintln!("skipped: upload_progress_bar_is_styled_from_its_first_frame needs tmux");
+        return;
+    }
+    let daemon = TestDaemon::start().await;
+    // Incompressible data: packing it takes a moment.
+    let src = daemon.dir.path().join("big");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..4 {
+        let mut random = std::fs::File::open("/dev/urandom").unwrap();
+        let mut file = std::fs::File::create(src.join(format!("blob{i}.bin"))).unwrap();
+        std::io::copy(&mut std::io::Read::take(&mut random, 2 << 20), &mut file).unwrap();
+    }
+    let gate = daemon.dir.path().join("gate");
+    let script = format!(
+        "{}; '{}' upload '{}' --run bar; echo upload-exit=$?; sleep 60",
+        wait_for_file(&gate),
+        support::bin(),
+        src.display()
+    );
+    let tmux = Tmux {
+        socket: daemon.dir.path().join("tmux.sock"),
+    };
+    let mut start = tmux.command();
+    start
+        .env("SANDBOXD_URL", &daemon.url)
+        .env("SESSION_API_KEY", KEY)
+        .env_remove("SANDBOXD_SESSION_KEY_FILE")
+        .env_remove("OH_SESSION_API_KEYS_0")
+        .env("TERM", "xterm-256color")
+        .args(["new-session", "-d", "-s", "up", "-x", "100", "-y", "40"])
+        .args(["sh", "-c", &script]);
+    let out = output(&mut start).await;
+    assert!(out.status.success(), "tmux: {}", text(&out.stderr));
+
+    // Everything the upload writes to the terminal, byte for byte: a frame
+    // replaced within a millisecond can fall between two captures, not out
+    // of this record.
+    let raw = daemon.dir.path().join("pane.raw");
+    tmux.run(&[
+        "pipe-pane",
+        "-t",
+        "up",
+        &format!("cat >> '{}'", raw.display()),
+    ])
+    .await;
+
+    // Capture from before the upload starts until it has ended.
+    let capture = || tmux.run(&["capture-pane", "-p", "-J", "-t", "up"]);
+    let mut captures = vec![capture().await];
+    std::fs::write(&gate, "").unwrap();
+    let deadline = Instant::now() + TIMEOUT;
+    while !captures.last().unwrap().contains("upload-exit=") {
+        assert!(
+            Instant::now() < deadline,
+            "the upload did not end in time; the screen:\n{}",
+            captures.last().unwrap()
+        );
+        captures.push(capture().await);
+    }
+    let last = captures.last().unwrap();
+    assert!(last.contains("upload-exit=0"), "the upload failed:\n{last}");
+    assert!(last.contains("uploaded "), "{last}");
+    for (i, screen) in captures.iter().enumerate() {
+        assert!(
+            !screen.lines().any(is_default_bar),
+            "the library's default bar style on screen (capture {} of {}):\n{screen}",
+            i + 1,
+            captures.len()
+        );
+    }
+    assert!(
+        captures
+            .iter()
+            .any(|screen| screen.lines().any(is_styled_bar)),
+        "none of {} captures shows sandboxd's bar; the last one:\n{last}",
+        captures.len()
+    );
+
+    let mut written = String::new();
+    while !written.contains("upload-exit=") {
+        assert!(
+            Instant::now() < deadline,
+            "the pane's record never got to the end: {written:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        written = text(&std::fs::read(&raw).unwrap_or_default());
+    }
+    // Frames are separated by `\r` and an erase-line sequence.
+    let frames: Vec<String> = written
+        .split(['\r', '\n'])
+        .map(|frame| frame.replace("\x1b[2K", ""))
+        .collect();
+    assert!(
+        !frames.iter().any(|frame| is_default_bar(frame)),
+        "the library's default bar style was drawn: {:?}",
+        frames.iter().find(|frame| is_default_bar(frame))
+    );
+    assert!(
+        frames.iter().any(|frame| is_styled_bar(frame)),
+        "{written:?}"
+    );
 }
