@@ -153,8 +153,8 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use secrecy::{ExposeSecret, SecretString};
     use crate::callbacks::payload::PayloadStatus;
+    use secrecy::{ExposeSecret, SecretString};
 
     fn record(run_id: &str) -> OutboxRecord {
         OutboxRecord {

@@ -10,6 +10,7 @@
 //! - the daemon's session key goes only to the configured cloud API and
 //!   agent-server origins, and never into a child or a resolved value.
 
+pub mod custody;
 pub mod mask;
 pub mod resolve;
 pub mod source;
