@@ -42,7 +42,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
 use crate::durable;
-use crate::secrets::mask::{Masker, StreamMasker};
+use crate::secrets::mask::{LiveMasker, Masker, StreamMasker};
 
 /// File names inside a run's state dir.
 pub mod files {
@@ -123,6 +123,12 @@ pub enum ShimEvent {
         /// stderr.log size.
         r: u64,
     },
+    /// The values of a [`ShimControl::Mask`] are in the masker: output
+    /// read from now on is masked with them.
+    Masked {
+        /// The message's number.
+        seq: u64,
+    },
     /// The run has ended and `exit.json` is written (not yet flushed), or
     /// could not be written (a full state dir): the report comes along,
     /// so a live daemon records the end either way.
@@ -130,6 +136,28 @@ pub enum ShimEvent {
         /// How the run ended: the content of `exit.json`.
         report: Box<ExitReport>,
     },
+}
+
+/// A message from the daemon after the spec: one JSON line each on the
+/// shim's stdin, which the daemon keeps open for the run's life.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "c", rename_all = "snake_case")]
+pub enum ShimControl {
+    /// More values to mask (resolved during the run); answered with
+    /// [`ShimEvent::Masked`] once they are in the masker.
+    Mask {
+        /// The message's number.
+        seq: u64,
+        /// The values.
+        values: Vec<String>,
+    },
+}
+
+impl Drop for ShimControl {
+    fn drop(&mut self) {
+        let ShimControl::Mask { values, .. } = self;
+        values.zeroize();
+    }
 }
 
 /// How the run ended, as the shim saw it. Written to `exit.json`.
@@ -212,8 +240,9 @@ fn run_shim() -> io::Result<()> {
     }
     forwarded.thread_block().map_err(io::Error::from)?;
 
+    // The spec is the first line; stdin stays open for controls.
     let mut text = String::new();
-    io::stdin().read_to_string(&mut text)?;
+    io::stdin().read_line(&mut text)?;
     let spec = serde_json::from_str::<ShimSpec>(&text);
     text.zeroize();
     let spec = spec.map_err(|e| io::Error::other(format!("bad spec: {e}")))?;
@@ -240,7 +269,8 @@ fn run_shim() -> io::Result<()> {
             last_progress: Instant::now(),
         }),
     });
-    let masker = Masker::new(spec.mask.iter());
+    let masker = LiveMasker::new(Masker::new(spec.mask.iter()));
+    spawn_control_thread(shared.clone(), masker.clone());
 
     spawn_signal_thread(shared.clone(), forwarded);
     let started = Instant::now();
@@ -275,7 +305,7 @@ fn run_shim() -> io::Result<()> {
     durable::sync_dir(&spec.run_dir)
 }
 
-fn run_phases(spec: &ShimSpec, shared: &Arc<Shared>, masker: &Masker) -> ExitReport {
+fn run_phases(spec: &ShimSpec, shared: &Arc<Shared>, masker: &LiveMasker) -> ExitReport {
     let mut report = ExitReport {
         version: 1,
         phase: Phase::Setup,
@@ -318,7 +348,7 @@ fn run_phase(
     argv: &[String],
     spec: &ShimSpec,
     shared: &Arc<Shared>,
-    masker: &Masker,
+    masker: &LiveMasker,
     report: &mut ExitReport,
 ) -> bool {
     report.phase = phase;
@@ -579,7 +609,7 @@ fn spawn_reader(
     mut pipe: impl Read + AsRawFd + Send + 'static,
     stream: Stream,
     shared: &Arc<Shared>,
-    masker: &Masker,
+    masker: &LiveMasker,
 ) -> std::thread::JoinHandle<()> {
     grow_pipe(&pipe);
     let shared = Arc::clone(shared);
@@ -670,6 +700,33 @@ fn write_what_fits(file: &mut File, bytes: &[u8]) -> usize {
         }
     }
     written
+}
+
+/// Applies the daemon's [`ShimControl`] lines from stdin until it closes:
+/// values to mask are added to the live masker (each reader takes them up
+/// before its next chunk), then acknowledged, so the daemon hands a value
+/// to the run only once output printing it will be masked.
+fn spawn_control_thread(shared: Arc<Shared>, masker: LiveMasker) {
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        loop {
+            line.zeroize();
+            line.clear();
+            match io::stdin().read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let Ok(control) = serde_json::from_str::<ShimControl>(&line) else {
+                let _ = writeln!(io::stderr(), "sandboxd shim: unreadable control line");
+                continue;
+            };
+            let ShimControl::Mask { seq, values } = &control;
+            masker.add(values.iter());
+            let event = ShimEvent::Masked { seq: *seq };
+            lock(&shared.output).events.send_blocking(&event);
+        }
+        line.zeroize();
+    });
 }
 
 fn spawn_signal_thread(shared: Arc<Shared>, set: SigSet) {

@@ -1,11 +1,12 @@
 //! Starting a run's shim: `sandboxd shim` with a clean env, its own process
-//! group, the spec on stdin and its events on stdout.
+//! group, the spec on stdin (one line; stdin stays open for
+//! [`shim::ShimControl`] lines) and its events on stdout.
 
 use std::path::Path;
 use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use zeroize::Zeroizing;
 
 use super::record::ShimIdentity;
@@ -15,6 +16,8 @@ use super::shim::{self, ShimSpec};
 pub(super) struct ShimProcess {
     pub(super) child: Child,
     pub(super) events: ChildStdout,
+    /// Where control lines go, after the spec.
+    pub(super) control: ChildStdin,
     pub(super) identity: ShimIdentity,
 }
 
@@ -46,29 +49,39 @@ pub(super) async fn spawn_shim(
     let bytes = encode_spec(spec).map_err(|e| format!("cannot encode the run spec: {e}"))?;
     let write = async {
         stdin.write_all(&bytes).await?;
-        stdin.shutdown().await
+        stdin.flush().await
     };
     if let Err(err) = write.await {
         let _ = child.start_kill();
         let _ = child.wait().await;
         return Err(format!("cannot hand the run to its shim: {err}"));
     }
-    drop(stdin);
     let events = child.stdout.take().ok_or("the shim has no stdout")?;
     Ok(ShimProcess {
         child,
         events,
+        control: stdin,
         identity: ShimIdentity { pid, start_ticks },
     })
 }
 
-/// The spec as JSON, in a buffer of exactly its size (so no reallocation
-/// leaves a copy of the secret values behind) that is zeroized when dropped.
+/// The spec as one JSON line, in a buffer of exactly its size (so no
+/// reallocation leaves a copy of the secret values behind) that is
+/// zeroized when dropped.
 fn encode_spec(spec: &ShimSpec) -> serde_json::Result<Zeroizing<Vec<u8>>> {
+    encode_line(spec)
+}
+
+/// A value as one JSON line (JSON text holds no raw newline) in a
+/// zeroizing buffer of exactly its size.
+pub(super) fn encode_line<T: serde::Serialize>(
+    value: &T,
+) -> serde_json::Result<Zeroizing<Vec<u8>>> {
     let mut counter = ByteCounter(0);
-    serde_json::to_writer(&mut counter, spec)?;
-    let mut bytes = Zeroizing::new(Vec::with_capacity(counter.0));
-    serde_json::to_writer(&mut *bytes, spec)?;
+    serde_json::to_writer(&mut counter, value)?;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(counter.0 + 1));
+    serde_json::to_writer(&mut *bytes, value)?;
+    bytes.push(b'\n');
     Ok(bytes)
 }
 

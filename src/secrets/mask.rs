@@ -265,6 +265,24 @@ impl Masker {
             .unwrap_or(buf.len())
     }
 
+    /// A masker for these values and more.
+    pub fn with_values<I, V>(&self, more: I) -> Masker
+    where
+        I: IntoIterator<Item = V>,
+        V: AsRef<[u8]>,
+    {
+        let more: Vec<Zeroizing<Vec<u8>>> = more
+            .into_iter()
+            .map(|v| Zeroizing::new(v.as_ref().to_vec()))
+            .collect();
+        Masker::new(
+            self.patterns
+                .iter()
+                .map(|p| p.as_slice())
+                .chain(more.iter().map(|v| v.as_slice())),
+        )
+    }
+
     /// Whether there is nothing to mask.
     pub fn is_empty(&self) -> bool {
         self.matcher.is_none()
@@ -490,13 +508,7 @@ impl LiveMasker {
         if !fresh {
             return;
         }
-        *masker = Masker::new(
-            masker
-                .patterns
-                .iter()
-                .map(|p| p.as_slice())
-                .chain(added.iter().map(|v| v.as_slice())),
-        );
+        *masker = masker.with_values(added.iter());
         self.shared.generation.fetch_add(1, Ordering::Release);
     }
 

@@ -1330,3 +1330,64 @@ async fn agent_server_uid_is_configurable() {
     assert_unresolved(status, &body, &["--agent-server-uid", &other_uid]);
     assert!(agent.seen().is_empty(), "{:?}", agent.seen());
 }
+
+/// A value resolved during a run (a rotating LookupSecret, asked for again
+/// with the run token) is masked in that run's output, printed whole right
+/// after the answer, split across two writes, or on stderr.
+#[tokio::test]
+async fn values_resolved_during_a_run_are_masked_in_its_output() {
+    let server = SecretServer::start().await;
+    let daemon = daemon_with(&server, &server, &[]).await;
+    let script = r#"
+import json, os, sys, time, urllib.request
+def resolve():
+    req = urllib.request.Request(os.environ["SANDBOXD_URL"] + "/v1/secrets/resolve",
+        data=json.dumps({"names": ["ROTATING"]}).encode(),
+        headers={"Authorization": "Bearer " + os.environ["SANDBOXD_RUN_TOKEN"],
+                 "Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)["values"]["ROTATING"]
+print("start", os.environ["ROTATING"], flush=True)
+value = resolve()
+print("fresh", value, flush=True)
+sys.stdout.write("split " + value[:9]); sys.stdout.flush(); time.sleep(0.2)
+sys.stdout.write(value[9:] + "\n"); sys.stdout.flush()
+print("err", value, file=sys.stderr, flush=True)
+again = resolve()
+print("again", again, "differs", again != value, flush=True)
+"#;
+    let run = daemon
+        .exec(json!({
+            "command": ["python3", "-c", script],
+            "secrets": {"ROTATING": lookup(format!("{}/counter/rotating-secret-value", server.url))},
+        }))
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let stdout = run["stdout"].as_str().unwrap_or_default();
+    let stderr = run["stderr"].as_str().unwrap_or_default();
+    assert_eq!(
+        stdout, "start ****\nfresh ****\nsplit ****\nagain **** differs True\n",
+        "{run}"
+    );
+    assert_eq!(stderr, "err ****\n", "{run}");
+    assert_eq!(server.hits("/counter/rotating-secret-value"), 3);
+    let run_id = run["run_id"].as_str().unwrap();
+    let (_, logs) = daemon.text(&format!("/v1/runs/{run_id}/logs")).await;
+    assert!(!logs.contains("rotating-secret-value"), "{logs}");
+}
+
+/// Overlapping secret values leave no fragment in a run's captured output
+/// (`****12ijklmn` before): the union of their spans is one `****`.
+#[tokio::test]
+async fn overlapping_values_leave_no_fragment_in_a_run() {
+    let daemon = TestDaemon::start().await;
+    let run = daemon
+        .exec(json!({
+            "command": ["sh", "-c", "printf 'a abcdefgh12ijklmn b\\n'; printf 'abcdefgh1'; sleep 0.2; printf '2ijklmn\\n'; printf '12ijklmnabcdefgh12\\n' >&2"],
+            "secrets": {"FIRST": "abcdefgh12", "SECOND": "12ijklmn"},
+        }))
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["stdout"], "a **** b\n****\n", "{run}");
+    assert_eq!(run["stderr"], "****\n", "{run}");
+}
