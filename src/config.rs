@@ -96,7 +96,7 @@ pub struct ServeArgs {
     #[arg(long, env = "OPENHANDS_API_KEY", hide_env_values = true)]
     pub callback_token: Option<String>,
 
-    /// The origin (scheme://host[:port]) the default callback token belongs
+    /// The origin (`scheme://host:port`) the default callback token belongs
     /// to: it is sent only to callback URLs of this origin
     /// [default: the origin of --cloud-api-url; with neither, never sent].
     #[arg(long, env = "SANDBOXD_CALLBACK_TOKEN_ORIGIN")]
