@@ -160,6 +160,17 @@ pub struct ServeArgs {
     )]
     pub callback_token: Option<String>,
 
+    /// The origin (`scheme://host:port`) the default callback token belongs
+    /// to: it is sent only to callback URLs of this origin
+    /// [default: the origin of --cloud-api-url; with neither, never sent].
+    #[arg(
+        help_heading = "Callbacks",
+        long,
+        env = "SANDBOXD_CALLBACK_TOKEN_ORIGIN",
+        value_name = "ORIGIN"
+    )]
+    pub callback_token_origin: Option<String>,
+
     /// How long an undelivered callback is retried: seconds, or with a unit (24h, 7d).
     #[arg(help_heading = "Callbacks", long, env = "SANDBOXD_CALLBACK_MAX_AGE", default_value = "24h", value_parser = parse_duration, value_name = "DURATION")]
     pub callback_max_age: Duration,
@@ -190,6 +201,12 @@ pub struct ServeArgs {
         env = "SANDBOXD_AGENT_SERVER_URL"
     )]
     pub agent_server_url: Option<String>,
+
+    /// Uid that must own the agent-server's listening port (a local one)
+    /// before sandboxd fills its session key into a lookup to it
+    /// [default: sandboxd's own uid].
+    #[arg(long, env = "SANDBOXD_AGENT_SERVER_UID")]
+    pub agent_server_uid: Option<u32>,
 
     /// Base URL that relative LookupSecret URLs are joined to.
     #[arg(
@@ -372,6 +389,8 @@ pub struct Config {
     pub child_oom_score_adj: i32,
     /// Default callback token.
     pub callback_token: Option<SecretString>,
+    /// The only origin the default callback token is sent to.
+    pub callback_token_origin: Option<url::Origin>,
     /// Whether the callback token came from the daemon's env
     /// (`OPENHANDS_API_KEY`), so it must be stripped from children.
     pub callback_token_from_env: bool,
@@ -387,6 +406,8 @@ pub struct Config {
     pub sandbox_id: Option<String>,
     /// Agent-server base URL (no trailing slash).
     pub agent_server_url: String,
+    /// Uid expected on the agent-server's listening port; `None`: ours.
+    pub agent_server_uid: Option<u32>,
     /// Base of relative LookupSecret URLs.
     pub internal_server_url: String,
     /// Timeout of one secret request.
@@ -470,6 +491,15 @@ impl Config {
         };
         let internal_server_url =
             parse_base_url("--internal-server-url", &args.internal_server_url)?;
+        let callback_token_origin = match &args.callback_token_origin {
+            Some(origin) if !origin.is_empty() => {
+                Some(parse_origin("--callback-token-origin", origin)?)
+            }
+            _ => cloud_api_url
+                .as_deref()
+                .and_then(|url| reqwest::Url::parse(url).ok())
+                .map(|url| url.origin()),
+        };
         let shim_exe = std::env::current_exe().context("cannot find sandboxd's own executable")?;
         Ok(Config {
             listen,
@@ -505,6 +535,7 @@ impl Config {
                 .collect(),
             child_oom_score_adj: args.child_oom_score_adj,
             callback_token: callback_token.map(SecretString::from),
+            callback_token_origin,
             callback_token_from_env,
             callback_max_age: args.callback_max_age,
             callback_backoff: args.callback_backoff,
@@ -512,6 +543,7 @@ impl Config {
             cloud_api_url,
             sandbox_id: args.sandbox_id.clone().filter(|s| !s.is_empty()),
             agent_server_url,
+            agent_server_uid: args.agent_server_uid,
             internal_server_url,
             secret_timeout: args.secret_timeout,
             header_timeout: args.header_timeout,
@@ -665,6 +697,16 @@ fn default_agent_server_url() -> anyhow::Result<String> {
         _ => 60000,
     };
     Ok(format!("http://127.0.0.1:{port}"))
+}
+
+/// An origin, given as a URL (`https://app.all-hands.dev` or any URL of it).
+fn parse_origin(flag: &str, value: &str) -> anyhow::Result<url::Origin> {
+    let url = parse_base_url(flag, value)?;
+    let url = reqwest::Url::parse(&url)?;
+    if url.path() != "/" || url.query().is_some() {
+        bail!("{flag} {value:?} must be an origin: scheme://host[:port], with no path");
+    }
+    Ok(url.origin())
 }
 
 fn parse_base_url(flag: &str, value: &str) -> anyhow::Result<String> {

@@ -1,10 +1,11 @@
 //! The streaming masker, differentially: arbitrary secrets, an input built
 //! from raw bytes, whole secrets and pieces of them, cut into arbitrary
-//! chunks. The streamed output must equal a plain reference (at each
-//! position, the longest secret of at least `MIN_MASKED_LEN` bytes that
-//! starts there is replaced by `****`, else the byte is copied: so every
-//! unmasked byte is the input's, in order), whatever the chunking, and must
-//! hold no secret that has no `*` in it. (A secret containing `*` can be
+//! chunks. The streamed output must equal a plain reference (every byte of
+//! every occurrence of a secret of at least `MIN_MASKED_LEN` bytes is
+//! marked, and each run of marked bytes becomes one `****`, else the byte
+//! is copied: so every unmasked byte is the input's, in order, and no
+//! fragment of an overlapping secret is left), whatever the chunking, and
+//! must hold no secret that has no `*` in it. (A secret containing `*` can be
 //! formed by a mask next to input bytes, e.g. the secret `x****` from the
 //! input `x` followed by another secret: that is no leak.)
 
@@ -86,25 +87,25 @@ fuzz_target!(|case: Case| {
     }
 });
 
-/// The plain leftmost-longest replacement, written for obviousness.
+/// The plain union of every occurrence, written for obviousness.
 fn reference(secrets: &[Vec<u8>], input: &[u8]) -> Vec<u8> {
+    let mut marked = vec![false; input.len()];
+    for secret in secrets {
+        if secret.len() < MIN_MASKED_LEN || secret.len() > input.len() {
+            continue;
+        }
+        for at in 0..=input.len() - secret.len() {
+            if input[at..].starts_with(secret) {
+                marked[at..at + secret.len()].fill(true);
+            }
+        }
+    }
     let mut out = Vec::new();
-    let mut at = 0;
-    while at < input.len() {
-        let longest = secrets
-            .iter()
-            .filter(|s| s.len() >= MIN_MASKED_LEN && input[at..].starts_with(s))
-            .map(Vec::len)
-            .max();
-        match longest {
-            Some(len) => {
-                out.extend_from_slice(MASK);
-                at += len;
-            }
-            None => {
-                out.push(input[at]);
-                at += 1;
-            }
+    for (at, &byte) in input.iter().enumerate() {
+        if !marked[at] {
+            out.push(byte);
+        } else if at == 0 || !marked[at - 1] {
+            out.extend_from_slice(MASK);
         }
     }
     out

@@ -504,9 +504,21 @@ fn callback_target(
             cb.url
         )));
     }
+    if let Some(why) = crate::secrets::custody::refused_host(&url) {
+        return Err(invalid(format!(
+            "callback.url {} is {why}; callbacks never go to link-local or cloud metadata addresses",
+            crate::secrets::source::display_url(&url)
+        )));
+    }
+    // The default token goes only to the origin it belongs to
+    // (--callback-token-origin, else --cloud-api-url's); elsewhere the
+    // callback is sent without it, unless the request names its own.
     let token = match cb.token.filter(|t| !t.is_empty()) {
         Some(token) => Some(StoredToken::from(token.as_str())),
-        None => config.callback_token.clone().map(StoredToken),
+        None if config.callback_token_origin.as_ref() == Some(&url.origin()) => {
+            config.callback_token.clone().map(StoredToken)
+        }
+        None => None,
     };
     Ok(CallbackTarget {
         url: cb.url,

@@ -4,7 +4,9 @@
 //! Operators (session key) send sources: `{"secrets": {...}}`. A run
 //! (its `SANDBOXD_RUN_TOKEN`) sends names: `{"names": [...]}`, and gets
 //! fresh values of its own run's sources by their env var names; it never
-//! sees a source, and cannot name any other.
+//! sees a source, and cannot name any other. Those values are added to the
+//! masker of the run's output before they are answered, so a rotated value
+//! the run prints is masked too.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +21,10 @@ use super::extract::ApiJson;
 use super::{AppState, Caller};
 use crate::error::{ApiError, ErrorBody};
 use crate::secrets::{self, SecretMap};
+
+/// How long a run's shim may take to confirm it masks values resolved for
+/// the run.
+const MASK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Body of `POST /v1/secrets/resolve`: exactly one of the two fields.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -69,6 +75,10 @@ pub async fn resolve_secrets(
     Extension(caller): Extension<Caller>,
     ApiJson(request): ApiJson<ResolveRequest>,
 ) -> Result<Json<ResolveResponse>, ApiError> {
+    let run = match &caller {
+        Caller::Run(run_id) => Some(run_id.clone()),
+        Caller::Operator => None,
+    };
     let sources = match (caller, request.secrets, request.names) {
         (_, Some(mut raw), Some(_)) => {
             scrub(&mut raw);
@@ -101,6 +111,17 @@ pub async fn resolve_secrets(
         (Caller::Run(run_id), None, Some(names)) => own_secrets(&state, &run_id, &names)?,
     };
     let values = state.runs.resolver().resolve_all(&sources).await?;
+    if let Some(run_id) = run {
+        // A value resolved afresh (a rotated one) is masked in the run's
+        // output before the run gets it.
+        let fresh = values.iter().map(|(_, v)| v.clone()).collect();
+        if !state.runs.mask_in_run(&run_id, fresh, MASK_PATIENCE).await {
+            return Err(ApiError::Internal(format!(
+                "run {run_id:?}'s output masker did not take the resolved values in time, so they \
+                 are withheld; retry"
+            )));
+        }
+    }
     Ok(Json(ResolveResponse { values }))
 }
 

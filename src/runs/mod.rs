@@ -157,6 +157,16 @@ pub enum Control {
     },
     /// Send a signal to the run's process group.
     Signal(Signal),
+    /// Values resolved for the run after its start: masked in its output
+    /// from now on. `done` is told `true` once the shim masks them, `false`
+    /// when there is no way to tell the shim (a re-attached run), and is
+    /// dropped when the run's task ends (its output is over).
+    Mask {
+        /// The values.
+        values: Vec<SecretString>,
+        /// Told whether the shim has them.
+        done: oneshot::Sender<bool>,
+    },
     /// Values the run's script reported; written durably before `done`.
     Report {
         /// The values.

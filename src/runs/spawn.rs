@@ -1,11 +1,12 @@
 //! Starting a run's shim: `sandboxd shim` with a clean env, its own process
-//! group, the spec on stdin and its events on stdout.
+//! group, the spec on stdin (one line; stdin stays open for
+//! [`ShimControl`](super::shim::protocol::ShimControl) lines) and its events on stdout.
 
 use std::path::Path;
 use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use super::record::ShimIdentity;
 use super::shim::protocol::ShimSpec;
@@ -15,6 +16,8 @@ use crate::state_dir::RunDir;
 pub(super) struct ShimProcess {
     pub(super) child: Child,
     pub(super) events: ChildStdout,
+    /// Where control lines go, after the spec.
+    pub(super) control: ChildStdin,
     pub(super) identity: ShimIdentity,
 }
 
@@ -52,18 +55,18 @@ pub(super) async fn spawn_shim(
         .map_err(|e| format!("cannot encode the run spec: {e}"))?;
     let write = async {
         stdin.write_all(&bytes).await?;
-        stdin.shutdown().await
+        stdin.flush().await
     };
     if let Err(err) = write.await {
         let _ = child.start_kill();
         let _ = child.wait().await;
         return Err(format!("cannot hand the run to its shim: {err}"));
     }
-    drop(stdin);
     let events = child.stdout.take().ok_or("the shim has no stdout")?;
     Ok(ShimProcess {
         child,
         events,
+        control: stdin,
         identity,
     })
 }

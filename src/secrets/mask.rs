@@ -4,9 +4,18 @@
 //! reads, so [`StreamMasker`] holds back the end of a chunk only while it
 //! could be the start of a secret (a proper prefix of some value), until
 //! the next chunk (or the end) decides. Output that cannot begin a secret
-//! passes at once, so live followers see it without delay. Matching is
-//! leftmost-longest over all values at once (Aho-Corasick), so overlapping
-//! secrets mask the longer one.
+//! passes at once, so live followers see it without delay. Every
+//! occurrence of every value that matters is found (Aho-Corasick: a
+//! leftmost-longest search, then anchored steps where a value can stick
+//! out of a match) and the union of their spans is masked: overlapping or
+//! adjacent occurrences become one `****`, so no fragment of a value is
+//! left in clear (values `abcdefgh12` and `12ijklmn` in
+//! `abcdefgh12ijklmn` give `****`, never `****ijklmn`). A masked span that
+//! reaches the held-back tail stays open until the next chunk decides
+//! whether an overlapping value extends it.
+//!
+//! Values can be added while streams run ([`LiveMasker`]): a run's values
+//! resolved after its start.
 //!
 //! Memory stays bounded: between chunks at most `longest - 1` bytes are
 //! held, and a chunk is masked in place of being accumulated.
@@ -19,7 +28,7 @@
 //! [`SAMPLE_MIN_LEN`] bytes long, a [`Sampler`] first looks at one 8-byte
 //! window every `shortest - 7` bytes: any occurrence of a value covers one
 //! such window entirely, so a window whose bytes are no 8-byte piece of a
-//! value rules out every occurrence around it. Aho-Corasick then runs only
+//! value rules out every occurrence around it (overlapping ones too). Aho-Corasick then runs only
 //! around the windows that may belong to a value, and still decides every
 //! match, so the result is exactly that of a full search.
 //!
@@ -43,9 +52,10 @@
 //! dropped. The automaton built from them is not (`aho-corasick` has no
 //! zeroizing mode); it lives in the non-dumpable daemon and shim only.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Anchored, Input, MatchKind, StartKind};
 use zeroize::Zeroizing;
 
 /// What a secret value is replaced by.
@@ -68,7 +78,14 @@ const BITS_PER_GRAM: usize = 32;
 /// A set of values to mask; cheap to share, builds stream maskers.
 #[derive(Clone)]
 pub struct Masker {
+    /// Leftmost-longest (packed SIMD prefilters exist only for leftmost
+    /// semantics), unanchored and anchored.
     matcher: Option<AhoCorasick>,
+    /// `overlaps[p]`: every `k` such that the last `k` bytes of value `p`
+    /// are a proper prefix of some value, so an occurrence of that value
+    /// may start `k` bytes before the end of one of `p` and stick out of
+    /// it. Usually empty or `[1]`.
+    overlaps: Arc<Vec<Vec<usize>>>,
     patterns: Arc<Vec<Zeroizing<Vec<u8>>>>,
     /// `first_bytes[b]`: some value starts with byte `b`.
     first_bytes: Arc<[bool; 256]>,
@@ -157,6 +174,23 @@ impl Sampler {
     }
 }
 
+/// For each value, the lengths `k` of its proper suffixes that are proper
+/// prefixes of some value (see [`Masker::matches`]).
+fn overlaps_of(patterns: &[Zeroizing<Vec<u8>>]) -> Vec<Vec<usize>> {
+    let prefixes: std::collections::HashSet<&[u8]> = patterns
+        .iter()
+        .flat_map(|p| (1..p.len()).map(move |len| &p[..len]))
+        .collect();
+    patterns
+        .iter()
+        .map(|p| {
+            (1..p.len())
+                .filter(|&k| prefixes.contains(&p[p.len() - k..]))
+                .collect()
+        })
+        .collect()
+}
+
 fn gram_of(window: &[u8]) -> u64 {
     let mut bytes = [0u8; GRAM];
     bytes.copy_from_slice(window);
@@ -202,9 +236,11 @@ impl Masker {
             AhoCorasick::builder()
                 .match_kind(MatchKind::LeftmostLongest)
                 .kind(Some(AhoCorasickKind::ContiguousNFA))
+                .start_kind(StartKind::Both)
                 .build(patterns.iter().map(|p| p.as_slice()))
                 .ok()
         };
+        let overlaps = Arc::new(overlaps_of(&patterns));
         let shortest = patterns.iter().map(|p| p.len()).min().unwrap_or(0);
         let sampler =
             (shortest >= SAMPLE_MIN_LEN).then(|| Arc::new(Sampler::new(&patterns, shortest)));
@@ -214,6 +250,7 @@ impl Masker {
         }
         Masker {
             matcher,
+            overlaps,
             patterns: Arc::new(patterns),
             first_bytes: Arc::new(first_bytes),
             longest,
@@ -221,24 +258,54 @@ impl Masker {
         }
     }
 
-    /// Every match in `buf`, leftmost-longest and non-overlapping, as a
-    /// full search would report them.
-    fn matches(&self, matcher: &AhoCorasick, buf: &[u8]) -> Vec<aho_corasick::Match> {
-        let Some(sampler) = &self.sampler else {
-            return matcher.find_iter(buf).collect();
-        };
-        let mut found = Vec::new();
-        sampler.ranges(buf, self.longest, |start, end| {
-            found.extend(matcher.find_iter(Input::new(buf).range(start..end)));
-        });
-        found
+    /// The spans of every occurrence of every value in `buf` that matter
+    /// for their union: the leftmost-longest matches, and every occurrence
+    /// that sticks out of one of them (or out of one found so), as
+    /// `(start, end)`. Occurrences inside another's span change nothing.
+    ///
+    /// Every occurrence overlaps a leftmost-longest match (one clear of
+    /// them all would have been the leftmost match where the search
+    /// resumed); one that sticks out of a match of value `p` starts `k`
+    /// bytes before its end for a `k` in `overlaps[p]`, and an anchored
+    /// search there finds the longest. So the fast search runs once, and
+    /// the rest costs a few anchored steps per match, only for values that
+    /// can overlap at all.
+    fn matches(&self, matcher: &AhoCorasick, buf: &[u8]) -> Vec<(usize, usize)> {
+        let mut leftmost = Vec::new();
+        match &self.sampler {
+            None => leftmost.extend(matcher.find_iter(buf)),
+            Some(sampler) => sampler.ranges(buf, self.longest, |start, end| {
+                leftmost.extend(matcher.find_iter(Input::new(buf).range(start..end)));
+            }),
+        }
+        let mut all = Vec::with_capacity(leftmost.len());
+        let mut todo = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for found in leftmost {
+            all.push((found.start(), found.end()));
+            todo.push((found.end(), found.pattern().as_usize()));
+            while let Some((end, pattern)) = todo.pop() {
+                for &k in &self.overlaps[pattern] {
+                    let input = Input::new(buf).range(end - k..).anchored(Anchored::Yes);
+                    let Some(next) = matcher.find(input) else {
+                        continue;
+                    };
+                    let key = (next.end(), next.pattern().as_usize());
+                    if next.end() > end && seen.insert(key) {
+                        all.push((next.start(), next.end()));
+                        todo.push(key);
+                    }
+                }
+            }
+        }
+        all
     }
 
-    /// The first index at or after `from` where the rest of `buf` is a
-    /// proper prefix of some value (so it may continue in the next chunk);
-    /// `buf.len()` when there is none.
-    fn hold_start(&self, buf: &[u8], from: usize) -> usize {
-        let start = from.max(buf.len().saturating_sub(self.longest.saturating_sub(1)));
+    /// The first index where the rest of `buf` is a proper prefix of some
+    /// value (so it may continue in the next chunk); `buf.len()` when there
+    /// is none.
+    fn hold_start(&self, buf: &[u8]) -> usize {
+        let start = buf.len().saturating_sub(self.longest.saturating_sub(1));
         (start..buf.len())
             .find(|&i| {
                 let rest = &buf[i..];
@@ -249,6 +316,24 @@ impl Masker {
                         .any(|p| p.len() > rest.len() && p.starts_with(rest))
             })
             .unwrap_or(buf.len())
+    }
+
+    /// A masker for these values and more.
+    pub fn with_values<I, V>(&self, more: I) -> Masker
+    where
+        I: IntoIterator<Item = V>,
+        V: AsRef<[u8]>,
+    {
+        let more: Vec<Zeroizing<Vec<u8>>> = more
+            .into_iter()
+            .map(|v| Zeroizing::new(v.as_ref().to_vec()))
+            .collect();
+        Masker::new(
+            self.patterns
+                .iter()
+                .map(|p| p.as_slice())
+                .chain(more.iter().map(|v| v.as_slice())),
+        )
     }
 
     /// Whether there is nothing to mask.
@@ -275,6 +360,9 @@ impl Masker {
         StreamMasker {
             masker: self.clone(),
             pending: Vec::new(),
+            covered: 0,
+            open: false,
+            live: None,
         }
     }
 }
@@ -282,13 +370,65 @@ impl Masker {
 /// Masks one stream chunk by chunk; holds back a short tail between chunks.
 pub struct StreamMasker {
     masker: Masker,
+    /// Bytes not yet written: they may be the start of a value.
     pending: Vec<u8>,
+    /// Leading bytes of `pending` that the last `****` written covers.
+    covered: usize,
+    /// The last thing written is a `****` whose span ends at
+    /// `pending[covered]`: a match starting at or before there joins it
+    /// instead of writing another.
+    open: bool,
+    /// Where values added during the stream come from, and the generation
+    /// of it that `masker` is.
+    live: Option<(LiveMasker, u64)>,
+}
+
+/// A span of matched bytes, `start..end`; `written` when its `****` is
+/// already out (the open span carried over from the last chunk).
+#[derive(Clone, Copy)]
+struct Span {
+    start: usize,
+    end: usize,
+    written: bool,
+}
+
+/// Merges matches into the union of their spans: overlapping and adjacent
+/// ones become one. `open` is a span already written at the start.
+fn merge(mut found: Vec<(usize, usize)>, open: Option<usize>) -> Vec<Span> {
+    found.sort_unstable();
+    let mut merged: Vec<Span> = Vec::with_capacity(found.len() + 1);
+    if let Some(end) = open {
+        merged.push(Span {
+            start: 0,
+            end,
+            written: true,
+        });
+    }
+    for (start, end) in found {
+        match merged.last_mut() {
+            Some(last) if start <= last.end => last.end = last.end.max(end),
+            _ => merged.push(Span {
+                start,
+                end,
+                written: false,
+            }),
+        }
+    }
+    merged
 }
 
 impl StreamMasker {
     /// Adds a chunk; appends to `out` every byte that can no longer be
     /// part of a secret.
+    ///
+    /// What is masked is the union of every occurrence of every value:
+    /// overlapping or adjacent occurrences become one `****`, so no piece
+    /// of a value is ever left in clear (`abcdefgh12` and `12ijklmn` in
+    /// `abcdefgh12ijklmn` give `****`, not `****ijklmn`). A span that
+    /// reaches the held-back tail stays open: a value completed by the
+    /// next chunk that overlaps it extends the same `****`.
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        self.refresh();
         let Some(matcher) = &self.masker.matcher else {
             out.extend_from_slice(chunk);
             return;
@@ -300,56 +440,178 @@ impl StreamMasker {
         let buf: &[u8] = if held { &self.pending } else { chunk };
         // No match can start before `hold` and end past `buf`: from `hold`
         // on, `buf` is a prefix of some value that the next chunk may
-        // complete. A match starting before `hold` is complete (and is the
-        // longest one there, or a longer value would have moved `hold`).
-        let mut hold = self.masker.hold_start(buf, 0);
+        // complete. Every match found is complete.
+        let hold = self.masker.hold_start(buf);
+        let spans = merge(
+            self.masker.matches(matcher, buf),
+            self.open.then_some(self.covered),
+        );
         let mut emitted = 0;
-        for found in self.masker.matches(matcher, buf) {
-            if found.start() >= hold {
+        let (mut covered, mut open) = (0, false);
+        for span in spans {
+            if span.start >= hold && !span.written {
+                // In the held tail: decided with the next chunk.
                 break;
             }
-            out.extend_from_slice(&buf[emitted..found.start()]);
-            out.extend_from_slice(MASK);
-            emitted = found.end();
-            if emitted > hold {
-                hold = self.masker.hold_start(buf, emitted);
+            out.extend_from_slice(&buf[emitted..span.start]);
+            if !span.written {
+                out.extend_from_slice(MASK);
             }
+            if span.end >= hold {
+                // A match completed later may overlap or touch it.
+                (covered, open) = (span.end - hold, true);
+                emitted = hold;
+                break;
+            }
+            emitted = span.end;
         }
-        let keep_from = emitted.max(hold);
-        out.extend_from_slice(&buf[emitted..keep_from]);
+        out.extend_from_slice(&buf[emitted..hold]);
+        (self.covered, self.open) = (covered, open);
         // Keep the undecided tail in the same buffer: no allocation per chunk.
         if held {
-            self.pending.drain(..keep_from);
+            self.pending.drain(..hold);
         } else {
-            self.pending.extend_from_slice(&chunk[keep_from..]);
+            self.pending.extend_from_slice(&chunk[hold..]);
         }
     }
 
     /// Ends the stream, flushing the held-back tail.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
+        self.refresh();
         let pending = std::mem::take(&mut self.pending);
-        if let Some(matcher) = &self.masker.matcher {
-            let mut emitted = 0;
-            for found in matcher.find_iter(&pending) {
-                out.extend_from_slice(&pending[emitted..found.start()]);
+        let open = std::mem::take(&mut self.open).then_some(self.covered);
+        self.covered = 0;
+        let found = match &self.masker.matcher {
+            Some(matcher) => self.masker.matches(matcher, &pending),
+            None => Vec::new(),
+        };
+        let mut emitted = 0;
+        for span in merge(found, open) {
+            out.extend_from_slice(&pending[emitted..span.start]);
+            if !span.written {
                 out.extend_from_slice(MASK);
-                emitted = found.end();
             }
-            out.extend_from_slice(&pending[emitted..]);
-        } else {
-            out.extend_from_slice(&pending);
+            emitted = span.end;
         }
+        out.extend_from_slice(&pending[emitted..]);
     }
 
     /// Bytes held back, waiting for the next chunk.
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
+
+    /// Takes up the values added to the live masker since the last chunk.
+    /// Bytes held back are searched again with them; bytes already
+    /// written were decided without them.
+    fn refresh(&mut self) {
+        let Some((live, generation)) = &mut self.live else {
+            return;
+        };
+        let now = live.shared.generation.load(Ordering::Acquire);
+        if now != *generation {
+            let current = lock(&live.shared.masker).clone();
+            self.masker = current;
+            *generation = now;
+        }
+    }
+}
+
+/// A masker that takes more values while streams use it: values resolved
+/// during a run. A stream picks them up at its next chunk (one atomic load
+/// per chunk when nothing changed), so bytes read after [`LiveMasker::add`]
+/// returns are masked with them.
+#[derive(Clone)]
+pub struct LiveMasker {
+    shared: Arc<LiveShared>,
+}
+
+struct LiveShared {
+    generation: AtomicU64,
+    masker: Mutex<Masker>,
+}
+
+impl LiveMasker {
+    /// Starts with these values.
+    pub fn new(masker: Masker) -> LiveMasker {
+        LiveMasker {
+            shared: Arc::new(LiveShared {
+                generation: AtomicU64::new(0),
+                masker: Mutex::new(masker),
+            }),
+        }
+    }
+
+    /// Adds values (the set is rebuilt: values arrive a few at a time, a
+    /// rebuild takes microseconds to a few milliseconds).
+    pub fn add<I, V>(&self, values: I)
+    where
+        I: IntoIterator<Item = V>,
+        V: AsRef<[u8]>,
+    {
+        let mut masker = lock(&self.shared.masker);
+        let added: Vec<Zeroizing<Vec<u8>>> = values
+            .into_iter()
+            .map(|v| Zeroizing::new(v.as_ref().to_vec()))
+            .collect();
+        let fresh = added.iter().any(|v| {
+            v.len() >= MIN_MASKED_LEN
+                && !masker.patterns.iter().any(|p| p.as_slice() == v.as_slice())
+        });
+        if !fresh {
+            return;
+        }
+        *masker = masker.with_values(added.iter());
+        self.shared.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The values now.
+    pub fn current(&self) -> Masker {
+        lock(&self.shared.masker).clone()
+    }
+
+    /// A stream masker that takes up values added later.
+    pub fn stream(&self) -> StreamMasker {
+        let generation = self.shared.generation.load(Ordering::Acquire);
+        let mut stream = self.current().stream();
+        stream.live = Some((self.clone(), generation));
+        stream
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The plain reference, written for obviousness: mark every byte of
+    /// every occurrence of every value (at least [`MIN_MASKED_LEN`] long),
+    /// then write each run of marked bytes as one `****`.
+    fn reference<V: AsRef<[u8]>>(values: &[V], input: &[u8]) -> Vec<u8> {
+        let mut marked = vec![false; input.len()];
+        for value in values.iter().map(AsRef::as_ref) {
+            if value.len() < MIN_MASKED_LEN || value.len() > input.len() {
+                continue;
+            }
+            for at in 0..=input.len() - value.len() {
+                if &input[at..at + value.len()] == value {
+                    marked[at..at + value.len()].fill(true);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (at, &byte) in input.iter().enumerate() {
+            if !marked[at] {
+                out.push(byte);
+            } else if at == 0 || !marked[at - 1] {
+                out.extend_from_slice(MASK);
+            }
+        }
+        out
+    }
 
     fn chunked(masker: &Masker, input: &[u8], size: usize) -> Vec<u8> {
         let mut out = Vec::new();
@@ -380,6 +642,71 @@ mod tests {
         for size in 1..8 {
             assert_eq!(chunked(&masker, b"xabcdefy abcz", size), b"x****y ****z");
         }
+    }
+
+    /// Overlapping and adjacent values are masked as the union of their
+    /// spans, whatever the chunking: no fragment is left in clear.
+    #[test]
+    fn overlapping_values_leave_no_fragment() {
+        let cases: [(&[&str], &str, &str); 9] = [
+            (&["abcdefgh12", "12ijklmn"], "abcdefgh12ijklmn", "****"),
+            (&["abcdefgh12", "12ijklmn"], "<abcdefgh12ijklmn>", "<****>"),
+            (
+                &["12ijklmn", "abcdefgh12"],
+                "x abcdefgh12ijklmn y 12ijklmn",
+                "x **** y ****",
+            ),
+            // A value inside another, and one starting inside it.
+            (&["secret", "cre"], "a secret b cre c", "a **** b **** c"),
+            (&["abcabc"], "abcabcabc", "****"),
+            (&["aaa"], "aaaaaaa b aa", "**** b aa"),
+            // Adjacent values: one span.
+            (&["tok", "ken"], "tokken tok ken", "**** **** ****"),
+            // A chain of overlaps longer than any value.
+            (&["abcd", "cdef", "efgh", "ghij"], "_abcdefghij_", "_****_"),
+            // A longer value that only starts like the first: the first is
+            // masked, the near-miss tail is plain text.
+            (
+                &["abcdefgh12", "12ijklmnop"],
+                "abcdefgh12ijklmno",
+                "****ijklmno",
+            ),
+        ];
+        for (values, input, want) in cases {
+            let masker = Masker::new(values.iter());
+            assert_eq!(
+                String::from_utf8(reference(values, input.as_bytes())).unwrap(),
+                want,
+                "reference for {values:?} in {input:?}"
+            );
+            for size in 1..=input.len() {
+                let got = chunked(&masker, input.as_bytes(), size);
+                assert_eq!(
+                    String::from_utf8(got).unwrap(),
+                    want,
+                    "{values:?} in {input:?}, chunks of {size}"
+                );
+            }
+        }
+    }
+
+    /// Values added to a live masker are masked from the next chunk on,
+    /// also when their start is already held back.
+    #[test]
+    fn live_masker_takes_values_between_chunks() {
+        let live = LiveMasker::new(Masker::new(["first-secret"]));
+        let mut stream = live.stream();
+        let mut out = Vec::new();
+        stream.push(b"first-secret x first-sec", &mut out);
+        assert_eq!(out, b"**** x ");
+        live.add(["first-sec+rotated", "ab"]);
+        live.add(["first-sec+rotated"]);
+        stream.push(b"+rotated y ", &mut out);
+        stream.push(b"first-sec+rotated\n", &mut out);
+        stream.finish(&mut out);
+        assert_eq!(out, b"**** x **** y ****\n");
+        // A stream started later has them from the start.
+        assert_eq!(live.current().mask(b"first-sec+rotated"), b"****");
     }
 
     #[test]
@@ -413,7 +740,8 @@ mod tests {
 
     /// The sampler only narrows where Aho-Corasick looks: on texts dense
     /// with values, pieces of values and near-misses (two-letter alphabet),
-    /// streamed in chunks of every size, the result is a full search's.
+    /// streamed in chunks of every size, the result is the plain
+    /// reference's (every byte of every occurrence masked).
     #[test]
     fn sampled_search_equals_a_full_search() {
         use rand::{Rng, SeedableRng};
@@ -440,14 +768,34 @@ mod tests {
                     _ => (0..rng.gen_range(1..40)).for_each(|_| text.push(pick(&mut rng))),
                 }
             }
-            let full = AhoCorasick::builder()
-                .match_kind(MatchKind::LeftmostLongest)
-                .build(&values)
-                .unwrap()
-                .replace_all_bytes(&text, &vec![MASK; values.len()]);
+            let full = reference(&values, &text);
             for size in [1, 3, 17, 64, 500, text.len()] {
                 assert!(
                     chunked(&masker, &text, size) == full,
+                    "round {round}, chunks of {size}"
+                );
+            }
+        }
+    }
+
+    /// Short values dense with overlaps (no sampler): the result is the
+    /// plain reference's, whatever the chunking.
+    #[test]
+    fn overlapping_short_values_equal_the_reference() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        for round in 0..400 {
+            let alphabet: &[u8] = if round % 2 == 0 { b"ab" } else { b"abc" };
+            let pick = |rng: &mut rand::rngs::StdRng| alphabet[rng.gen_range(0..alphabet.len())];
+            let values: Vec<Vec<u8>> = (0..rng.gen_range(1..5))
+                .map(|_| (0..rng.gen_range(3..9)).map(|_| pick(&mut rng)).collect())
+                .collect();
+            let masker = Masker::new(&values);
+            let text: Vec<u8> = (0..rng.gen_range(0..120)).map(|_| pick(&mut rng)).collect();
+            let want = reference(&values, &text);
+            for size in [1, 2, 3, 7, 500] {
+                assert!(
+                    chunked(&masker, &text, size) == want,
                     "round {round}, chunks of {size}"
                 );
             }

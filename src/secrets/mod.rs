@@ -8,8 +8,13 @@
 //! - no value appears in an error, a log field or `Debug` output, and every
 //!   log line is masked anyway ([`crate::telemetry`]);
 //! - the daemon's session key goes only to the configured cloud API and
-//!   agent-server origins, and never into a child or a resolved value.
+//!   agent-server origins (the latter only while its port's listener has
+//!   the expected uid), never to link-local or metadata addresses, and
+//!   never into a child or a resolved value ([`custody`]);
+//! - a value a run resolves after its start is masked in its output
+//!   before the run gets it ([`mask::LiveMasker`]).
 
+pub mod custody;
 pub mod mask;
 pub mod resolve;
 pub mod source;

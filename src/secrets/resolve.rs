@@ -19,7 +19,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::source::{display_url, SecretMap, SecretSource, SESSION_KEY_HEADER};
-use super::SecretError;
+use super::{custody, SecretError};
 use crate::config::Config;
 
 /// Retries after the first attempt of a transient failure.
@@ -153,6 +153,7 @@ impl Resolver {
                 let mut headers = lookup.headers.clone();
                 if lookup.fill_session_key {
                     if let Some(key) = &self.config.session_key {
+                        self.trust_agent_server(&target, &lookup.url)?;
                         headers.push((HeaderName::from_static(SESSION_KEY_HEADER), key.clone()));
                     }
                 }
@@ -169,6 +170,80 @@ impl Resolver {
             ));
         }
         Ok(value)
+    }
+
+    /// Before the key goes to the agent-server's origin: when that is a
+    /// local port, the socket listening on it must belong to the expected
+    /// uid (`--agent-server-uid`, else sandboxd's own), or a run that
+    /// killed the agent-server and took its port would be handed the key.
+    /// A remote agent-server origin is not checked here. With runs at the
+    /// same uid as the agent-server this cannot tell an impostor apart:
+    /// that takes runs under a user of their own.
+    fn trust_agent_server(&self, target: &Target<'_>, url: &Url) -> Result<(), SecretError> {
+        let Ok(agent_server) = Url::parse(&self.config.agent_server_url) else {
+            return Ok(());
+        };
+        if url.origin() != agent_server.origin() {
+            return Ok(());
+        }
+        let Some(port) = url.port_or_known_default() else {
+            return Ok(());
+        };
+        let hosts: Vec<std::net::IpAddr> = match url.host() {
+            Some(url::Host::Ipv4(ip)) => vec![ip.into()],
+            Some(url::Host::Ipv6(ip)) => vec![ip.into()],
+            Some(url::Host::Domain("localhost")) => {
+                vec![
+                    std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::Ipv6Addr::LOCALHOST.into(),
+                ]
+            }
+            _ => return Ok(()),
+        };
+        if !hosts
+            .iter()
+            .all(|ip| ip.is_loopback() || is_own_address(*ip))
+        {
+            return Ok(());
+        }
+        let expected = self
+            .config
+            .agent_server_uid
+            .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+        let mut uids: Vec<u32> = hosts
+            .iter()
+            .flat_map(|ip| custody::listener_uids(*ip, port))
+            .collect();
+        uids.sort_unstable();
+        uids.dedup();
+        let refuse = |what: String| {
+            tracing::warn!(
+                var = target.var,
+                port,
+                expected_uid = expected,
+                "not sending the session key to the agent-server's port: {what}"
+            );
+            Err(target.unresolved(
+                None,
+                format!(
+                    "{what}, and sandboxd sends its session key to the agent-server's port only \
+                     when uid {expected} listens there (--agent-server-uid); is the agent-server \
+                     running?"
+                ),
+            ))
+        };
+        match uids.as_slice() {
+            [] => refuse(format!("nothing listens on the agent-server's port {port}")),
+            [uid] if *uid == expected => Ok(()),
+            _ => refuse(format!(
+                "the agent-server's port {port} is held by uid {}",
+                uids.iter()
+                    .filter(|uid| **uid != expected)
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
     }
 
     fn is_session_key(&self, value: &SecretString) -> bool {
@@ -398,6 +473,12 @@ fn request_failure(
         status: None,
         retry_after: None,
     }
+}
+
+/// Whether `ip` is an address of this host's own interfaces (a connection
+/// to it stays on this machine, so its listener shows in /proc/net/tcp).
+fn is_own_address(ip: std::net::IpAddr) -> bool {
+    std::net::UdpSocket::bind((ip, 0)).is_ok()
 }
 
 /// How to fix it, by what failed.

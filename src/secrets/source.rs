@@ -28,9 +28,9 @@ use reqwest::header::{HeaderName, HeaderValue};
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
-use super::SecretError;
+use super::{custody, SecretError};
 use crate::config::Config;
 
 /// Env var name -> secret source, as sent in a run's `secrets`.
@@ -286,31 +286,38 @@ fn lookup(obj: &mut Map<String, Value>, config: &Config) -> Result<SecretSource,
         Some(_) => return Err("LookupSecret url must be a string".to_owned()),
         None => return Err("LookupSecret needs a url".to_owned()),
     };
+    if let Some(why) = custody::refused_host(&url) {
+        return Err(format!(
+            "LookupSecret url {} is {why}; secrets are never fetched from link-local or cloud \
+             metadata addresses",
+            display_url(&url)
+        ));
+    }
     let origin = url.origin();
     let key_allowed = key_origins(config).contains(&origin);
-    let key = config.session_key.as_ref().map(|k| k.expose_secret());
-    let carries_key = |text: &str| key.is_some_and(|key| !key.is_empty() && text.contains(key));
-    // A parsed URL has its host lowercased, so the key is looked for
-    // regardless of case there: `http://<KEY>.example/` must not slip
-    // through as its lowercased self.
-    let url_carries_key = |text: &str| {
-        key.is_some_and(|key| {
-            !key.is_empty()
-                && text
-                    .to_ascii_lowercase()
-                    .contains(&key.to_ascii_lowercase())
-        })
-    };
+    let key = config
+        .session_key
+        .as_ref()
+        .map(|k| k.expose_secret())
+        .filter(|k| !k.is_empty());
+    let carries_key =
+        |texts: &[&str]| key.is_some_and(|key| custody::carries_key(key, texts.iter().copied()));
+    // The URL as sent and percent-decoded (a server decodes its path and
+    // query); compared regardless of case, since a parsed URL has its host
+    // lowercased: `http://<KEY>.example/` must not slip through as its
+    // lowercased self.
+    let url_texts = custody::url_texts(&url);
+    let url_carries_key = carries_key(&[&url_texts[0], &url_texts[1]]);
     // The origin as named in messages; never the key, when it is in there.
-    let shown_origin = if url_carries_key(&origin.ascii_serialization()) {
+    let shown_origin = if carries_key(&[&origin.ascii_serialization()]) {
         "the url's origin".to_owned()
     } else {
         origin.ascii_serialization()
     };
-    if !key_allowed && url_carries_key(url.as_str()) {
+    if !key_allowed && url_carries_key {
         return Err(format!(
-            "the url holds sandboxd's session key, which is only ever sent to the configured \
-             cloud API and agent-server origins, not to {shown_origin}"
+            "the url holds sandboxd's session key (maybe percent-encoded), which is only ever \
+             sent to the configured cloud API and agent-server origins, not to {shown_origin}"
         ));
     }
     let raw_headers = match obj.get_mut("headers") {
@@ -359,13 +366,32 @@ fn lookup(obj: &mut Map<String, Value>, config: &Config) -> Result<SecretSource,
                 "header {name:?} has a value that is not a valid HTTP header value"
             ));
         }
-        if !key_allowed && carries_key(text.expose_secret()) {
+        let decoded = Zeroizing::new(custody::percent_decoded(text.expose_secret()));
+        if !key_allowed && carries_key(&[text.expose_secret(), &decoded, &name]) {
             return Err(format!(
                 "header {name:?} holds sandboxd's session key, which is only ever sent to the \
                  configured cloud API and agent-server origins, not to {shown_origin}"
             ));
         }
         headers.push((header, text));
+    }
+    if !key_allowed {
+        // Pieces of the key spread over several headers and the URL.
+        let decoded: Vec<Zeroizing<String>> = headers
+            .iter()
+            .map(|(_, value)| Zeroizing::new(custody::percent_decoded(value.expose_secret())))
+            .collect();
+        let mut texts: Vec<&str> = vec![&url_texts[0], &url_texts[1]];
+        for ((name, value), decoded) in headers.iter().zip(&decoded) {
+            texts.extend([name.as_str(), value.expose_secret(), decoded.as_str()]);
+        }
+        if carries_key(&texts) {
+            return Err(format!(
+                "the url and headers together hold sandboxd's session key (split across them), \
+                 which is only ever sent to the configured cloud API and agent-server origins, \
+                 not to {shown_origin}"
+            ));
+        }
     }
     Ok(SecretSource::Lookup(LookupSecret {
         url,
@@ -523,6 +549,41 @@ mod tests {
             (
                 json!({"kind": "LookupSecret", "url": "http://a/b?k=the-daemon-key"}),
                 "holds sandboxd's session key",
+            ),
+            // Percent-encoded, in the path or the query, once or twice.
+            (
+                json!({"kind": "LookupSecret", "url": "http://a/%74%68%65-daemon-key"}),
+                "holds sandboxd's session key",
+            ),
+            (
+                json!({"kind": "LookupSecret", "url": "http://a/b?k=the-%2564aemon-key"}),
+                "holds sandboxd's session key",
+            ),
+            (
+                json!({"kind": "LookupSecret", "url": "http://a/b", "headers": {"X-K": "the%2Ddaemon%2Dkey"}}),
+                "holds sandboxd's session key",
+            ),
+            // Split across two headers, or the URL and a header.
+            (
+                json!({"kind": "LookupSecret", "url": "http://a/b", "headers": {"X-A": "the-dae", "X-B": "mon-key"}}),
+                "split across them",
+            ),
+            (
+                json!({"kind": "LookupSecret", "url": "http://a/the-dae", "headers": {"X-B": "mon-key"}}),
+                "split across them",
+            ),
+            // Link-local and metadata addresses.
+            (
+                json!({"kind": "LookupSecret", "url": "http://169.254.169.254/latest/meta-data/iam"}),
+                "cloud metadata",
+            ),
+            (
+                json!({"kind": "LookupSecret", "url": "http://[fe80::1]:8080/s"}),
+                "link-local",
+            ),
+            (
+                json!({"kind": "LookupSecret", "url": "http://metadata.google.internal/computeMetadata/v1/"}),
+                "cloud metadata",
             ),
         ];
         for (value, want) in cases {

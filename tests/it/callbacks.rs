@@ -175,12 +175,17 @@ async fn success_is_posted_once_with_its_headers() {
 /// body passes the service's rules.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_failure_kind_has_its_payload() {
+    let sink = CallbackSink::start().await;
     let daemon = TestDaemon::start_with(Options {
         binary: true,
-        ..fast(&["--callback-token", "sk-daemon-default-token"])
+        ..fast(&[
+            "--callback-token",
+            "sk-daemon-default-token",
+            "--callback-token-origin",
+            &sink.url,
+        ])
     })
     .await;
-    let sink = CallbackSink::start().await;
     let setup_dir = daemon.dir.path().join("with-setup");
     std::fs::create_dir_all(&setup_dir).unwrap();
     std::fs::write(setup_dir.join("setup.sh"), "echo setting-up\nexit 4\n").unwrap();
@@ -879,4 +884,75 @@ async fn crash_and_restart_lose_no_callback() {
             && logs.contains("c-outlives"),
         "c-outlives was followed through its shim:\n{logs}"
     );
+}
+
+/// The default callback token goes only to the origin it belongs to (by
+/// default `--cloud-api-url`'s): a callback URL elsewhere gets no
+/// Authorization header unless the request names its own token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_token_goes_only_to_its_origin() {
+    let cloud = CallbackSink::start().await;
+    let elsewhere = CallbackSink::start().await;
+    let daemon = TestDaemon::start_with(fast(&[
+        "--callback-token",
+        "sk-default-token",
+        "--cloud-api-url",
+        &cloud.url,
+    ]))
+    .await;
+    for (run_id, sink, token) in [
+        ("own-origin", &cloud, None),
+        ("foreign-origin", &elsewhere, None),
+        ("foreign-named", &elsewhere, Some(TOKEN)),
+    ] {
+        let mut callback = json!({"url": sink.complete_url(run_id)});
+        if let Some(token) = token {
+            callback["token"] = json!(token);
+        }
+        daemon
+            .start_run(json!({"run_id": run_id, "command": ["true"], "callback": callback}))
+            .await;
+    }
+    assert_eq!(
+        auth(&cloud, "own-origin").await.as_deref(),
+        Some("Bearer sk-default-token")
+    );
+    assert_eq!(auth(&elsewhere, "foreign-origin").await, None);
+    assert_eq!(
+        auth(&elsewhere, "foreign-named").await,
+        Some(format!("Bearer {TOKEN}"))
+    );
+}
+
+/// Link-local and cloud metadata addresses are refused as callback URLs
+/// with a 400 naming `callback.url`; nothing starts.
+#[tokio::test]
+async fn metadata_and_link_local_callback_urls_are_refused() {
+    let daemon = TestDaemon::start_with(fast(&["--callback-token", "sk-default-token"])).await;
+    for url in [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://169.254.1.1:8080/runs/x/complete",
+        "http://[fe80::1%25eth0]/complete",
+        "http://[fe80::abcd]:9/complete",
+        "http://[fd00:ec2::254]/latest/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+    ] {
+        let (status, body) = daemon
+            .post(
+                "/v1/runs",
+                json!({"run_id": "meta", "command": ["true"], "callback": {"url": url}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with("callback.url"), "{url}: {body}");
+        let (status, _) = daemon.get("/v1/runs/meta").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{url}: a run was created");
+    }
+}
+
+/// The Authorization header of a run's completion.
+async fn auth(sink: &CallbackSink, run_id: &str) -> Option<String> {
+    let got = sink.wait_completions(run_id, 1).await;
+    got[0].header("authorization").map(str::to_owned)
 }

@@ -979,7 +979,15 @@ async fn the_session_key_never_leaves_the_daemon() {
     let uid = support::is_root().then_some(65534);
     let daemon = TestDaemon::start_with(Options {
         uid,
-        args: vec!["-vv".into(), "--agent-server-url".into(), agent.url.clone()],
+        // The agent-server stand-in listens in this test process, whose
+        // uid is not the daemon's here: say so, or the key is withheld.
+        args: vec![
+            "-vv".into(),
+            "--agent-server-url".into(),
+            agent.url.clone(),
+            "--agent-server-uid".into(),
+            nix::unistd::geteuid().as_raw().to_string(),
+        ],
         env: vec![
             ("SESSION_API_KEY".into(), KEY.into()),
             ("OH_SESSION_API_KEYS_0".into(), KEY.into()),

@@ -1129,3 +1129,273 @@ fn assert_tree_lacks(dir: &Path, value: &str) {
         }
     }
 }
+
+/// The key never leaves for a foreign origin however it is dressed:
+/// percent-encoded in the path or query (once or twice), split across two
+/// headers or across the URL and a header. Each is refused with 400 before
+/// any request, naming the env var.
+#[tokio::test]
+async fn encoded_or_split_key_is_never_sent_to_a_foreign_origin() {
+    let cloud = SecretServer::start().await;
+    let foreign = SecretServer::start().await;
+    let daemon = daemon_with(&cloud, &cloud, &[]).await;
+    let encoded: String = KEY.bytes().map(|b| format!("%{b:02X}")).collect();
+    let (head, tail) = KEY.split_at(KEY.len() / 2);
+    let sources = [
+        json!({"kind": "LookupSecret", "url": format!("{}/value/{encoded}", foreign.url)}),
+        json!({"kind": "LookupSecret", "url": format!("{}/value/x?k={}", foreign.url, encoded.replace('%', "%25"))}),
+        json!({"kind": "LookupSecret", "url": format!("{}/value/x", foreign.url),
+               "headers": {"X-Part-A": head, "X-Part-B": tail}}),
+        json!({"kind": "LookupSecret", "url": format!("{}/value/{head}", foreign.url),
+               "headers": {"X-Rest": tail}}),
+        json!({"kind": "LookupSecret", "url": format!("{}/value/x", foreign.url),
+               "headers": {"Authorization": format!("Bearer {encoded}")}}),
+    ];
+    for source in sources {
+        let shown = source.to_string();
+        let (status, body) = resolve(&daemon, json!({"GH": source})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{shown}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_secret", "{body}");
+        assert!(message(&body).starts_with("secrets.GH: "), "{body}");
+        assert!(message(&body).contains("session key"), "{body}");
+        assert!(!body.to_string().contains(KEY), "{body}");
+    }
+    assert!(foreign.seen().is_empty(), "{:?}", foreign.seen());
+}
+
+/// Link-local and cloud metadata addresses are refused as secret URLs
+/// with a 400 naming the env var, before any request.
+#[tokio::test]
+async fn metadata_and_link_local_secret_urls_are_refused() {
+    let daemon = TestDaemon::start().await;
+    for url in [
+        "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+        "http://169.254.10.1:8080/s",
+        "http://[fe80::1]/s",
+        "http://[fd00:ec2::254]/latest/meta-data/",
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://[::ffff:169.254.169.254]/",
+    ] {
+        let (status, body) = resolve(&daemon, json!({"META": lookup(url.to_owned())})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
+        assert!(message(&body).starts_with("secrets.META: "), "{body}");
+        assert!(
+            message(&body).contains("link-local") || message(&body).contains("metadata"),
+            "{body}"
+        );
+        let (status, body) = daemon
+            .post(
+                "/v1/runs",
+                json!({"command": ["true"], "secrets": {"META": lookup(url.to_owned())}}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{url}: {body}");
+    }
+}
+
+/// The impostor agent-server (issue 14, attack 6), from inside a real
+/// run: the run kills the agent-server, listens on its port as another
+/// user, and asks for its LookupSecret with a blank X-Session-API-Key to
+/// that origin. sandboxd sees that the port's listener is not the
+/// agent-server's uid and refuses (424); the impostor gets no request.
+/// Before that, the genuine agent-server (our uid) was sent the key.
+#[tokio::test]
+async fn impostor_agent_server_gets_no_key() {
+    if !support::is_root() {
+        eprintln!("skipped: needs root to listen as another user");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The genuine agent-server: our uid (the daemon's), logs each request's key.
+    const SERVER: &str = r#"
+import http.server, sys
+port, log = int(sys.argv[1]), sys.argv[2]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        with open(log, "a") as f:
+            f.write(repr((self.path, self.headers.get("X-Session-API-Key"))) + "\n")
+        body = b"agent-value"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+"#;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let genuine_log = dir.path().join("genuine.log");
+    let impostor_log = dir.path().join("impostor.log");
+    std::fs::write(&impostor_log, "").unwrap();
+    std::fs::set_permissions(
+        &impostor_log,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let mut genuine = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", SERVER, &port.to_string()])
+        .arg(&genuine_log)
+        .spawn()
+        .unwrap();
+    support::wait_for(
+        "the agent-server listening",
+        || async {
+            (
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+                (),
+            )
+        },
+        &mut (),
+    )
+    .await;
+    let agent_url = format!("http://127.0.0.1:{port}");
+    let daemon = TestDaemon::start_with(Options {
+        args: vec!["--agent-server-url".into(), agent_url.clone()],
+        ..Options::default()
+    })
+    .await;
+    // The run: resolve once (the genuine server), kill it, listen on its
+    // port as nobody, resolve again.
+    let script = r#"
+import json, os, signal, socket, subprocess, sys, time, urllib.request, urllib.error
+genuine, port, log, server = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def resolve():
+    req = urllib.request.Request(os.environ["SANDBOXD_URL"] + "/v1/secrets/resolve",
+        data=json.dumps({"names": ["AGENT"]}).encode(),
+        headers={"Authorization": "Bearer " + os.environ["SANDBOXD_RUN_TOKEN"],
+                 "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+status, body = resolve()
+print("genuine", status, body.get("values", {}).get("AGENT"))
+os.kill(genuine, signal.SIGKILL)
+impostor = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+    "/usr/bin/python3", "-c", server, str(port), log])
+for _ in range(200):
+    try:
+        socket.create_connection(("127.0.0.1", port)).close()
+        break
+    except OSError:
+        time.sleep(0.05)
+status, body = resolve()
+print("impostor", status, body["error"]["code"], body["error"]["message"])
+impostor.kill()
+"#;
+    let run = daemon
+        .exec(json!({
+            "command": ["/usr/bin/python3", "-c", script, genuine.id().to_string(),
+                        port.to_string(), impostor_log.display().to_string(), SERVER],
+            "secrets": {"AGENT": {"kind": "LookupSecret", "url": format!("{agent_url}/api/x"),
+                                  "headers": {"X-Session-API-Key": ""}}},
+        }))
+        .await;
+    let _ = genuine.kill();
+    let _ = genuine.wait();
+    let stdout = run["stdout"].as_str().unwrap_or_default();
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert!(stdout.contains("genuine 200 ****"), "{stdout}");
+    assert!(
+        stdout.contains("impostor 424 secret_unresolved") && stdout.contains("held by uid 65534"),
+        "{stdout}"
+    );
+    let genuine_seen = std::fs::read_to_string(&genuine_log).unwrap();
+    assert!(
+        genuine_seen.contains(KEY),
+        "the genuine server got the key: {genuine_seen}"
+    );
+    let impostor_seen = std::fs::read_to_string(&impostor_log).unwrap();
+    assert!(
+        impostor_seen.is_empty(),
+        "the impostor was asked: {impostor_seen}"
+    );
+}
+
+/// With the expected uid configured to another user, the agent-server
+/// (listening at our uid) is not trusted with the key either.
+#[tokio::test]
+async fn agent_server_uid_is_configurable() {
+    let agent = SecretServer::start().await;
+    let other_uid = (nix::unistd::geteuid().as_raw() + 1).to_string();
+    let daemon = TestDaemon::start_with(Options {
+        args: vec![
+            "--agent-server-url".into(),
+            agent.url.clone(),
+            "--agent-server-uid".into(),
+            other_uid.clone(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let source = json!({"kind": "LookupSecret", "url": format!("{}/api/settings/secrets/A", agent.url),
+                        "headers": {"X-Session-API-Key": ""}});
+    let (status, body) = resolve(&daemon, json!({"A": source})).await;
+    assert_unresolved(status, &body, &["--agent-server-uid", &other_uid]);
+    assert!(agent.seen().is_empty(), "{:?}", agent.seen());
+}
+
+/// A value resolved during a run (a rotating LookupSecret, asked for again
+/// with the run token) is masked in that run's output, printed whole right
+/// after the answer, split across two writes, or on stderr.
+#[tokio::test]
+async fn values_resolved_during_a_run_are_masked_in_its_output() {
+    let server = SecretServer::start().await;
+    let daemon = daemon_with(&server, &server, &[]).await;
+    let script = r#"
+import json, os, sys, time, urllib.request
+def resolve():
+    req = urllib.request.Request(os.environ["SANDBOXD_URL"] + "/v1/secrets/resolve",
+        data=json.dumps({"names": ["ROTATING"]}).encode(),
+        headers={"Authorization": "Bearer " + os.environ["SANDBOXD_RUN_TOKEN"],
+                 "Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as r:
+        return json.load(r)["values"]["ROTATING"]
+print("start", os.environ["ROTATING"], flush=True)
+value = resolve()
+print("fresh", value, flush=True)
+sys.stdout.write("split " + value[:9]); sys.stdout.flush(); time.sleep(0.2)
+sys.stdout.write(value[9:] + "\n"); sys.stdout.flush()
+print("err", value, file=sys.stderr, flush=True)
+again = resolve()
+print("again", again, "differs", again != value, flush=True)
+"#;
+    let run = daemon
+        .exec(json!({
+            "command": ["python3", "-c", script],
+            "secrets": {"ROTATING": lookup(format!("{}/counter/rotating-secret-value", server.url))},
+        }))
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let stdout = run["stdout"].as_str().unwrap_or_default();
+    let stderr = run["stderr"].as_str().unwrap_or_default();
+    assert_eq!(
+        stdout, "start ****\nfresh ****\nsplit ****\nagain **** differs True\n",
+        "{run}"
+    );
+    assert_eq!(stderr, "err ****\n", "{run}");
+    assert_eq!(server.hits("/counter/rotating-secret-value"), 3);
+    let run_id = run["run_id"].as_str().unwrap();
+    let (_, logs) = daemon.text(&format!("/v1/runs/{run_id}/logs")).await;
+    assert!(!logs.contains("rotating-secret-value"), "{logs}");
+}
+
+/// Overlapping secret values leave no fragment in a run's captured output
+/// (`****12ijklmn` before): the union of their spans is one `****`.
+#[tokio::test]
+async fn overlapping_values_leave_no_fragment_in_a_run() {
+    let daemon = TestDaemon::start().await;
+    let run = daemon
+        .exec(json!({
+            "command": ["sh", "-c", "printf 'a abcdefgh12ijklmn b\\n'; printf 'abcdefgh1'; sleep 0.2; printf '2ijklmn\\n'; printf '12ijklmnabcdefgh12\\n' >&2"],
+            "secrets": {"FIRST": "abcdefgh12", "SECOND": "12ijklmn"},
+        }))
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert_eq!(run["stdout"], "a **** b\n****\n", "{run}");
+    assert_eq!(run["stderr"], "****\n", "{run}");
+}

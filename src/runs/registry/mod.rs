@@ -376,6 +376,35 @@ impl Registry {
         self.snapshot(run_id)
     }
 
+    /// Adds values resolved during a run to the masker of its output, and
+    /// returns once the run's shim masks them (or the run has no output
+    /// left to mask). `false` when the shim did not confirm within
+    /// `patience`: the values must not be handed out then.
+    pub async fn mask_in_run(
+        &self,
+        run_id: &str,
+        values: Vec<SecretString>,
+        patience: Duration,
+    ) -> bool {
+        if values.is_empty() {
+            return true;
+        }
+        let (done, masked) = oneshot::channel();
+        match self.send(run_id, Control::Mask { values, done }) {
+            Ok(()) => {}
+            // Ended (or gone): its output is complete.
+            Err(RunError::Ended(_) | RunError::NotFound(_)) => return true,
+            Err(_) => return false,
+        }
+        // A dropped `done` means the run's task has finished: its output
+        // is over.
+        match tokio::time::timeout(patience, masked).await {
+            Ok(Ok(masked)) => masked,
+            Ok(Err(_)) => true,
+            Err(_) => false,
+        }
+    }
+
     fn send(&self, run_id: &str, control: Control) -> Result<(), RunError> {
         let runs = self.lock_runs();
         let slot = runs

@@ -11,11 +11,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::events::EventPipe;
-use super::protocol::ShimEvent;
+use super::protocol::{ShimControl, ShimEvent};
 use super::{lock, Shared};
-use crate::secrets::mask::{Masker, StreamMasker};
+use crate::secrets::mask::{LiveMasker, StreamMasker};
 use crate::state_dir::RunDir;
 use std::path::PathBuf;
+use zeroize::Zeroize;
 
 /// Bytes read from a pipe at once.
 const READ_CHUNK: usize = 256 * 1024;
@@ -114,7 +115,7 @@ pub(super) fn spawn_reader(
     mut pipe: impl Read + AsRawFd + Send + 'static,
     stream: Stream,
     shared: &Arc<Shared>,
-    masker: &Masker,
+    masker: &LiveMasker,
 ) -> JoinHandle<()> {
     grow_pipe(&pipe);
     let shared = Arc::clone(shared);
@@ -198,6 +199,33 @@ fn write_what_fits(file: &mut File, bytes: &[u8]) -> usize {
         }
     }
     written
+}
+
+/// Applies the daemon's [`ShimControl`] lines from stdin until it closes:
+/// values to mask are added to the live masker (each reader takes them up
+/// before its next chunk), then acknowledged, so the daemon hands a value
+/// to the run only once output printing it will be masked.
+pub(super) fn spawn_control_thread(shared: Arc<Shared>, masker: LiveMasker) {
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        loop {
+            line.zeroize();
+            line.clear();
+            match io::stdin().read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let Ok(control) = serde_json::from_str::<ShimControl>(&line) else {
+                let _ = writeln!(io::stderr(), "sandboxd shim: unreadable control line");
+                continue;
+            };
+            let ShimControl::Mask { seq, values } = &control;
+            masker.add(values.iter());
+            let event = ShimEvent::Masked { seq: *seq };
+            lock(&shared.output).events.send_blocking(&event);
+        }
+        line.zeroize();
+    });
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ use self::capture::{spawn_reader, OutputFiles, Stream};
 use self::events::EventPipe;
 pub use self::protocol::{ExitReport, Phase, ShimEvent, ShimSpec};
 use crate::durable;
-use crate::secrets::mask::Masker;
+use crate::secrets::mask::{LiveMasker, Masker};
 use crate::signals::FORWARDED_SIGNALS;
 use crate::state_dir::RunDir;
 
@@ -100,7 +100,8 @@ fn run_shim() -> io::Result<()> {
     }
     forwarded.thread_block().map_err(io::Error::from)?;
 
-    let spec = ShimSpec::read_from(io::stdin())?;
+    // The spec is the first line; stdin stays open for control lines.
+    let spec = ShimSpec::read_from(io::stdin().lock())?;
     let shared = Arc::new(Shared {
         current_pgid: AtomicI32::new(0),
         cancelled: AtomicBool::new(false),
@@ -108,7 +109,8 @@ fn run_shim() -> io::Result<()> {
         finished: (Mutex::new(false), Condvar::new()),
         output: Mutex::new(OutputFiles::open(&spec.run_dir, EventPipe::stdout())?),
     });
-    let masker = Masker::new(spec.mask.iter());
+    let masker = LiveMasker::new(Masker::new(spec.mask.iter()));
+    capture::spawn_control_thread(shared.clone(), masker.clone());
 
     deadline::spawn_signal_thread(shared.clone(), forwarded);
     deadline::spawn_deadline_thread(
@@ -145,7 +147,7 @@ fn run_shim() -> io::Result<()> {
     durable::sync_dir(&spec.run_dir)
 }
 
-fn run_phases(spec: &ShimSpec, shared: &Arc<Shared>, masker: &Masker) -> ExitReport {
+fn run_phases(spec: &ShimSpec, shared: &Arc<Shared>, masker: &LiveMasker) -> ExitReport {
     let mut report = ExitReport::not_started();
     if spec.setup && spec.cwd.join("setup.sh").is_file() {
         let argv = ["bash".to_owned(), "setup.sh".to_owned()];
@@ -176,7 +178,7 @@ fn run_phase(
     argv: &[String],
     spec: &ShimSpec,
     shared: &Arc<Shared>,
-    masker: &Masker,
+    masker: &LiveMasker,
     report: &mut ExitReport,
 ) -> bool {
     report.phase = phase;

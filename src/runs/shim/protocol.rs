@@ -5,7 +5,7 @@
 //! run dir. Both ends are the same binary; only `exit.json` is read by a
 //! later daemon, so only [`ExitReport`] is versioned.
 
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
@@ -50,25 +50,54 @@ impl Drop for ShimSpec {
 }
 
 impl ShimSpec {
-    /// The spec as JSON, in a buffer of exactly its size (so no
-    /// reallocation leaves a copy of the secret values behind) that is
-    /// zeroized when dropped.
+    /// The spec as one JSON line (the first on the shim's stdin; control
+    /// lines follow), zeroized when dropped.
     pub fn encode(&self) -> serde_json::Result<Zeroizing<Vec<u8>>> {
-        let mut counter = ByteCounter(0);
-        serde_json::to_writer(&mut counter, self)?;
-        let mut bytes = Zeroizing::new(Vec::with_capacity(counter.0));
-        serde_json::to_writer(&mut *bytes, self)?;
-        Ok(bytes)
+        encode_line(self)
     }
 
-    /// Reads the spec to the end of `input` (the shim's stdin), wiping the
-    /// text it was parsed from.
-    pub fn read_from(mut input: impl Read) -> io::Result<ShimSpec> {
+    /// Reads the spec, the first line of `input` (the shim's stdin),
+    /// wiping the text it was parsed from.
+    pub fn read_from(mut input: impl io::BufRead) -> io::Result<ShimSpec> {
         let mut text = String::new();
-        input.read_to_string(&mut text)?;
+        input.read_line(&mut text)?;
         let spec = serde_json::from_str::<ShimSpec>(&text);
         text.zeroize();
         spec.map_err(|e| io::Error::other(format!("bad spec: {e}")))
+    }
+}
+
+/// A value as one JSON line (JSON text holds no raw newline) in a buffer
+/// of exactly its size (so no reallocation leaves a copy of secret values
+/// behind) that is zeroized when dropped.
+pub fn encode_line<T: Serialize>(value: &T) -> serde_json::Result<Zeroizing<Vec<u8>>> {
+    let mut counter = ByteCounter(0);
+    serde_json::to_writer(&mut counter, value)?;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(counter.0 + 1));
+    serde_json::to_writer(&mut *bytes, value)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// A message from the daemon after the spec: one JSON line each on the
+/// shim's stdin, which the daemon keeps open for the run's life.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "c", rename_all = "snake_case")]
+pub enum ShimControl {
+    /// More values to mask (resolved during the run); answered with
+    /// [`ShimEvent::Masked`] once they are in the masker.
+    Mask {
+        /// The message's number.
+        seq: u64,
+        /// The values.
+        values: Vec<String>,
+    },
+}
+
+impl Drop for ShimControl {
+    fn drop(&mut self) {
+        let ShimControl::Mask { values, .. } = self;
+        values.zeroize();
     }
 }
 
@@ -118,6 +147,12 @@ pub enum ShimEvent {
         /// stderr.log size.
         #[serde(rename = "r")]
         stderr_bytes: u64,
+    },
+    /// The values of a [`ShimControl::Mask`] are in the masker: output
+    /// read from now on is masked with them.
+    Masked {
+        /// The message's number.
+        seq: u64,
     },
     /// The run has ended and `exit.json` is written (not yet flushed), or
     /// could not be written (a full state dir): the report comes along,

@@ -24,6 +24,7 @@ pub(super) use cell::RunCell;
 use super::finish::{self, Ending};
 use super::record::ShimIdentity;
 use super::run::{Run, RunStatus};
+use super::shim::protocol::{self, ShimControl};
 use super::shim::{ExitReport, Phase, ShimEvent};
 use super::spawn::ShimProcess;
 use super::{logs, Control, Progress, RunError};
@@ -32,6 +33,7 @@ use crate::durable;
 use crate::metrics::Metrics;
 use crate::secrets::mask::Masker;
 use crate::state_dir::RunDir;
+use secrecy::{ExposeSecret, SecretString};
 
 /// Bytes of each output stream kept for the completion payload.
 const COMPLETION_TAIL_BYTES: u64 = 4096;
@@ -67,6 +69,10 @@ pub(super) struct RunTask {
     sync: durable::Sync,
     /// When the grace of a stop ends and the group gets SIGKILL.
     kill_at: Option<tokio::time::Instant>,
+    /// Number of the last mask control sent to the shim.
+    mask_seq: u64,
+    /// Callers waiting for the shim to mask values, by control number.
+    mask_waiters: Vec<(u64, tokio::sync::oneshot::Sender<bool>)>,
 }
 
 impl RunTask {
@@ -87,6 +93,8 @@ impl RunTask {
             masker,
             sync,
             kill_at: None,
+            mask_seq: 0,
+            mask_waiters: Vec::new(),
         }
     }
 
@@ -96,6 +104,7 @@ impl RunTask {
         let ShimProcess {
             mut child,
             events,
+            mut control,
             identity,
         } = match shim {
             Ok(shim) => shim,
@@ -110,7 +119,12 @@ impl RunTask {
                     Ok(Some(line)) => ended = self.on_event(&line),
                     _ => events_open = false,
                 },
-                Some(control) = self.control.recv() => self.on_control(identity, control),
+                Some(message) = self.control.recv() => match message {
+                    Control::Mask { values, done } => {
+                        self.send_mask(&mut control, values, done).await;
+                    }
+                    message => self.on_control(identity, message),
+                },
                 () = kill_timer(self.kill_at) => self.kill_group(),
                 _ = child.wait() => break,
             }
@@ -175,9 +189,42 @@ impl RunTask {
         self.context.unsaved.note(&self.run_id, written)
     }
 
+    /// Hands values to mask to the shim (a control line on its stdin); the
+    /// caller hears back when the shim's `Masked` event arrives.
+    async fn send_mask(
+        &mut self,
+        shim: &mut tokio::process::ChildStdin,
+        values: Vec<SecretString>,
+        done: tokio::sync::oneshot::Sender<bool>,
+    ) {
+        use tokio::io::AsyncWriteExt;
+        self.masker = self
+            .masker
+            .with_values(values.iter().map(|v| v.expose_secret().as_bytes()));
+        self.mask_seq += 1;
+        let seq = self.mask_seq;
+        let message = ShimControl::Mask {
+            seq,
+            values: values
+                .iter()
+                .map(|v| v.expose_secret().to_owned())
+                .collect(),
+        };
+        let Ok(line) = protocol::encode_line(&message) else {
+            let _ = done.send(false);
+            return;
+        };
+        drop(message);
+        if shim.write_all(&line).await.is_err() {
+            // The shim is gone: the run's output is over.
+            return;
+        }
+        self.mask_waiters.push((seq, done));
+    }
+
     /// Applies one event of the shim; the run's exit report when it says
     /// the run has ended.
-    fn on_event(&self, line: &str) -> Option<ExitReport> {
+    fn on_event(&mut self, line: &str) -> Option<ExitReport> {
         let Ok(event) = ShimEvent::from_line(line) else {
             tracing::warn!(run_id = self.run_id, "unreadable event from the run's shim");
             return None;
@@ -194,6 +241,15 @@ impl RunTask {
                 });
             }
             ShimEvent::Spawned { phase, pid } => self.on_spawned(phase, pid),
+            ShimEvent::Masked { seq } => {
+                let (masked, waiting) = std::mem::take(&mut self.mask_waiters)
+                    .into_iter()
+                    .partition(|(s, _)| *s <= seq);
+                self.mask_waiters = waiting;
+                for (_, done) in masked {
+                    let _ = done.send(true);
+                }
+            }
         }
         None
     }
@@ -240,6 +296,10 @@ impl RunTask {
                 if let Some(pid) = self.cell.read(Run::pid) {
                     let _ = killpg(Pid::from_raw(pid), signal);
                 }
+            }
+            // No way to reach a re-attached shim.
+            Control::Mask { done, .. } => {
+                let _ = done.send(false);
             }
             Control::Report { report, done } => {
                 self.cell.change(|run| run.report.merge(report));
