@@ -5,11 +5,11 @@
 
 mod auth;
 pub mod extract;
-pub mod files;
 pub mod openapi;
 pub mod runs;
 pub mod secrets;
 pub mod status;
+pub mod uploads;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -107,13 +107,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{run_id}/report", post(runs::report_run))
         .route(
             "/v1/runs/{run_id}/bundle",
-            put(files::put_bundle)
-                .post(files::post_bundle)
+            put(uploads::put_bundle)
+                .post(uploads::post_bundle)
                 .layer(DefaultBodyLimit::disable()),
         )
         .route(
             "/v1/files",
-            put(files::put_file).layer(DefaultBodyLimit::disable()),
+            put(uploads::put_file).layer(DefaultBodyLimit::disable()),
         )
         .route("/v1/secrets/resolve", post(secrets::resolve_secrets))
         .route_layer(middleware::from_fn_with_state(

@@ -15,7 +15,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{files, runs, secrets, status};
+use super::{runs, secrets, status, uploads};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -25,7 +25,7 @@ use super::{files, runs, secrets, status};
         status::get_healthz, status::get_status, status::get_metrics,
         runs::create_run, runs::list_runs, runs::get_run, runs::get_logs, runs::cancel_run,
         runs::signal_run, runs::report_run, runs::delete_run,
-        files::put_bundle, files::post_bundle, files::put_file,
+        uploads::put_bundle, uploads::post_bundle, uploads::put_file,
         secrets::resolve_secrets,
         get_openapi,
     ),

@@ -16,7 +16,7 @@ mod bundle;
 pub mod entry;
 pub mod extract;
 mod fetch;
-mod files;
+mod single_file;
 mod write;
 
 use std::collections::HashSet;
@@ -28,7 +28,7 @@ pub use bundle::{
 };
 pub use extract::{extract_sync, Summary};
 pub use fetch::FetchRequest;
-pub use files::FileSummary;
+pub use single_file::FileSummary;
 
 use crate::config::{Config, UploadLimits};
 use crate::durable;

@@ -150,7 +150,7 @@ fn check_state_files(state: &Path) -> usize {
         // A run whose removal by retention a kill interrupted: the next
         // start removes it.
         let run_id = run_id.strip_prefix(".pruned-").unwrap_or(&run_id);
-        for (name, id) in [("record.json", Some(run_id.as_str())), ("exit.json", None)] {
+        for (name, id) in [("record.json", Some(run_id)), ("exit.json", None)] {
             let path = run_dir.path().join(name);
             if path.exists() {
                 check_json(&path, id);

@@ -78,7 +78,8 @@ pub struct FileView {
 }
 
 /// Upload a bundle (tar, tar.gz or tar.zst) into a run's work dir.
-#[utoipa::path(put, path = "/v1/runs/{run_id}/bundle", params(("run_id" = String, Path), BundleQuery),
+// The OpenAPI tag is that of the module's old name, `files`.
+#[utoipa::path(put, path = "/v1/runs/{run_id}/bundle", tag = "files", params(("run_id" = String, Path), BundleQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, body = BundleView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 507, body = ErrorBody)))]
@@ -108,7 +109,8 @@ pub async fn put_bundle(
 }
 
 /// Fetch a bundle from a URL into a run's work dir.
-#[utoipa::path(post, path = "/v1/runs/{run_id}/bundle", params(("run_id" = String, Path), BundleQuery),
+// The OpenAPI tag is that of the module's old name, `files`.
+#[utoipa::path(post, path = "/v1/runs/{run_id}/bundle", tag = "files", params(("run_id" = String, Path), BundleQuery),
     request_body = FetchBundleRequest,
     responses((status = 201, body = BundleView), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 424, description = "the origin answered 4xx; permanent: true", body = ErrorBody),
@@ -150,7 +152,8 @@ pub async fn post_bundle(
 }
 
 /// Write one file atomically.
-#[utoipa::path(put, path = "/v1/files", params(FileQuery),
+// The OpenAPI tag is that of the module's old name, `files`.
+#[utoipa::path(put, path = "/v1/files", tag = "files", params(FileQuery),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, body = FileView), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
               (status = 507, body = ErrorBody)))]

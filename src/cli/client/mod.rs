@@ -3,20 +3,28 @@
 //! [`ClientError`], which turns every failure into one line that says what
 //! to do.
 //!
-//! The wire types here are the client's own lenient view of the answers
-//! (unknown fields ignored, states kept as strings), so an older or newer
-//! daemon still works; the daemon's strict types live in `crate::api`.
+//! Layout: the connection and its requests are here; [`ClientError`] is in
+//! `error`; the wire types, the client's own lenient view of the answers
+//! (unknown fields ignored, states kept as strings, so an older or newer
+//! daemon still works), are in `types`. The daemon's strict types live in
+//! `crate::api`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+mod error;
+mod types;
+
+pub use error::ClientError;
+use error::{connect_reason, error_chain};
+pub use types::{BundleInfo, RunInfo, RunList};
 
 /// Where the daemon listens when neither `--url` nor `SANDBOXD_URL` says.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:60001";
@@ -36,72 +44,6 @@ pub struct ClientArgs {
     #[arg(long, env = "SANDBOXD_SESSION_KEY_FILE", value_name = "FILE")]
     pub session_key_file: Option<PathBuf>,
 }
-
-/// Why a client command failed. Displayed as the one line after `sandboxd: `.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientError {
-    /// Nothing answers at the URL.
-    #[error(
-        "cannot reach sandboxd at {url} ({reason}); start it with `sandboxd serve`, \
-         or point --url / SANDBOXD_URL at the running daemon"
-    )]
-    Unreachable {
-        /// The URL tried.
-        url: String,
-        /// Connection refused, no such socket, timed out...
-        reason: String,
-    },
-    /// The daemon answered before, then stopped answering while a command
-    /// followed a run: the run may well still be going.
-    #[error(
-        "lost sandboxd at {url} while following run {run_id} ({reason}); the daemon stopped or \
-         restarted, and the run may still be going (runs outlive the daemon): once the daemon \
-         is back, `sandboxd logs -f {run_id}` follows it to its end"
-    )]
-    Detached {
-        /// The URL.
-        url: String,
-        /// The run followed.
-        run_id: String,
-        /// Connection refused...
-        reason: String,
-    },
-    /// The daemon answered with an error.
-    #[error("{message} ({code}){}", hint.map(|h| format!("; {h}")).unwrap_or_default())]
-    Api {
-        /// HTTP status.
-        status: StatusCode,
-        /// The wire code (`run_not_found`).
-        code: String,
-        /// The daemon's sentence.
-        message: String,
-        /// What the user can do about it, when we know better than the daemon.
-        hint: Option<&'static str>,
-    },
-    /// Something answered, but not like sandboxd does.
-    #[error("unexpected answer from {url}: {detail}")]
-    Protocol {
-        /// The URL asked.
-        url: String,
-        /// What was wrong.
-        detail: String,
-    },
-    /// A local file or terminal operation failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// On what.
-        path: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The command line asks for something that cannot work.
-    #[error("{0}")]
-    Usage(String),
-}
-
 impl ClientArgs {
     /// These options, with the ones given before the subcommand (`outer`)
     /// filling in what was not given after it.
@@ -114,30 +56,6 @@ impl ClientArgs {
         }
     }
 }
-
-impl ClientError {
-    /// An unreachable daemon while following `run_id` becomes
-    /// [`ClientError::Detached`]; other errors are kept.
-    pub fn detached(self, run_id: &str) -> ClientError {
-        match self {
-            ClientError::Unreachable { url, reason } => ClientError::Detached {
-                url,
-                run_id: run_id.to_owned(),
-                reason,
-            },
-            other => other,
-        }
-    }
-
-    /// The wire code, for API errors.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            ClientError::Api { code, .. } => Some(code),
-            _ => None,
-        }
-    }
-}
-
 /// A connection to one daemon, with its key.
 #[derive(Clone)]
 pub struct Client {
@@ -426,106 +344,4 @@ fn read_key(args: &ClientArgs) -> Result<Option<SecretString>, ClientError> {
         }
     }
     Ok(None)
-}
-
-fn connect_reason(err: &reqwest::Error) -> String {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
-                std::io::ErrorKind::NotFound => "no such socket".to_owned(),
-                std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
-                _ => io.to_string(),
-            };
-        }
-        source = cause.source();
-    }
-    if err.is_timeout() {
-        return "timed out".to_owned();
-    }
-    error_chain(err)
-}
-
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let line = cause.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-/// A run's status, as the client reads it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct RunInfo {
-    /// The run's id.
-    pub run_id: String,
-    /// `starting`, `running`, `succeeded`, `failed`, `timed_out`, `cancelled`, `lost`.
-    pub state: String,
-    /// Pid of its process.
-    #[serde(default)]
-    pub pid: Option<i32>,
-    /// Exit code.
-    #[serde(default)]
-    pub exit_code: Option<i32>,
-    /// Signal that killed it (`SIGKILL`).
-    #[serde(default)]
-    pub signal: Option<String>,
-    /// What went wrong.
-    #[serde(default)]
-    pub error: Option<String>,
-    /// The argv.
-    #[serde(default)]
-    pub command: Vec<String>,
-    /// Working dir.
-    #[serde(default)]
-    pub cwd: String,
-    /// Accepted at.
-    #[serde(default)]
-    pub created_at: Option<DateTime<Utc>>,
-    /// Started at.
-    #[serde(default)]
-    pub started_at: Option<DateTime<Utc>>,
-    /// Seconds from start to end.
-    #[serde(default)]
-    pub duration_s: Option<f64>,
-    /// Bytes of stored stdout.
-    #[serde(default)]
-    pub stdout_bytes: u64,
-    /// Bytes of stored stderr.
-    #[serde(default)]
-    pub stderr_bytes: u64,
-}
-
-impl RunInfo {
-    /// Whether the run has ended.
-    pub fn is_terminal(&self) -> bool {
-        !matches!(self.state.as_str(), "starting" | "running")
-    }
-}
-
-/// `GET /v1/runs` answer.
-#[derive(Debug, Deserialize)]
-pub struct RunList {
-    /// The runs, oldest first.
-    pub runs: Vec<RunInfo>,
-}
-
-/// `PUT /v1/runs/{id}/bundle` answer.
-#[derive(Debug, Deserialize)]
-pub struct BundleInfo {
-    /// Where it was extracted.
-    pub dir: String,
-    /// Entries extracted.
-    #[serde(default)]
-    pub entries: u64,
-    /// Bytes extracted.
-    #[serde(default)]
-    pub bytes: u64,
 }

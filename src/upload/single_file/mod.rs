@@ -7,6 +7,11 @@
 //! that descriptor, so swapping a path component for a symlink in between
 //! changes nothing. A symlink at the target name itself is replaced, never
 //! followed.
+//!
+//! Layout: `target` parses the `path` and `mode` query; the write itself,
+//! descriptor-relative, is here.
+
+mod target;
 
 use std::ffi::{OsStr, OsString};
 use std::fmt::Display;
@@ -14,7 +19,7 @@ use std::fs::{File, Permissions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use futures::Stream;
@@ -23,6 +28,7 @@ use nix::fcntl::{openat, renameat, OFlag};
 use nix::sys::stat::{fstatat, mkdirat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
 
+use self::target::{parse_mode, parse_path, shorten};
 use super::bridge::{self, BodyReader, Pumped, DRAIN_EXTRA};
 use super::{UploadError, Uploader};
 
@@ -115,73 +121,6 @@ impl Uploader {
             .await
             .map_err(|err| UploadError::Invalid(format!("cannot open the parent dir: {err}")))??;
         Ok((opened, name, mode))
-    }
-}
-
-/// Parses an octal mode: `644`, `0644` or `0o644`; at most `0777`.
-pub(super) fn parse_mode(text: Option<&str>) -> Result<u32, UploadError> {
-    let Some(text) = text.filter(|t| !t.is_empty()) else {
-        return Ok(0o644);
-    };
-    let digits = text.strip_prefix("0o").unwrap_or(text);
-    match u32::from_str_radix(digits, 8) {
-        Ok(mode) if mode <= 0o777 => Ok(mode),
-        _ => Err(UploadError::Invalid(format!(
-            "mode {text:?} must be octal permission bits from 0000 to 0777, e.g. 0644"
-        ))),
-    }
-}
-
-/// Splits an absolute path into its parent's components and its name.
-/// `.` components are dropped; `..` and a trailing `/` are refused.
-pub(super) fn parse_path(text: &str) -> Result<(Vec<OsString>, OsString), UploadError> {
-    let invalid = |why: &str| UploadError::Invalid(format!("path {text:?} {why}"));
-    if !text.starts_with('/') {
-        return Err(invalid("must be absolute, e.g. /tmp/input.json"));
-    }
-    if text.ends_with('/') || text.contains('\0') {
-        return Err(invalid("must name a file (no trailing '/', no NUL)"));
-    }
-    if text.len() >= PATH_MAX {
-        return Err(UploadError::Invalid(format!(
-            "path {} is {} bytes long; paths must be shorter than {PATH_MAX} bytes",
-            shorten(text),
-            text.len()
-        )));
-    }
-    let mut parts = Vec::new();
-    for component in Path::new(text).components() {
-        match component {
-            Component::RootDir | Component::CurDir => {}
-            Component::ParentDir => return Err(invalid("must not contain '..' components")),
-            Component::Normal(part) if part.len() > NAME_MAX => {
-                return Err(UploadError::Invalid(format!(
-                    "path {}: a component is {} bytes long; names may have at most {NAME_MAX} bytes",
-                    shorten(text),
-                    part.len()
-                )))
-            }
-            Component::Normal(part) => parts.push(part.to_owned()),
-            Component::Prefix(_) => return Err(invalid("is not a Unix path")),
-        }
-    }
-    let name = parts
-        .pop()
-        .ok_or_else(|| invalid("must name a file, not the root"))?;
-    Ok((parts, name))
-}
-
-/// Longest file name (Linux's NAME_MAX, that of every common file system).
-const NAME_MAX: usize = 255;
-
-/// Paths must be shorter than this (Linux's PATH_MAX, with its NUL).
-const PATH_MAX: usize = 4096;
-
-/// The start of a long path, for messages.
-fn shorten(text: &str) -> String {
-    match text.char_indices().nth(120) {
-        Some((at, _)) => format!("{:?}...", &text[..at]),
-        None => format!("{text:?}"),
     }
 }
 
@@ -395,39 +334,4 @@ fn copy_and_sync(body: &mut BodyReader, file: &mut File, mode: u32) -> Result<u6
     file.sync_all()
         .map_err(|err| WriteError::Io("syncing", err))?;
     Ok(total)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Modes are octal permission bits; nothing above 0777.
-    #[test]
-    fn modes() {
-        for (text, want) in [
-            (None, Some(0o644)),
-            (Some(""), Some(0o644)),
-            (Some("0644"), Some(0o644)),
-            (Some("755"), Some(0o755)),
-            (Some("0o600"), Some(0o600)),
-            (Some("0"), Some(0)),
-            (Some("4755"), None),
-            (Some("0999"), None),
-            (Some("rw-r--r--"), None),
-            (Some("-1"), None),
-        ] {
-            assert_eq!(parse_mode(text).ok(), want, "{text:?}");
-        }
-    }
-
-    /// Paths are absolute, name a file, and have no `..`.
-    #[test]
-    fn paths() {
-        let (parents, name) = parse_path("/tmp/./a/b.json").unwrap();
-        assert_eq!(parents, [OsString::from("tmp"), OsString::from("a")]);
-        assert_eq!(name, "b.json");
-        for bad in ["tmp/x", "/tmp/../etc/passwd", "/tmp/dir/", "/", ""] {
-            assert!(parse_path(bad).is_err(), "{bad}");
-        }
-    }
 }
