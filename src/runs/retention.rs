@@ -48,22 +48,32 @@ struct Candidate {
 }
 
 impl Registry {
-    /// Starts the background pruning loop (a first pass at once).
+    /// Starts the background pruning loop: a pass at once, then one
+    /// whenever a run ends and at least every [`PRUNE_INTERVAL`] (or half
+    /// of `--retain-for`, when that is shorter).
     pub(super) fn start_pruning(&self) {
         let retention = self.config().retention;
         if retention.max_runs.is_none() && retention.max_age.is_none() {
             return;
         }
+        let interval = retention
+            .max_age
+            .map_or(PRUNE_INTERVAL, |age| (age / 2).min(PRUNE_INTERVAL))
+            .max(PRUNE_BACKLOG_INTERVAL);
         let registry = self.clone();
+        let ended = self.context().ended.clone();
         tokio::spawn(async move {
             loop {
+                let a_run_ended = ended.notified();
                 let report = registry.prune_once(Utc::now());
-                let wait = if report.removed == PRUNE_BATCH {
-                    PRUNE_BACKLOG_INTERVAL
-                } else {
-                    PRUNE_INTERVAL
-                };
-                tokio::time::sleep(wait).await;
+                if report.removed == PRUNE_BATCH {
+                    tokio::time::sleep(PRUNE_BACKLOG_INTERVAL).await;
+                    continue;
+                }
+                tokio::select! {
+                    () = a_run_ended => {}
+                    () = tokio::time::sleep(interval) => {}
+                }
             }
         });
     }

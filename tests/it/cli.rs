@@ -1185,3 +1185,30 @@ async fn upload_progress_bar_is_styled_from_its_first_frame() {
         "{written:?}"
     );
 }
+
+/// `runs` shows the newest runs first, at most `--limit`, says when there
+/// are more, and `--all` pages through every run.
+#[tokio::test]
+async fn runs_lists_newest_first_with_a_limit() {
+    let daemon = TestDaemon::start().await;
+    for i in 0..4 {
+        daemon
+            .exec(json!({"run_id": format!("lim{i}"), "command": "true"}))
+            .await;
+    }
+    let out = output(cli(&daemon).args(["runs", "--limit", "2"])).await;
+    assert_code(&out, 0);
+    let shown = text(&out.stdout);
+    let order: Vec<&str> = shown
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|id| id.starts_with("lim"))
+        .collect();
+    assert_eq!(order, ["lim3", "lim2"], "{shown}");
+    assert!(shown.contains("--limit N or --all"), "{shown}");
+    let out = output(cli(&daemon).args(["runs", "--all", "--json"])).await;
+    assert_code(&out, 0);
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all["runs"].as_array().unwrap().len(), 4, "{all}");
+    assert_eq!(all["next"], serde_json::Value::Null);
+}

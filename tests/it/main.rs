@@ -18,6 +18,7 @@ mod faults;
 mod hostile;
 mod packaging;
 mod readme;
+mod retention;
 mod runs;
 mod secrets;
 mod supervise;

@@ -57,8 +57,11 @@ impl RunInfo {
 /// `GET /v1/runs` answer.
 #[derive(Debug, Deserialize)]
 pub struct RunList {
-    /// The runs, oldest first.
+    /// One page of runs, newest first.
     pub runs: Vec<RunInfo>,
+    /// Where the next page starts; `None` on the last one.
+    #[serde(default)]
+    pub next: Option<String>,
 }
 
 /// `PUT /v1/runs/{id}/bundle` answer.
