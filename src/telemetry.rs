@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use secrecy::{ExposeSecret, SecretString};
 use tracing_subscriber::EnvFilter;
@@ -17,8 +17,11 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 use crate::secrets::mask::Masker;
 
-/// Installs the global subscriber. Call once, from `main`.
-pub fn init(format: LogFormat, verbosity: u8) {
+/// Installs the global subscriber. Call once, from `main`. Every line is
+/// masked with the returned [`LogMasks`], which the daemon fills.
+pub fn init(format: LogFormat, verbosity: u8) -> LogMasks {
+    let masks = LogMasks::default();
+    let writer_masks = masks.clone();
     let level = match verbosity {
         0 => "info",
         1 => "debug",
@@ -34,7 +37,10 @@ pub fn init(format: LogFormat, verbosity: u8) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(MaskedStderr::default);
+        .with_writer(move || MaskedStderr {
+            line: Vec::new(),
+            masks: writer_masks.clone(),
+        });
     let res = match (format, journald) {
         (LogFormat::Json, _) => builder
             .json()
@@ -46,55 +52,85 @@ pub fn init(format: LogFormat, verbosity: u8) {
     };
     // A second init (tests calling main twice) keeps the first subscriber.
     drop(res);
+    masks
 }
 
-/// Values masked in logs, by owner (`sandboxd` or a run id).
-static MASKED_VALUES: LazyLock<Mutex<BTreeMap<String, Vec<SecretString>>>> =
-    LazyLock::new(Mutex::default);
+/// What every log line of one daemon is masked with: the values of each
+/// owner (`sandboxd` for the daemon's own credentials, or a run id). Made
+/// by [`init`] for the subscriber's writer and passed to the daemon; cheap
+/// to clone.
+#[derive(Clone, Default)]
+pub struct LogMasks {
+    inner: Arc<MaskState>,
+}
 
-/// The masker built from [`MASKED_VALUES`]; `None` while there is nothing
-/// to mask.
-static LOG_MASKER: RwLock<Option<Arc<Masker>>> = RwLock::new(None);
+#[derive(Default)]
+struct MaskState {
+    values: Mutex<BTreeMap<String, Vec<SecretString>>>,
+    /// Built from `values`; `None` while there is nothing to mask.
+    masker: RwLock<Option<Arc<Masker>>>,
+}
 
-/// Masks `values` in every log line from now on, until
-/// [`unmask_in_logs`] with the same owner.
-pub fn mask_in_logs<'a>(owner: &str, values: impl IntoIterator<Item = &'a SecretString>) {
-    let values: Vec<SecretString> = values.into_iter().cloned().collect();
-    let mut all = MASKED_VALUES.lock().unwrap_or_else(|e| e.into_inner());
-    let changed = if values.is_empty() {
-        all.remove(owner).is_some()
-    } else {
-        all.insert(owner.to_owned(), values);
-        true
-    };
-    if changed {
-        rebuild(&all);
+impl LogMasks {
+    /// Masks `values` in every log line from now on, until [`LogMasks::unmask`]
+    /// with the same owner; replaces what the owner had.
+    pub fn mask<'a>(&self, owner: &str, values: impl IntoIterator<Item = &'a SecretString>) {
+        let values: Vec<SecretString> = values.into_iter().cloned().collect();
+        let mut all = self.lock_values();
+        if values.is_empty() && all.remove(owner).is_none() {
+            return;
+        }
+        if !values.is_empty() {
+            all.insert(owner.to_owned(), values);
+        }
+        self.rebuild(&all);
     }
-}
 
-/// Stops masking an owner's values (its run has ended); they are zeroized.
-pub fn unmask_in_logs(owner: &str) {
-    let mut all = MASKED_VALUES.lock().unwrap_or_else(|e| e.into_inner());
-    if all.remove(owner).is_some() {
-        rebuild(&all);
+    /// Adds `values` to what an owner's lines are masked with.
+    pub fn add<'a>(&self, owner: &str, values: impl IntoIterator<Item = &'a SecretString>) {
+        let mut all = self.lock_values();
+        all.entry(owner.to_owned())
+            .or_default()
+            .extend(values.into_iter().cloned());
+        self.rebuild(&all);
     }
-}
 
-fn rebuild(all: &BTreeMap<String, Vec<SecretString>>) {
-    let masker = Masker::new(
-        all.values()
-            .flatten()
-            .map(|value| value.expose_secret().as_bytes()),
-    );
-    let masker = (!masker.is_empty()).then(|| Arc::new(masker));
-    *LOG_MASKER.write().unwrap_or_else(|e| e.into_inner()) = masker;
+    /// Stops masking an owner's values (its run has ended); they are zeroized.
+    pub fn unmask(&self, owner: &str) {
+        let mut all = self.lock_values();
+        if all.remove(owner).is_some() {
+            self.rebuild(&all);
+        }
+    }
+
+    fn current(&self) -> Option<Arc<Masker>> {
+        self.inner
+            .masker
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn rebuild(&self, all: &BTreeMap<String, Vec<SecretString>>) {
+        let masker = Masker::new(
+            all.values()
+                .flatten()
+                .map(|value| value.expose_secret().as_bytes()),
+        );
+        let masker = (!masker.is_empty()).then(|| Arc::new(masker));
+        *self.inner.masker.write().unwrap_or_else(|e| e.into_inner()) = masker;
+    }
+
+    fn lock_values(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<SecretString>>> {
+        self.inner.values.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// A log line on its way to stderr: collected, masked, then written whole
 /// when the formatter drops it (once per event).
-#[derive(Default)]
 struct MaskedStderr {
     line: Vec<u8>,
+    masks: LogMasks,
 }
 
 impl Write for MaskedStderr {
@@ -113,8 +149,7 @@ impl Drop for MaskedStderr {
         if self.line.is_empty() {
             return;
         }
-        let masker = LOG_MASKER.read().unwrap_or_else(|e| e.into_inner()).clone();
-        let line = match masker {
+        let line = match self.masks.current() {
             Some(masker) => masker.mask(&self.line),
             None => std::mem::take(&mut self.line),
         };
@@ -126,14 +161,21 @@ impl Drop for MaskedStderr {
 mod tests {
     use super::*;
 
+    /// Registered values are masked until their owner is unmasked, and
+    /// two daemons' masks are their own.
     #[test]
     fn masks_registered_values_until_unmasked() {
+        let masks = LogMasks::default();
+        let other = LogMasks::default();
         let value = SecretString::from("log-secret-value-42");
-        mask_in_logs("test-run", [&value]);
-        let masker = LOG_MASKER.read().unwrap().clone().unwrap();
+        masks.mask("test-run", [&value]);
+        let masker = masks.current().unwrap();
         assert_eq!(masker.mask(b"a log-secret-value-42 b"), b"a **** b");
-        unmask_in_logs("test-run");
-        let left = LOG_MASKER.read().unwrap().clone();
-        assert!(left.is_none_or(|m| m.mask(b"log-secret-value-42") == b"log-secret-value-42"));
+        assert!(other.current().is_none());
+        let later = SecretString::from("rotated-value-43");
+        masks.add("test-run", [&later]);
+        assert_eq!(masks.current().unwrap().mask(b"rotated-value-43"), b"****");
+        masks.unmask("test-run");
+        assert!(masks.current().is_none());
     }
 }

@@ -38,6 +38,7 @@ async fn router_in(dir: &tempfile::TempDir) -> Router {
         config(dir.path()),
         "http://127.0.0.1:1".into(),
         Vec::new(),
+        crate::telemetry::LogMasks::default(),
     )
     .await
     .unwrap();

@@ -176,7 +176,7 @@ fn client_command(
 
 fn serve(args: &ServeArgs, service: Vec<String>) -> ExitCode {
     let init_child = crate::supervise::init::take_marker();
-    crate::telemetry::init(args.log_format, args.verbose);
+    let log_masks = crate::telemetry::init(args.log_format, args.verbose);
     if !init_child && crate::supervise::init::wanted(args.subreaper) {
         return crate::supervise::init::main();
     }
@@ -191,5 +191,5 @@ fn serve(args: &ServeArgs, service: Vec<String>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::daemon::main(config, service)
+    crate::daemon::main(config, service, log_masks)
 }

@@ -18,14 +18,15 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-pub use serve::{run, Listener};
+pub use serve::{run, run_logged, Listener};
 pub use signals::{SignalSender, Signals};
 
 use crate::config::{Config, Listen};
+use crate::telemetry::LogMasks;
 
 /// Runs the daemon until SIGTERM/SIGINT; returns the process exit code.
 /// The only caller of [`harden`], [`bind`] and [`Signals::install`].
-pub fn main(config: Config, service: Vec<String>) -> ExitCode {
+pub fn main(config: Config, service: Vec<String>, log_masks: LogMasks) -> ExitCode {
     harden();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -41,7 +42,7 @@ pub fn main(config: Config, service: Vec<String>) -> ExitCode {
     let res = runtime.block_on(async move {
         let listener = bind(&config.listen).await?;
         let signals = Signals::install()?;
-        run(config, listener, signals, service).await
+        run_logged(config, listener, signals, service, log_masks).await
     });
     match res {
         Ok(code) => code,

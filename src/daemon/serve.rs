@@ -21,6 +21,7 @@ use super::signals::{Received, Signals};
 use super::{notify, subsystems};
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::telemetry::LogMasks;
 
 /// Headers larger than this are answered 431.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
@@ -58,8 +59,20 @@ pub async fn run(
     signals: Signals,
     service: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
+    run_logged(config, listener, signals, service, LogMasks::default()).await
+}
+
+/// [`run`], with the masks of the log subscriber `main` installed: the
+/// daemon's credentials and every live run's secrets go into them.
+pub async fn run_logged(
+    config: Config,
+    listener: Listener,
+    signals: Signals,
+    service: Vec<String>,
+    log_masks: LogMasks,
+) -> anyhow::Result<ExitCode> {
     let url = listener.url()?;
-    let state = subsystems::start(config, url.clone(), service).await?;
+    let state = subsystems::start(config, url.clone(), service, log_masks).await?;
     let app = api::router(state.clone());
     tracing::info!(addr = %url, version = env!("CARGO_PKG_VERSION"), "listening");
     notify::ready(&url);

@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::runs::Registry;
 use crate::state_dir::StateDir;
 use crate::supervise::{AgentProbe, Service};
+use crate::telemetry::LogMasks;
 use crate::upload::Uploader;
 
 /// Prepares the state dirs, restores runs and the outbox, and starts the
@@ -22,6 +23,7 @@ pub(crate) async fn start(
     config: Config,
     url: String,
     service: Vec<String>,
+    log_masks: LogMasks,
 ) -> anyhow::Result<AppState> {
     let state_dir = StateDir::new(&config.state_dir);
     prepare_dirs(&config, &state_dir)?;
@@ -43,6 +45,7 @@ pub(crate) async fn start(
         metrics.clone(),
         http.clone(),
         Arc::new(move |run_id: &str| probe.is_uploading(run_id)),
+        log_masks,
     );
     runs.restore()
         .await

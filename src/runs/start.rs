@@ -79,7 +79,9 @@ impl Starter {
                 .collect(),
             durable: new.record_sync == durable::Sync::Flush || new.callback.is_some(),
         };
-        crate::telemetry::mask_in_logs(&run.run_id, resolved.iter().map(|(_, v)| v));
+        context
+            .log_masks
+            .mask(&run.run_id, resolved.iter().map(|(_, v)| v));
         context.metrics.run_started();
         let shim = spawn::spawn_shim(&self.config.shim_exe, &run_dir, &spec).await;
         drop(spec);

@@ -1275,6 +1275,14 @@ def resolve():
 status, body = resolve()
 print("genuine", status, body.get("values", {}).get("AGENT"))
 os.kill(genuine, signal.SIGKILL)
+# The killed server's socket closes when it is gone: wait for that, so
+# the port that answers next is the impostor's.
+for _ in range(200):
+    try:
+        socket.create_connection(("127.0.0.1", port)).close()
+        time.sleep(0.05)
+    except OSError:
+        break
 impostor = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
     "/usr/bin/python3", "-c", server, str(port), log])
 for _ in range(200):

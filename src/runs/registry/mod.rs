@@ -30,6 +30,7 @@ use crate::metrics::Metrics;
 use crate::secrets::mask::Masker;
 use crate::secrets::{Resolver, SecretMap};
 use crate::state_dir::{RunDir, StateDir};
+use crate::telemetry::LogMasks;
 
 /// How often records whose write failed are written again.
 const UNSAVED_RETRY: Duration = Duration::from_secs(1);
@@ -76,15 +77,17 @@ impl Registry {
         metrics: Metrics,
         http: reqwest::Client,
         uploading: UploadProbe,
+        log_masks: LogMasks,
     ) -> Registry {
         let resolver = Resolver::new(config.clone(), http);
         let credentials = daemon_credentials(&config);
-        crate::telemetry::mask_in_logs("sandboxd", &credentials);
+        log_masks.mask("sandboxd", &credentials);
         let context = TaskContext {
             outbox,
             metrics,
             ended: Arc::new(Notify::new()),
             unsaved: Arc::default(),
+            log_masks,
             credentials: Masker::new(credentials.iter().map(|v| v.expose_secret().as_bytes())),
         };
         Registry {
@@ -389,6 +392,7 @@ impl Registry {
         if values.is_empty() {
             return true;
         }
+        self.inner.context.log_masks.add(run_id, &values);
         let (done, masked) = oneshot::channel();
         match self.send(run_id, Control::Mask { values, done }) {
             Ok(()) => {}

@@ -33,6 +33,7 @@ use crate::durable;
 use crate::metrics::Metrics;
 use crate::secrets::mask::Masker;
 use crate::state_dir::RunDir;
+use crate::telemetry::LogMasks;
 use secrecy::{ExposeSecret, SecretString};
 
 /// Bytes of each output stream kept for the completion payload.
@@ -55,6 +56,8 @@ pub(super) struct TaskContext {
     pub(super) unsaved: Arc<durable::Unsaved<String>>,
     /// Masks the daemon's own credentials: for runs whose secrets are gone.
     pub(super) credentials: Masker,
+    /// What the daemon's log lines are masked with.
+    pub(super) log_masks: LogMasks,
 }
 
 /// The owner of one live run.
@@ -381,7 +384,7 @@ impl RunTask {
         });
         // Its secrets are no longer needed: dropping them zeroizes them.
         self.cell.forget_secrets();
-        crate::telemetry::unmask_in_logs(&self.run_id);
+        self.context.log_masks.unmask(&self.run_id);
         self.context.ended.notify_waiters();
     }
 
