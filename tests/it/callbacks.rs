@@ -408,9 +408,12 @@ async fn a_hanging_service_is_timed_out_and_retried() {
     let run = wait_callback(&daemon, "r-hang", "delivered").await;
     assert_eq!(run["callback"]["attempts"], 2, "{run}");
     assert_eq!(sink.completions("svc-hang").len(), 2);
+    // On a loaded machine the 0.5 s can also run out while connecting.
+    let logs = daemon.logs();
     assert!(
-        daemon.logs().contains("no answer in time"),
-        "the timeout is logged"
+        logs.contains("callback attempt failed; will retry")
+            && (logs.contains("no answer in time") || logs.contains("cannot connect")),
+        "the timeout is logged: {logs}"
     );
 }
 
