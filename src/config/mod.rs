@@ -337,9 +337,8 @@ fn default_state_dir() -> PathBuf {
 }
 
 fn default_work_root(state_dir: &Path) -> PathBuf {
-    let workspace = Path::new("/workspace");
-    if workspace.is_dir() {
-        return workspace.join("runs");
+    if Path::new("/workspace").is_dir() {
+        return PathBuf::from("/workspace/runs");
     }
     state_dir.join("work")
 }

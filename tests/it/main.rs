@@ -8,6 +8,7 @@
 mod support;
 
 mod api_errors;
+mod architecture;
 mod callbacks;
 mod cli;
 mod containment;

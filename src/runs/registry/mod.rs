@@ -14,6 +14,9 @@ use nix::sys::signal::Signal;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
+mod listing;
+mod removal;
+pub use listing::{ListCursor, ListFilter};
 mod shutdown;
 mod tokens;
 
@@ -107,39 +110,6 @@ impl Registry {
     /// The daemon's configuration.
     pub(super) fn config(&self) -> &Config {
         &self.inner.config
-    }
-
-    /// Every ended run and when it ended.
-    pub(super) fn ended_runs(&self) -> Vec<(String, chrono::DateTime<Utc>)> {
-        let runs = self.lock_runs();
-        runs.iter()
-            .filter_map(|(run_id, slot)| {
-                let finished_at = slot.cell.read(|run| run.end().map(|e| e.finished_at))?;
-                Some((run_id.clone(), finished_at))
-            })
-            .collect()
-    }
-
-    /// Takes an ended run out of the registry unless something protects
-    /// it: someone following or waiting on it, or its pending callback.
-    pub(super) fn take_prunable(&self, run_id: &str) -> Option<Arc<RunCell>> {
-        let mut runs = self.lock_runs();
-        let slot = runs.get(run_id)?;
-        let (ended, has_callback, digest) = slot.cell.read(|run| {
-            (
-                run.end().is_some(),
-                run.callback.is_some(),
-                run.token_digest,
-            )
-        });
-        let pending = has_callback && self.inner.context.outbox.status(run_id).state == "pending";
-        if !ended || pending || slot.cell.watchers() > 0 {
-            return None;
-        }
-        let slot = runs.remove(run_id)?;
-        self.inner.tokens.remove(digest);
-        self.inner.context.unsaved.forget(&run_id.to_owned());
-        Some(slot.cell)
     }
 
     /// The secret resolver.
@@ -296,40 +266,6 @@ impl Registry {
         Ok(snapshot_of(&*self.cell(run_id)?))
     }
 
-    /// One page of runs, newest first: those matching `filter` that come
-    /// after `after` (a run's creation time and id, the last of the page
-    /// before), at most `limit`. The second value is where the next page
-    /// starts, when there is one.
-    pub fn list(
-        &self,
-        filter: &ListFilter,
-        after: Option<&ListCursor>,
-        limit: usize,
-    ) -> (Vec<RunSnapshot>, Option<ListCursor>) {
-        let mut keys: Vec<(ListCursor, Arc<RunCell>)> = self
-            .lock_runs()
-            .values()
-            .filter_map(|slot| {
-                let (created_at, run_id, state) = slot
-                    .cell
-                    .read(|run| (run.created_at, run.run_id.clone(), run.state()));
-                let matches = filter.state.is_none_or(|wanted| wanted == state)
-                    && filter.created_since.is_none_or(|since| created_at >= since);
-                let cursor = ListCursor { created_at, run_id };
-                matches.then(|| (cursor, slot.cell.clone()))
-            })
-            .filter(|(cursor, _)| after.is_none_or(|after| cursor < after))
-            .collect();
-        keys.sort_by(|a, b| b.0.cmp(&a.0));
-        let next = (keys.len() > limit).then(|| keys[limit - 1].0.clone());
-        let page = keys
-            .into_iter()
-            .take(limit)
-            .map(|(_, cell)| snapshot_of(&cell))
-            .collect();
-        (page, next.filter(|_| limit > 0))
-    }
-
     /// Runs per state.
     pub fn counts(&self) -> Vec<(RunState, u64)> {
         let mut counts: HashMap<RunState, u64> = HashMap::new();
@@ -426,37 +362,6 @@ impl Registry {
             .map_err(|_| RunError::Ended(run_id.to_owned()))
     }
 
-    /// Removes an ended run's record, logs and default work dir.
-    pub fn delete(&self, run_id: &str) -> Result<(), RunError> {
-        let slot = {
-            let mut runs = self.lock_runs();
-            let slot = runs
-                .get(run_id)
-                .ok_or_else(|| RunError::NotFound(run_id.to_owned()))?;
-            if !slot.cell.read(|run| run.state().is_terminal()) {
-                return Err(RunError::StillRunning(run_id.to_owned()));
-            }
-            runs.remove(run_id).expect("checked above")
-        };
-        let default_cwd = slot.cell.read(|run| {
-            self.inner.tokens.remove(run.token_digest);
-            run.default_cwd
-        });
-        self.inner.context.unsaved.forget(&run_id.to_owned());
-        self.inner.context.outbox.forget(run_id);
-        let run_dir = self.run_dir(run_id);
-        let run_dir = run_dir.path();
-        remove_dir(run_dir).map_err(|e| RunError::io(run_id, "removing", run_dir, e))?;
-        if default_cwd {
-            let work = self.work_dir(run_id);
-            remove_dir(&work).map_err(|e| RunError::io(run_id, "removing", &work, e))?;
-        }
-        let state_dir = &self.inner.config.state_dir;
-        crate::upload::forget_bundle(state_dir, run_id)
-            .map_err(|e| RunError::io(run_id, "removing the bundle record of", state_dir, e))?;
-        Ok(())
-    }
-
     /// The run a token belongs to, and whether that run is still going.
     pub fn token_owner(&self, token: &str) -> Option<(String, bool)> {
         let run_id = self.inner.tokens.owner(token)?;
@@ -489,42 +394,6 @@ impl Registry {
     }
 }
 
-/// Which runs a listing shows.
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    /// Only runs in this state.
-    pub state: Option<RunState>,
-    /// Only runs created at or after this time.
-    pub created_since: Option<chrono::DateTime<Utc>>,
-}
-
-/// A place in the newest-first order of runs: a run's creation time and
-/// id. Its text form (`<nanoseconds since the epoch>-<run id>`) is the
-/// `next` of a page.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ListCursor {
-    created_at: chrono::DateTime<Utc>,
-    run_id: String,
-}
-
-impl ListCursor {
-    /// The text form.
-    pub fn encode(&self) -> String {
-        let nanos = self.created_at.timestamp_nanos_opt().unwrap_or(i64::MAX);
-        format!("{nanos}-{}", self.run_id)
-    }
-
-    /// Reads the text form; `None` when it is not one.
-    pub fn decode(text: &str) -> Option<ListCursor> {
-        let (nanos, run_id) = text.split_once('-')?;
-        let nanos: i64 = nanos.parse().ok()?;
-        Some(ListCursor {
-            created_at: chrono::DateTime::from_timestamp_nanos(nanos),
-            run_id: run_id.to_owned(),
-        })
-    }
-}
-
 /// What [`Registry::reserve`] found.
 enum Reserved {
     /// The identical request was made before.
@@ -541,11 +410,4 @@ fn snapshot_of(cell: &RunCell) -> RunSnapshot {
         progress.stderr_bytes = end.stderr_bytes;
     }
     RunSnapshot { run, progress }
-}
-
-fn remove_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(dir) {
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
 }
