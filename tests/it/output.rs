@@ -216,7 +216,7 @@ async fn full_state_dir_during_capture_marks_truncation() {
     );
     let (_, stdout) = daemon.text("/v1/runs/full/logs?stream=stdout").await;
     assert!(stdout.starts_with("START\n"));
-    assert!(stdout.contains(&"bytes of stdout dropped (not written: No space left"));
+    assert!(stdout.contains("bytes of stdout dropped (not written: No space left"));
     // The daemon serves on; its record on disk says the same.
     let again = daemon.exec(json!({"command": ["echo", "fine"]})).await;
     assert_eq!(again["stdout"], "fine\n");
