@@ -63,6 +63,8 @@ pub struct Completion {
     pub stdout_tail: String,
     /// Last bytes of stderr, masked.
     pub stderr_tail: String,
+    /// What of the output was dropped, in words; `None` when nothing was.
+    pub truncated: Option<String>,
     /// Values the run reported.
     pub report: RunReport,
 }

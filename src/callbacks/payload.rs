@@ -61,11 +61,16 @@ pub fn build(completion: &Completion) -> Payload {
     }
 }
 
-/// The service's own failure text: the reason, then the last 1000
-/// characters of stderr and the last 500 of stdout (both already masked).
+/// The service's own failure text: the reason, a line saying the output
+/// was truncated when it was, then the last 1000 characters of stderr and
+/// the last 500 of stdout (both already masked).
 pub fn error_text(completion: &Completion) -> String {
+    let truncated = match &completion.truncated {
+        Some(truncated) => format!("\noutput truncated: {truncated}"),
+        None => String::new(),
+    };
     format!(
-        "{}\nstderr: {}\nstdout: {}",
+        "{}{truncated}\nstderr: {}\nstdout: {}",
         reason(completion),
         last_chars(&completion.stderr_tail, STDERR_CHARS),
         last_chars(&completion.stdout_tail, STDOUT_CHARS),

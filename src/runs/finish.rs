@@ -35,6 +35,9 @@ pub(super) fn classify(ending: Ending, report: Result<&ExitReport, &str>) -> Run
                 error: Some(reason.to_owned()),
                 stdout_bytes: 0,
                 stderr_bytes: 0,
+                stdout_truncated_bytes: 0,
+                stderr_truncated_bytes: 0,
+                truncation: None,
             }
         }
     };
@@ -52,6 +55,9 @@ pub(super) fn classify(ending: Ending, report: Result<&ExitReport, &str>) -> Run
         error,
         stdout_bytes: report.stdout_bytes,
         stderr_bytes: report.stderr_bytes,
+        stdout_truncated_bytes: report.stdout_dropped,
+        stderr_truncated_bytes: report.stderr_dropped,
+        truncation: report.truncation.clone(),
     }
 }
 

@@ -100,6 +100,15 @@ pub struct RunRecord {
     pub stdout_bytes: u64,
     /// Final byte counts of the stored output.
     pub stderr_bytes: u64,
+    /// Bytes of stdout not stored (the output cap, a failed write).
+    #[serde(default)]
+    pub stdout_truncated_bytes: u64,
+    /// Bytes of stderr not stored.
+    #[serde(default)]
+    pub stderr_truncated_bytes: u64,
+    /// Why output was not stored, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncation: Option<String>,
 }
 
 /// One shim process, named for good by pid and start time.

@@ -83,6 +83,13 @@ pub struct RunEnd {
     pub stdout_bytes: u64,
     /// Final size of the stored stderr.
     pub stderr_bytes: u64,
+    /// Bytes of stdout not stored (past `--max-output-bytes`, or lost to
+    /// a failed write).
+    pub stdout_truncated_bytes: u64,
+    /// Bytes of stderr not stored.
+    pub stderr_truncated_bytes: u64,
+    /// Why output was not stored, in words; `None` when all of it was.
+    pub truncation: Option<String>,
 }
 
 /// One run.
@@ -179,6 +186,9 @@ impl Run {
             stop_reason: self.stop_reason,
             stdout_bytes: end.map_or(0, |e| e.stdout_bytes),
             stderr_bytes: end.map_or(0, |e| e.stderr_bytes),
+            stdout_truncated_bytes: end.map_or(0, |e| e.stdout_truncated_bytes),
+            stderr_truncated_bytes: end.map_or(0, |e| e.stderr_truncated_bytes),
+            truncation: end.and_then(|e| e.truncation.clone()),
         }
     }
 
@@ -200,6 +210,9 @@ impl Run {
                 error: record.error,
                 stdout_bytes: record.stdout_bytes,
                 stderr_bytes: record.stderr_bytes,
+                stdout_truncated_bytes: record.stdout_truncated_bytes,
+                stderr_truncated_bytes: record.stderr_truncated_bytes,
+                truncation: record.truncation,
             }),
         };
         Run {
@@ -287,6 +300,9 @@ mod tests {
             error: Some("timed out after 1.5s".into()),
             stdout_bytes: 3,
             stderr_bytes: 4,
+            stdout_truncated_bytes: 5,
+            stderr_truncated_bytes: 0,
+            truncation: Some("stdout: over the output cap of 8 bytes".into()),
         };
         for status in [
             RunStatus::Starting,

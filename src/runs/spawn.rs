@@ -10,7 +10,6 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use super::record::ShimIdentity;
 use super::shim::protocol::ShimSpec;
-use crate::state_dir::RunDir;
 
 /// A started shim.
 pub(super) struct ShimProcess {
@@ -23,27 +22,15 @@ pub(super) struct ShimProcess {
 
 /// Starts the shim and hands it the spec. The error is a sentence for the
 /// run's `error` field.
-pub(super) async fn spawn_shim(
-    exe: &Path,
-    run_dir: &RunDir,
-    spec: &ShimSpec,
-) -> Result<ShimProcess, String> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(run_dir.shim_log())
-        .map_err(|e| {
-            format!(
-                "cannot open the shim log in {}: {e}",
-                run_dir.path().display()
-            )
-        })?;
+pub(super) async fn spawn_shim(exe: &Path, spec: &ShimSpec) -> Result<ShimProcess, String> {
     let mut child = Command::new(exe)
         .arg("shim")
         .env_clear()
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(log)
+        // The shim writes its own diagnostics to shim.log, created only
+        // when it has something to say.
+        .stderr(Stdio::null())
         .process_group(0)
         .kill_on_drop(false)
         .spawn()

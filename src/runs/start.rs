@@ -78,12 +78,13 @@ impl Starter {
                 .map(|v| v.expose_secret().to_owned())
                 .collect(),
             durable: new.record_sync == durable::Sync::Flush || new.callback.is_some(),
+            max_output_bytes: self.config.max_output_bytes,
         };
         context
             .log_masks
             .mask(&run.run_id, resolved.iter().map(|(_, v)| v));
         context.metrics.run_started();
-        let shim = spawn::spawn_shim(&self.config.shim_exe, &run_dir, &spec).await;
+        let shim = spawn::spawn_shim(&self.config.shim_exe, &spec).await;
         drop(spec);
         drop(resolved);
         let task = RunTask::new(cell, control, context, masker, new.record_sync);

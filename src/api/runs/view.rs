@@ -92,6 +92,15 @@ pub struct RunView {
     pub stdout_bytes: u64,
     /// Bytes of stored (masked) stderr.
     pub stderr_bytes: u64,
+    /// Bytes of stdout the run printed that were not stored: past
+    /// `--max-output-bytes` (the head and the most recent tail are kept,
+    /// with a marker line between them), or lost to a failed write (a full
+    /// disk). 0 when nothing was dropped, and while the run runs.
+    pub stdout_truncated_bytes: u64,
+    /// Bytes of stderr not stored, as `stdout_truncated_bytes`.
+    pub stderr_truncated_bytes: u64,
+    /// Why output was dropped, in words; null when none was.
+    pub truncation: Option<String>,
     /// Whether a bundle was extracted into the run's work dir.
     pub bundle: bool,
     /// What the run reported about itself.
@@ -220,6 +229,9 @@ pub(super) fn view(state: &AppState, snapshot: RunSnapshot) -> RunView {
         timeout_s: run.timeout.as_secs_f64(),
         stdout_bytes: progress.stdout_bytes,
         stderr_bytes: progress.stderr_bytes,
+        stdout_truncated_bytes: end.as_ref().map_or(0, |e| e.stdout_truncated_bytes),
+        stderr_truncated_bytes: end.as_ref().map_or(0, |e| e.stderr_truncated_bytes),
+        truncation: end.as_ref().and_then(|e| e.truncation.clone()),
         bundle,
         report: ReportView {
             conversation_id: run.report.conversation_id,

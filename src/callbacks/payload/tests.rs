@@ -25,6 +25,7 @@ fn completion(outcome: Outcome) -> Completion {
         error: None,
         stdout_tail: String::new(),
         stderr_tail: String::new(),
+        truncated: None,
         report: RunReport::default(),
     }
 }
@@ -200,6 +201,24 @@ fn tails_are_cut_by_characters() {
     c.stderr_tail = "short".into();
     c.stdout_tail = String::new();
     assert_eq!(error_text(&c), "exit_code=2\nstderr: short\nstdout: ");
+}
+
+/// Truncated output is said on its own line after the reason; the body
+/// stays valid; a succeeded run's payload carries no error for it.
+#[test]
+fn truncation_is_said_in_the_error() {
+    let mut c = completion(Outcome::Failed);
+    c.exit_code = Some(3);
+    c.truncated = Some("5 bytes of stdout and 0 bytes of stderr dropped (cap)".into());
+    c.stdout_tail = "end".into();
+    let text = error_text(&c);
+    assert_eq!(
+        text,
+        "exit_code=3\noutput truncated: 5 bytes of stdout and 0 bytes of stderr dropped (cap)\nstderr: \nstdout: end"
+    );
+    rules::validate(&body(&c)).unwrap();
+    c.outcome = Outcome::Succeeded;
+    assert_eq!(body(&c), json!({"status": "COMPLETED", "run_id": "svc-1"}));
 }
 
 /// `last_chars` is Python's `text[-n:]`.

@@ -11,6 +11,9 @@ fn report(phase: Phase) -> ExitReport {
         cancelled: false,
         stdout_bytes: 5,
         stderr_bytes: 6,
+        stdout_dropped: 0,
+        stderr_dropped: 0,
+        truncation: None,
         started_at: None,
         finished_at: Utc::now(),
     }

@@ -5,7 +5,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,7 +16,6 @@ use super::protocol::{ShimControl, ShimEvent};
 use super::{lock, Shared};
 use crate::secrets::mask::{LiveMasker, StreamMasker};
 use crate::state_dir::RunDir;
-use std::path::PathBuf;
 use zeroize::Zeroize;
 
 /// Bytes read from a pipe at once.
@@ -45,18 +45,158 @@ impl Stream {
             Stream::Stderr => 2,
         }
     }
+
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// Most bytes of a capped stream's most recent tail kept in memory.
+const MAX_TAIL: u64 = 1 << 20;
+
+/// One output stream's file and its cap.
+struct StreamOut {
+    /// The log, opened when the stream first has output.
+    file: Option<File>,
+    path: PathBuf,
+    /// Bytes stored in the log.
+    stored: u64,
+    /// Bytes of the head still to be written as they come; `None` when
+    /// the stream has no cap.
+    head_room: Option<u64>,
+    /// The most recent bytes past the head (a capped stream only).
+    tail: TailRing,
+    /// Bytes lost to a failed write (a full disk) or dropped past the cap.
+    lost: u64,
+    /// Why bytes were lost to a write, when one failed.
+    write_error: Option<String>,
+}
+
+impl StreamOut {
+    fn new(path: PathBuf, cap: u64) -> StreamOut {
+        let (head_room, tail) = match cap {
+            0 => (None, 0),
+            cap => {
+                let tail = (cap / 4).min(MAX_TAIL);
+                (Some(cap - tail), tail)
+            }
+        };
+        StreamOut {
+            file: None,
+            path,
+            stored: 0,
+            head_room,
+            tail: TailRing::new(tail as usize),
+            lost: 0,
+            write_error: None,
+        }
+    }
+
+    /// Writes what fits of `bytes` to the log (opening it when first
+    /// needed); returns how many were stored and notes the rest as lost.
+    fn write(&mut self, bytes: &[u8]) -> usize {
+        if self.file.is_none() {
+            match open_append(&self.path) {
+                Ok(file) => self.file = Some(file),
+                Err(err) => {
+                    self.lose(bytes.len(), &err);
+                    return 0;
+                }
+            }
+        }
+        let file = self.file.as_mut().expect("just opened");
+        let (stored, error) = write_what_fits(file, bytes);
+        self.stored += stored as u64;
+        if let Some(err) = error {
+            self.lose(bytes.len() - stored, &err);
+        }
+        stored
+    }
+
+    fn lose(&mut self, bytes: usize, err: &io::Error) {
+        self.lost += bytes as u64;
+        self.write_error.get_or_insert_with(|| err.to_string());
+    }
+}
+
+/// The last `capacity` bytes pushed through it.
+struct TailRing {
+    buf: Vec<u8>,
+    capacity: usize,
+    /// Where the next byte goes once the buffer is full.
+    next: usize,
+    /// Bytes pushed in all.
+    pushed: u64,
+}
+
+impl TailRing {
+    fn new(capacity: usize) -> TailRing {
+        TailRing {
+            buf: Vec::new(),
+            capacity,
+            next: 0,
+            pushed: 0,
+        }
+    }
+
+    fn push(&mut self, mut bytes: &[u8]) {
+        self.pushed += bytes.len() as u64;
+        if self.capacity == 0 {
+            return;
+        }
+        if bytes.len() >= self.capacity {
+            bytes = &bytes[bytes.len() - self.capacity..];
+            self.buf.clear();
+            self.buf.extend_from_slice(bytes);
+            self.next = 0;
+            return;
+        }
+        let fill = (self.capacity - self.buf.len()).min(bytes.len());
+        self.buf.extend_from_slice(&bytes[..fill]);
+        bytes = &bytes[fill..];
+        while !bytes.is_empty() {
+            let n = (self.capacity - self.next).min(bytes.len());
+            self.buf[self.next..self.next + n].copy_from_slice(&bytes[..n]);
+            self.next = (self.next + n) % self.capacity;
+            bytes = &bytes[n..];
+        }
+    }
+
+    /// The kept bytes, oldest first, in one or two slices.
+    fn contents(&self) -> [&[u8]; 2] {
+        [&self.buf[self.next..], &self.buf[..self.next]]
+    }
+
+    /// Bytes pushed but no longer kept.
+    fn dropped(&self) -> u64 {
+        self.pushed - self.buf.len() as u64
+    }
+}
+
+/// How much of a stream was not stored, and why.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(super) struct Truncation {
+    /// Bytes of stdout not stored.
+    pub(super) stdout_dropped: u64,
+    /// Bytes of stderr not stored.
+    pub(super) stderr_dropped: u64,
+    /// Why, in words (the cap, a failed write), when bytes were dropped.
+    pub(super) reason: Option<String>,
 }
 
 /// The run's output files and the event pipe, behind one lock so the
-/// counters, the index and the progress events agree.
+/// counters, the index and the progress events agree. Files are created
+/// when first needed: a run without output has none.
 pub(super) struct OutputFiles {
-    stdout: File,
-    stderr: File,
-    index: File,
-    /// Bytes stored in stdout.log.
-    pub(super) stdout_bytes: u64,
-    /// Bytes stored in stderr.log.
-    pub(super) stderr_bytes: u64,
+    stdout: StreamOut,
+    stderr: StreamOut,
+    index: Option<File>,
+    index_path: PathBuf,
+    /// Bytes per stream past which output is dropped (0: no cap).
+    cap: u64,
     /// Events for the daemon.
     pub(super) events: EventPipe,
     /// Bytes were stored since the last progress event.
@@ -66,48 +206,135 @@ pub(super) struct OutputFiles {
 }
 
 impl OutputFiles {
-    /// Opens (appending) the output files in `run_dir`.
-    pub(super) fn open(run_dir: &Path, events: EventPipe) -> io::Result<OutputFiles> {
+    /// The output files of `run_dir` (none is created yet); `cap` bytes
+    /// per stream, 0 for no cap.
+    pub(super) fn new(run_dir: &Path, cap: u64, events: EventPipe) -> OutputFiles {
         let run_dir = RunDir::new(run_dir);
-        let open = |path: PathBuf| OpenOptions::new().create(true).append(true).open(path);
-        Ok(OutputFiles {
-            stdout: open(run_dir.stdout_log())?,
-            stderr: open(run_dir.stderr_log())?,
-            index: open(run_dir.output_index())?,
-            stdout_bytes: 0,
-            stderr_bytes: 0,
+        OutputFiles {
+            stdout: StreamOut::new(run_dir.stdout_log(), cap),
+            stderr: StreamOut::new(run_dir.stderr_log(), cap),
+            index: None,
+            index_path: run_dir.output_index(),
+            cap,
             events,
             unreported: false,
             last_progress: Instant::now(),
-        })
+        }
+    }
+
+    /// Bytes stored in stdout.log.
+    pub(super) fn stdout_bytes(&self) -> u64 {
+        self.stdout.stored
+    }
+
+    /// Bytes stored in stderr.log.
+    pub(super) fn stderr_bytes(&self) -> u64 {
+        self.stderr.stored
     }
 
     /// Flushes the logs and the index to disk, as far as the disk lets.
     pub(super) fn sync(&self) {
-        for file in [&self.stdout, &self.stderr, &self.index] {
+        let files = [&self.stdout.file, &self.stderr.file, &self.index];
+        for file in files.into_iter().flatten() {
             let _ = file.sync_data();
         }
     }
 
+    fn stream(&mut self, stream: Stream) -> &mut StreamOut {
+        match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        }
+    }
+
+    /// Stores a chunk: all of it without a cap; with one, what fits in
+    /// the head goes to the log now, the rest into the tail ring.
     fn store_bytes(&mut self, stream: Stream, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
-        let (file, counter) = match stream {
-            Stream::Stdout => (&mut self.stdout, &mut self.stdout_bytes),
-            Stream::Stderr => (&mut self.stderr, &mut self.stderr_bytes),
+        let out = self.stream(stream);
+        let head = match out.head_room {
+            None => bytes,
+            Some(room) => {
+                let head = &bytes[..bytes.len().min(room as usize)];
+                out.head_room = Some(room - head.len() as u64);
+                out.tail.push(&bytes[head.len()..]);
+                head
+            }
         };
-        // On a full disk (or a file-size limit) the bytes that did not fit
-        // are lost, but the run goes on, and the counters and the index
-        // stay true to what is stored, also when a write stopped partway.
-        let stored = write_what_fits(file, bytes);
+        self.append(stream, head);
+    }
+
+    /// Appends to a stream's log and notes the stored bytes in the index.
+    /// On a full disk (or a file-size limit) the bytes that did not fit
+    /// are lost, but the run goes on, and the counters and the index stay
+    /// true to what is stored, also when a write stopped partway.
+    fn append(&mut self, stream: Stream, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let stored = self.stream(stream).write(bytes);
         if stored == 0 {
             return;
         }
-        *counter += stored as u64;
-        let _ = self.index.write_all(&index_record(stream, stored));
+        if self.index.is_none() {
+            self.index = open_append(&self.index_path).ok();
+        }
+        if let Some(index) = &mut self.index {
+            let _ = index.write_all(&index_record(stream, stored));
+        }
         self.unreported = true;
     }
+
+    /// Ends the capture: for a stream past its cap, a marker line saying
+    /// how much was dropped, then the kept tail. Returns what was lost.
+    pub(super) fn finish(&mut self) -> Truncation {
+        let cap = self.cap;
+        let mut reasons = Vec::new();
+        let mut dropped = [0u64; 2];
+        for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+            let out = self.stream(stream);
+            let over_cap = out.tail.dropped();
+            let tail = out.tail.contents().concat();
+            out.tail = TailRing::new(0);
+            let mut why = Vec::new();
+            if over_cap > 0 {
+                why.push(format!("over the output cap of {cap} bytes"));
+            }
+            if let Some(err) = &out.write_error {
+                why.push(format!("not written: {err}"));
+            }
+            if !why.is_empty() {
+                let why = why.join("; ");
+                let marker = format!(
+                    "\n[sandboxd: {} bytes of {} dropped ({why})]\n",
+                    over_cap + out.lost,
+                    stream.name()
+                );
+                // The marker is not output: bytes of it lost are not counted.
+                let lost = self.stream(stream).lost;
+                self.append(stream, marker.as_bytes());
+                self.stream(stream).lost = lost;
+                reasons.push(format!("{}: {why}", stream.name()));
+            }
+            self.append(stream, &tail);
+            dropped[i] = over_cap + self.stream(stream).lost;
+        }
+        Truncation {
+            stdout_dropped: dropped[0],
+            stderr_dropped: dropped[1],
+            reason: (!reasons.is_empty()).then(|| reasons.join("; ")),
+        }
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Starts the thread that reads `pipe` until its end.
@@ -166,8 +393,8 @@ fn store(shared: &Shared, stream: Stream, bytes: &[u8], more_waiting: bool) {
     let due = !more_waiting || files.last_progress.elapsed() >= PROGRESS_INTERVAL;
     if files.unreported && due {
         let event = ShimEvent::Output {
-            stdout_bytes: files.stdout_bytes,
-            stderr_bytes: files.stderr_bytes,
+            stdout_bytes: files.stdout.stored,
+            stderr_bytes: files.stderr.stored,
         };
         // An event a stalled daemon cannot take now goes with the next one.
         if files.events.try_send(&event) {
@@ -187,18 +414,18 @@ fn index_record(stream: Stream, stored: usize) -> [u8; 5] {
 }
 
 /// Writes `bytes` until done or a write fails; returns how many were
-/// written.
-fn write_what_fits(file: &mut File, bytes: &[u8]) -> usize {
+/// written and, when not all, why.
+fn write_what_fits(file: &mut File, bytes: &[u8]) -> (usize, Option<io::Error>) {
     let mut written = 0;
     while written < bytes.len() {
         match file.write(&bytes[written..]) {
-            Ok(0) => break,
+            Ok(0) => return (written, Some(io::ErrorKind::WriteZero.into())),
             Ok(n) => written += n,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
+            Err(err) => return (written, Some(err)),
         }
     }
-    written
+    (written, None)
 }
 
 /// Applies the daemon's [`ShimControl`] lines from stdin until it closes:
@@ -216,7 +443,7 @@ pub(super) fn spawn_control_thread(shared: Arc<Shared>, masker: LiveMasker) {
                 Ok(_) => {}
             }
             let Ok(control) = serde_json::from_str::<ShimControl>(&line) else {
-                let _ = writeln!(io::stderr(), "sandboxd shim: unreadable control line");
+                super::diagnose("unreadable control line");
                 continue;
             };
             let ShimControl::Mask { seq, values } = &control;
@@ -245,5 +472,97 @@ mod tests {
         for (stream, stored, want) in cases {
             assert_eq!(index_record(stream, stored), want, "{stored}");
         }
+    }
+
+    /// The ring keeps exactly the last `capacity` bytes pushed, whatever
+    /// the sizes of the pushes.
+    #[test]
+    fn tail_ring_keeps_the_last_bytes() {
+        let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+        for capacity in [0, 1, 7, 64, 999, 1000, 1001] {
+            for step in [1, 3, 64, 500, 1000] {
+                let mut ring = TailRing::new(capacity);
+                for chunk in data.chunks(step) {
+                    ring.push(chunk);
+                }
+                let kept = ring.contents().concat();
+                let want = &data[data.len().saturating_sub(capacity)..];
+                assert_eq!(kept, want, "capacity {capacity}, step {step}");
+                assert_eq!(ring.dropped(), (data.len() - want.len()) as u64);
+            }
+        }
+    }
+
+    fn files(dir: &Path, cap: u64) -> OutputFiles {
+        OutputFiles::new(dir, cap, EventPipe::closed())
+    }
+
+    /// Past the cap, the log holds the head, a marker and the tail, the
+    /// index covers every stored byte in order, and the drop is counted.
+    #[test]
+    fn capped_stream_keeps_head_marker_and_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = files(dir.path(), 100);
+        let data: Vec<u8> = (0..1000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        for chunk in data.chunks(37) {
+            out.store_bytes(Stream::Stdout, chunk);
+        }
+        out.store_bytes(Stream::Stderr, b"err");
+        let truncation = out.finish();
+        // tail = 100/4 = 25, head = 75.
+        assert_eq!(truncation.stdout_dropped, 900);
+        assert_eq!(truncation.stderr_dropped, 0);
+        let reason = truncation.reason.unwrap();
+        assert!(
+            reason.contains("stdout: over the output cap of 100 bytes"),
+            "{reason}"
+        );
+        let log = std::fs::read(dir.path().join("stdout.log")).unwrap();
+        let marker =
+            "\n[sandboxd: 900 bytes of stdout dropped (over the output cap of 100 bytes)]\n";
+        let want = [&data[..75], marker.as_bytes(), &data[975..]].concat();
+        assert_eq!(
+            String::from_utf8_lossy(&log),
+            String::from_utf8_lossy(&want)
+        );
+        assert_eq!(out.stdout_bytes(), want.len() as u64);
+        assert_eq!(
+            std::fs::read(dir.path().join("stderr.log")).unwrap(),
+            b"err"
+        );
+        let index = std::fs::read(dir.path().join("output.idx")).unwrap();
+        let mut per_stream = [0u64; 2];
+        for record in index.chunks(5) {
+            let len = u32::from_le_bytes(record[1..5].try_into().unwrap());
+            per_stream[usize::from(record[0] - 1)] += u64::from(len);
+        }
+        assert_eq!(per_stream, [want.len() as u64, 3]);
+    }
+
+    /// Under the cap nothing changes: no marker, nothing dropped; output
+    /// that fits the head and the tail together is kept whole.
+    #[test]
+    fn under_the_cap_everything_is_kept() {
+        for (cap, len) in [(0, 5000), (100, 100), (100, 60), (1 << 20, 5000)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut out = files(dir.path(), cap);
+            let data = vec![b'x'; len];
+            for chunk in data.chunks(9) {
+                out.store_bytes(Stream::Stdout, chunk);
+            }
+            assert_eq!(out.finish(), Truncation::default(), "{cap} {len}");
+            let log = std::fs::read(dir.path().join("stdout.log")).unwrap();
+            assert_eq!(log.len(), len, "{cap} {len}");
+        }
+    }
+
+    /// A run without output creates no file.
+    #[test]
+    fn no_output_no_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = files(dir.path(), 100);
+        out.store_bytes(Stream::Stdout, b"");
+        assert_eq!(out.finish(), Truncation::default());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
 }

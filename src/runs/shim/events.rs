@@ -34,6 +34,12 @@ impl EventPipe {
         }
     }
 
+    /// A pipe that sends nothing.
+    #[cfg(test)]
+    pub(super) fn closed() -> EventPipe {
+        EventPipe { fd: None }
+    }
+
     /// Writes one line; lines are under PIPE_BUF, so a write is whole or
     /// nothing. Returns false when the pipe was full.
     pub(super) fn try_send(&mut self, event: &ShimEvent) -> bool {

@@ -64,9 +64,32 @@ pub fn main() -> ExitCode {
     match run_shim() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let _ = writeln!(io::stderr(), "sandboxd shim: {err}");
+            diagnose(&err.to_string());
             ExitCode::from(70)
         }
+    }
+}
+
+/// `shim.log` in the run dir, once the spec named it.
+static SHIM_LOG: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Says something about the shim itself: appended to the run dir's
+/// `shim.log`, created only then (a run whose shim has nothing to say has
+/// none); before the spec names the run dir, to the shim's stderr.
+fn diagnose(message: &str) {
+    let line = format!("sandboxd shim: {message}\n");
+    let written = SHIM_LOG.get().is_some_and(|path| {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut log| log.write_all(line.as_bytes()))
+            .is_ok()
+    });
+    if !written {
+        let _ = io::stderr().write_all(line.as_bytes());
     }
 }
 
@@ -102,12 +125,23 @@ fn run_shim() -> io::Result<()> {
 
     // The spec is the first line; stdin stays open for control lines.
     let spec = ShimSpec::read_from(io::stdin().lock())?;
+    let _ = SHIM_LOG.set(RunDir::new(&spec.run_dir).shim_log());
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        diagnose(&info.to_string());
+        default_hook(info);
+    }));
+    let events = EventPipe::stdout();
     let shared = Arc::new(Shared {
         current_pgid: AtomicI32::new(0),
         cancelled: AtomicBool::new(false),
         timed_out: AtomicBool::new(false),
         finished: (Mutex::new(false), Condvar::new()),
-        output: Mutex::new(OutputFiles::open(&spec.run_dir, EventPipe::stdout())?),
+        output: Mutex::new(OutputFiles::new(
+            &spec.run_dir,
+            spec.max_output_bytes,
+            events,
+        )),
     });
     let masker = LiveMasker::new(Masker::new(spec.mask.iter()));
     capture::spawn_control_thread(shared.clone(), masker.clone());
@@ -123,8 +157,12 @@ fn run_shim() -> io::Result<()> {
     let mut report = run_phases(&spec, &shared, &masker);
     deadline::finish(&shared);
     let mut output = lock(&shared.output);
-    report.stdout_bytes = output.stdout_bytes;
-    report.stderr_bytes = output.stderr_bytes;
+    let truncation = output.finish();
+    report.stdout_bytes = output.stdout_bytes();
+    report.stderr_bytes = output.stderr_bytes();
+    report.stdout_dropped = truncation.stdout_dropped;
+    report.stderr_dropped = truncation.stderr_dropped;
+    report.truncation = truncation.reason;
     report.timed_out = shared.timed_out.load(Ordering::SeqCst);
     report.cancelled = shared.cancelled.load(Ordering::SeqCst) && !report.timed_out;
     let bytes = serde_json::to_vec(&report).map_err(io::Error::other)?;
@@ -135,15 +173,21 @@ fn run_shim() -> io::Result<()> {
     // daemon flushes its outbox and record itself.
     let exit_path = RunDir::new(&spec.run_dir).exit_report();
     let written = durable::write_atomic(&exit_path, &bytes, 0o600, durable::Sync::NoFlush);
+    // Opened before the daemon hears of the end: it may remove exit.json
+    // once its final record is written.
+    let exit_file = match &written {
+        Ok(()) if spec.durable => Some(File::open(&exit_path)?),
+        _ => None,
+    };
     let report = Box::new(report);
     output.events.send_blocking(&ShimEvent::Ended { report });
     written.map_err(|err| io::Error::new(err.kind(), format!("cannot write exit.json: {err}")))?;
-    if !spec.durable {
+    let Some(exit_file) = exit_file else {
         return Ok(());
-    }
+    };
     output.sync();
     drop(output);
-    File::open(&exit_path)?.sync_all()?;
+    exit_file.sync_all()?;
     durable::sync_dir(&spec.run_dir)
 }
 

@@ -36,6 +36,10 @@ pub struct ShimSpec {
     /// fsync the logs and `exit.json` before exiting. Off for an
     /// exec-and-wait without callback, whose caller gets the answer directly.
     pub durable: bool,
+    /// Bytes stored per output stream at most (0: no cap): the head as it
+    /// comes, then a marker and the most recent tail at the end.
+    #[serde(default)]
+    pub max_output_bytes: u64,
 }
 
 // The spec carries secret values (in `env` and `mask`): wipe them when it
@@ -198,6 +202,15 @@ pub struct ExitReport {
     pub stdout_bytes: u64,
     /// Bytes in stderr.log.
     pub stderr_bytes: u64,
+    /// Bytes of stdout not stored (over the cap, or a failed write).
+    #[serde(default)]
+    pub stdout_dropped: u64,
+    /// Bytes of stderr not stored (over the cap, or a failed write).
+    #[serde(default)]
+    pub stderr_dropped: u64,
+    /// Why output was dropped, in words; `None` when none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncation: Option<String>,
     /// When the command phase started.
     pub started_at: Option<DateTime<Utc>>,
     /// When the run ended.
@@ -220,6 +233,9 @@ impl ExitReport {
             cancelled: false,
             stdout_bytes: 0,
             stderr_bytes: 0,
+            stdout_dropped: 0,
+            stderr_dropped: 0,
+            truncation: None,
             started_at: None,
             finished_at: Utc::now(),
         }

@@ -360,11 +360,12 @@ impl RunTask {
         }
         // A run with a callback made its promise durable in the outbox; the
         // record follows the run's own durability.
-        if let Err(err) = self.save(self.sync) {
-            tracing::error!(
+        match self.save(self.sync) {
+            Ok(()) => self.tidy(&run),
+            Err(err) => tracing::error!(
                 run_id = self.run_id,
                 "cannot write the run's final record: {err}"
-            );
+            ),
         }
         let end = run.end().expect("the end was just applied");
         tracing::info!(
@@ -386,6 +387,20 @@ impl RunTask {
         self.cell.forget_secrets();
         self.context.log_masks.unmask(&self.run_id);
         self.context.ended.notify_waiters();
+    }
+
+    /// Removes what the final record makes redundant: `exit.json` (once
+    /// the record is as durable as it was: flushed, or a run without
+    /// callback whose shim did not flush either) and the default work dir
+    /// when the run left it empty (no bundle, nothing written).
+    fn tidy(&self, run: &Run) {
+        if self.sync == durable::Sync::Flush || run.callback.is_none() {
+            let _ = std::fs::remove_file(self.cell.run_dir().exit_report());
+        }
+        if run.default_cwd {
+            // Fails, as it should, on a dir that is not empty.
+            let _ = std::fs::remove_dir(&run.cwd);
+        }
     }
 
     /// Classifies the report into the run's end and applies it.
@@ -424,6 +439,7 @@ impl RunTask {
             error: end.error.clone(),
             stdout_tail: logs::tail_text_now(&run_dir.stdout_log(), COMPLETION_TAIL_BYTES),
             stderr_tail: logs::tail_text_now(&run_dir.stderr_log(), COMPLETION_TAIL_BYTES),
+            truncated: truncation_text(end),
             report: run.report.clone(),
         })
     }
@@ -464,4 +480,13 @@ pub(super) fn read_exit_report(run_dir: &RunDir) -> Result<ExitReport, String> {
     let bytes = std::fs::read(&path)
         .map_err(|_| "the run's shim ended without recording how the run ended".to_owned())?;
     serde_json::from_slice(&bytes).map_err(|e| format!("the run's exit record is unreadable: {e}"))
+}
+
+/// What of a run's output was dropped, in words (for its callback).
+fn truncation_text(end: &super::run::RunEnd) -> Option<String> {
+    let reason = end.truncation.as_deref()?;
+    Some(format!(
+        "{} bytes of stdout and {} bytes of stderr dropped ({reason})",
+        end.stdout_truncated_bytes, end.stderr_truncated_bytes
+    ))
 }

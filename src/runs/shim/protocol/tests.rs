@@ -17,6 +17,7 @@ fn spec() -> ShimSpec {
         oom_score_adj: 100,
         mask: vec!["s3cr\u{e9}t".into()],
         durable: false,
+        max_output_bytes: 1 << 20,
     }
 }
 
@@ -135,10 +136,19 @@ fn exit_report_format() {
         "cancelled": false,
         "stdout_bytes": 12,
         "stderr_bytes": 0,
+        "stdout_dropped": 0,
+        "stderr_dropped": 0,
         "started_at": "2024-05-01T12:00:00Z",
         "finished_at": "2024-05-01T12:00:01Z",
     });
     assert_eq!(json, want);
-    let back: ExitReport = serde_json::from_value(json).unwrap();
+    let back: ExitReport = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back, report());
+    // A report of an earlier shim, without the drop counts, still reads.
+    let mut earlier = json;
+    for field in ["stdout_dropped", "stderr_dropped"] {
+        earlier.as_object_mut().unwrap().remove(field);
+    }
+    let back: ExitReport = serde_json::from_value(earlier).unwrap();
     assert_eq!(back, report());
 }
