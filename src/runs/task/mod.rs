@@ -18,26 +18,23 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::sync::{mpsc, Notify};
 
 mod cell;
+mod end;
 
 pub(super) use cell::RunCell;
 
-use super::finish::{self, Ending};
 use super::record::ShimIdentity;
 use super::run::{Run, RunStatus};
 use super::shim::protocol::{self, ShimControl};
 use super::shim::{ExitReport, Phase, ShimEvent};
 use super::spawn::ShimProcess;
-use super::{logs, Control, Progress, RunError};
-use crate::callbacks::{Completion, Outbox};
+use super::{Control, RunError};
+use crate::callbacks::Outbox;
 use crate::durable;
 use crate::metrics::Metrics;
 use crate::secrets::mask::Masker;
 use crate::state_dir::RunDir;
 use crate::telemetry::LogMasks;
 use secrecy::{ExposeSecret, SecretString};
-
-/// Bytes of each output stream kept for the completion payload.
-const COMPLETION_TAIL_BYTES: u64 = 4096;
 
 /// How often a re-attached run's output counters are refreshed (no event
 /// pipe survives a restart; the files are the source).
@@ -342,107 +339,6 @@ impl RunTask {
             changed
         });
     }
-
-    /// Records the run's end: in memory at once (from here on the run
-    /// reads as ended and takes no more reports: the control channel is
-    /// closed, so every accepted report is in the payload), then the
-    /// outbox (durable), then the record, then wakes every waiter.
-    async fn finish(mut self, report: Result<ExitReport, String>) {
-        self.control.close();
-        let run = self.apply_end(report);
-        if let Some(completion) = self.completion(&run) {
-            if let Err(err) = self.context.outbox.enqueue(completion).await {
-                tracing::error!(
-                    run_id = self.run_id,
-                    "cannot store the completion callback: {err}"
-                );
-            }
-        }
-        // A run with a callback made its promise durable in the outbox; the
-        // record follows the run's own durability.
-        match self.save(self.sync) {
-            Ok(()) => self.tidy(&run),
-            Err(err) => tracing::error!(
-                run_id = self.run_id,
-                "cannot write the run's final record: {err}"
-            ),
-        }
-        let end = run.end().expect("the end was just applied");
-        tracing::info!(
-            run_id = self.run_id,
-            state = end.outcome.as_str(),
-            exit_code = end.exit_code,
-            signal = end.signal.as_deref(),
-            "run ended"
-        );
-        self.context
-            .metrics
-            .run_ended(end.outcome.as_str(), run.duration_s());
-        self.cell.progress().send_replace(Progress {
-            stdout_bytes: end.stdout_bytes,
-            stderr_bytes: end.stderr_bytes,
-            ended: true,
-        });
-        // Its secrets are no longer needed: dropping them zeroizes them.
-        self.cell.forget_secrets();
-        self.context.log_masks.unmask(&self.run_id);
-        self.context.ended.notify_waiters();
-    }
-
-    /// Removes what the final record makes redundant: `exit.json` (once
-    /// the record is as durable as it was: flushed, or a run without
-    /// callback whose shim did not flush either) and the default work dir
-    /// when the run left it empty (no bundle, nothing written).
-    fn tidy(&self, run: &Run) {
-        if self.sync == durable::Sync::Flush || run.callback.is_none() {
-            let _ = std::fs::remove_file(self.cell.run_dir().exit_report());
-        }
-        if run.default_cwd {
-            // Fails, as it should, on a dir that is not empty.
-            let _ = std::fs::remove_dir(&run.cwd);
-        }
-    }
-
-    /// Classifies the report into the run's end and applies it.
-    fn apply_end(&mut self, report: Result<ExitReport, String>) -> Run {
-        let masker = std::mem::replace(&mut self.masker, self.context.credentials.clone());
-        let mut ended = None;
-        self.cell.change(|run| {
-            let ending = Ending {
-                stop_reason: run.stop_reason,
-                timeout_s: run.timeout.as_secs_f64(),
-                pid: run.pid(),
-            };
-            let mut end = finish::classify(ending, report.as_ref().map_err(String::as_str));
-            end.error = end.error.map(|e| masker.mask_str(&e));
-            if let Ok(report) = &report {
-                if report.started_at.is_some() {
-                    run.started_at = report.started_at;
-                }
-            }
-            run.status = RunStatus::Ended(end);
-            ended = Some(run.clone());
-        });
-        ended.expect("the change ran")
-    }
-
-    fn completion(&self, run: &Run) -> Option<Completion> {
-        let target = run.callback.clone()?;
-        let end = run.end()?;
-        let run_dir = &self.cell.run_dir();
-        Some(Completion {
-            run_id: self.run_id.clone(),
-            target,
-            outcome: end.outcome,
-            exit_code: end.exit_code,
-            signal: end.signal.clone(),
-            error: end.error.clone(),
-            stdout_tail: logs::tail_text_now(&run_dir.stdout_log(), COMPLETION_TAIL_BYTES),
-            stderr_tail: logs::tail_text_now(&run_dir.stderr_log(), COMPLETION_TAIL_BYTES),
-            truncated: truncation_text(end),
-            report: run.report.clone(),
-        })
-    }
 }
 
 /// Sleeps until `at`, or forever without one.
@@ -480,13 +376,4 @@ pub(super) fn read_exit_report(run_dir: &RunDir) -> Result<ExitReport, String> {
     let bytes = std::fs::read(&path)
         .map_err(|_| "the run's shim ended without recording how the run ended".to_owned())?;
     serde_json::from_slice(&bytes).map_err(|e| format!("the run's exit record is unreadable: {e}"))
-}
-
-/// What of a run's output was dropped, in words (for its callback).
-fn truncation_text(end: &super::run::RunEnd) -> Option<String> {
-    let reason = end.truncation.as_deref()?;
-    Some(format!(
-        "{} bytes of stdout and {} bytes of stderr dropped ({reason})",
-        end.stdout_truncated_bytes, end.stderr_truncated_bytes
-    ))
 }
