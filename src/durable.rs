@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 /// Whether to wait for the data to reach the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sync {
+pub enum Durability {
     /// fsync the file and its directory: the write survives power loss.
     Flush,
     /// Atomic rename only: readers never see a torn file, and a crash of
@@ -22,7 +22,7 @@ pub enum Sync {
 }
 
 /// Atomically replaces `path` with `bytes`, creating it with `mode`.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, sync: Sync) -> io::Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, sync: Durability) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("path has no parent directory"))?;
@@ -43,13 +43,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, sync: Sync) -> io::Res
         let _ = fs::remove_file(&tmp);
         return res;
     }
-    if sync == Sync::Flush {
+    if sync == Durability::Flush {
         sync_dir(dir)?;
     }
     Ok(())
 }
 
-fn write_new(tmp: &Path, bytes: &[u8], mode: u32, sync: Sync) -> io::Result<()> {
+fn write_new(tmp: &Path, bytes: &[u8], mode: u32, sync: Durability) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -57,7 +57,7 @@ fn write_new(tmp: &Path, bytes: &[u8], mode: u32, sync: Sync) -> io::Result<()> 
         .mode(mode)
         .open(tmp)?;
     file.write_all(bytes)?;
-    if sync == Sync::Flush {
+    if sync == Durability::Flush {
         file.sync_all()?;
     }
     Ok(())
@@ -89,8 +89,8 @@ mod tests {
     fn replaces_whole_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.json");
-        write_atomic(&path, b"old", 0o600, Sync::Flush).unwrap();
-        write_atomic(&path, b"new", 0o600, Sync::NoFlush).unwrap();
+        write_atomic(&path, b"old", 0o600, Durability::Flush).unwrap();
+        write_atomic(&path, b"new", 0o600, Durability::NoFlush).unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"new");
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
@@ -105,13 +105,13 @@ mod tests {
     fn concurrent_writes_never_tear() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.json");
-        write_atomic(&path, &[b'0'; 100_000], 0o600, Sync::NoFlush).unwrap();
+        write_atomic(&path, &[b'0'; 100_000], 0o600, Durability::NoFlush).unwrap();
         std::thread::scope(|scope| {
             for writer in b'a'..b'h' {
                 let path = &path;
                 scope.spawn(move || {
                     for _ in 0..50 {
-                        write_atomic(path, &[writer; 100_000], 0o600, Sync::NoFlush).unwrap();
+                        write_atomic(path, &[writer; 100_000], 0o600, Durability::NoFlush).unwrap();
                     }
                 });
             }

@@ -153,7 +153,7 @@ impl Shared {
     /// Writes an entry's record (the caller holds the entries lock, so a
     /// concurrent `forget` cannot be undone by a late write); a failure is
     /// remembered for the delivery loop to write it again.
-    fn save_entry(&self, record: &OutboxRecord, sync: durable::Sync) -> std::io::Result<()> {
+    fn save_entry(&self, record: &OutboxRecord, sync: durable::Durability) -> std::io::Result<()> {
         self.unsaved
             .note(&record.run_id, self.store.save(record, sync))
     }
@@ -164,7 +164,7 @@ impl Shared {
         let (written, left) = self.unsaved.retry(|run_id| {
             let entries = self.lock_entries();
             let entry = entries.get(run_id)?;
-            Some(self.store.save(&entry.record, durable::Sync::Flush))
+            Some(self.store.save(&entry.record, durable::Durability::Flush))
         });
         for run_id in written {
             tracing::info!(run_id, "the callback's outbox file is written again");
@@ -265,7 +265,9 @@ impl Outbox {
         // file written once there is space again.
         let saved = {
             let mut entries = self.shared.lock_entries();
-            let saved = self.shared.save_entry(&record, durable::Sync::NoFlush);
+            let saved = self
+                .shared
+                .save_entry(&record, durable::Durability::NoFlush);
             entries.insert(run_id.clone(), Entry { record, due: None });
             saved
         };

@@ -89,7 +89,7 @@ impl Store {
     }
 
     /// Writes a record; `sync` says whether to wait for the disk.
-    pub fn save(&self, record: &OutboxRecord, sync: durable::Sync) -> io::Result<()> {
+    pub fn save(&self, record: &OutboxRecord, sync: durable::Durability) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
         durable::write_atomic(&self.path(&record.run_id), &bytes, 0o600, sync)
     }
@@ -185,11 +185,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::new(dir.path().to_owned());
         let mut first = record("r1");
-        store.save(&first, durable::Sync::Flush).unwrap();
+        store.save(&first, durable::Durability::Flush).unwrap();
         first.state = DeliveryState::Delivered;
         first.attempts = 2;
-        store.save(&first, durable::Sync::NoFlush).unwrap();
-        store.save(&record("r2"), durable::Sync::Flush).unwrap();
+        store.save(&first, durable::Durability::NoFlush).unwrap();
+        store
+            .save(&record("r2"), durable::Durability::Flush)
+            .unwrap();
         std::fs::write(dir.path().join(".r3.json.tmp-99"), b"{").unwrap();
         std::fs::write(dir.path().join("bad.json"), b"{").unwrap();
         std::fs::write(dir.path().join("notes.txt"), b"x").unwrap();

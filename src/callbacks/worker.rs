@@ -219,7 +219,7 @@ fn settle(
     // Written under the lock (no fsync: a crash loses nothing; a power
     // loss at worst repeats an attempt, which the Idempotency-Key covers),
     // so a concurrent `forget` cannot be undone by a late write.
-    if let Err(err) = shared.save_entry(&entry.record, durable::Sync::NoFlush) {
+    if let Err(err) = shared.save_entry(&entry.record, durable::Durability::NoFlush) {
         tracing::error!(run_id, "cannot write the callback's outbox file: {err}");
     }
     Some((state, attempts, retry_in))

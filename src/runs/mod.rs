@@ -142,7 +142,7 @@ pub struct NewRun {
     pub fingerprint: String,
     /// How durably the first record is written: an exec-and-wait caller
     /// gets its answer directly, so its record is not flushed before spawn.
-    pub record_sync: durable::Sync,
+    pub record_sync: durable::Durability,
 }
 
 /// A message to a run's task.

@@ -130,7 +130,7 @@ impl RunRecord {
 }
 
 /// Writes `record.json` into `run_dir`.
-pub fn save(run_dir: &RunDir, record: &RunRecord, sync: durable::Sync) -> io::Result<()> {
+pub fn save(run_dir: &RunDir, record: &RunRecord, sync: durable::Durability) -> io::Result<()> {
     let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
     durable::write_atomic(&run_dir.record(), &bytes, 0o600, sync)
 }

@@ -58,7 +58,7 @@ impl Registry {
         self.insert_restored(cell.clone(), Some(control));
         let context = self.context().clone();
         let masker = context.credentials.clone();
-        let task = RunTask::new(cell, receiver, context, masker, durable::Sync::Flush);
+        let task = RunTask::new(cell, receiver, context, masker, durable::Durability::Flush);
         if run_dir.exit_report().exists() {
             task.finish_now(read_exit_report(&run_dir)).await;
             return;

@@ -77,7 +77,7 @@ impl Starter {
                 .iter()
                 .map(|v| v.expose_secret().to_owned())
                 .collect(),
-            durable: new.record_sync == durable::Sync::Flush || new.callback.is_some(),
+            durable: new.record_sync == durable::Durability::Flush || new.callback.is_some(),
             max_output_bytes: self.config.max_output_bytes,
         };
         context
@@ -134,7 +134,7 @@ fn write_ahead(
     cwd: &Path,
     default_cwd: bool,
     run_dir: &RunDir,
-    sync: durable::Sync,
+    sync: durable::Durability,
 ) -> Result<(), DirError> {
     let new_work_dir = default_cwd && !cwd.exists();
     let created = create_dirs(cell, cwd, default_cwd, run_dir, sync);
@@ -152,7 +152,7 @@ fn create_dirs(
     cwd: &Path,
     default_cwd: bool,
     run_dir: &RunDir,
-    sync: durable::Sync,
+    sync: durable::Durability,
 ) -> Result<(), DirError> {
     let run_dir = run_dir.path();
     if default_cwd {

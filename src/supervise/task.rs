@@ -244,7 +244,7 @@ impl Task {
             &self.pid_file,
             &bytes,
             0o600,
-            crate::durable::Sync::NoFlush,
+            crate::durable::Durability::NoFlush,
         ) {
             tracing::warn!(path = %self.pid_file.display(), "cannot record the service's pid: {err}");
         }

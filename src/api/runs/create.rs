@@ -271,7 +271,7 @@ fn validate(
         timeout,
         callback,
         fingerprint,
-        record_sync: crate::durable::Sync::Flush,
+        record_sync: crate::durable::Durability::Flush,
     })
 }
 

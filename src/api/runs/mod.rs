@@ -44,7 +44,7 @@ pub async fn create_run(
 ) -> Result<Response, ApiError> {
     let (mut new, wait) = create_run_request(body, &state.config)?;
     if wait {
-        new.record_sync = crate::durable::Sync::NoFlush;
+        new.record_sync = crate::durable::Durability::NoFlush;
     }
     let (snapshot, created) = state.runs.create(new).await?;
     let run_id = snapshot.run.run_id.clone();

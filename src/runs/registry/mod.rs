@@ -252,7 +252,7 @@ impl Registry {
                 tick.tick().await;
                 let (written, _) = registry.inner.context.unsaved.retry(|run_id| {
                     let cell = registry.lock_runs().get(run_id)?.cell.clone();
-                    Some(cell.persist(durable::Sync::Flush))
+                    Some(cell.persist(durable::Durability::Flush))
                 });
                 for run_id in written {
                     tracing::info!(run_id, "the run's record is written again");

@@ -172,7 +172,7 @@ fn run_shim() -> io::Result<()> {
     // the path from the child's exit to its completion callback; the
     // daemon flushes its outbox and record itself.
     let exit_path = RunDir::new(&spec.run_dir).exit_report();
-    let written = durable::write_atomic(&exit_path, &bytes, 0o600, durable::Sync::NoFlush);
+    let written = durable::write_atomic(&exit_path, &bytes, 0o600, durable::Durability::NoFlush);
     // Opened before the daemon hears of the end: it may remove exit.json
     // once its final record is written.
     let exit_file = match &written {

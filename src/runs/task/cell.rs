@@ -85,7 +85,7 @@ impl RunCell {
     /// Writes the run's record as it is now. Writes take turns, each
     /// writing the latest state, so the file is never older than a write
     /// that has returned.
-    pub(in crate::runs) fn persist(&self, sync: durable::Sync) -> std::io::Result<()> {
+    pub(in crate::runs) fn persist(&self, sync: durable::Durability) -> std::io::Result<()> {
         let _turn = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let record = self.lock().to_record();
         record::save(&self.run_dir, &record, sync)

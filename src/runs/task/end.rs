@@ -63,7 +63,7 @@ impl RunTask {
     /// callback whose shim did not flush either) and the default work dir
     /// when the run left it empty (no bundle, nothing written).
     fn tidy(&self, run: &Run) {
-        if self.sync == durable::Sync::Flush || run.callback.is_none() {
+        if self.sync == durable::Durability::Flush || run.callback.is_none() {
             let _ = std::fs::remove_file(self.cell.run_dir().exit_report());
         }
         if run.default_cwd {

@@ -66,7 +66,7 @@ pub(super) struct RunTask {
     /// Masks the run's secrets in its error text.
     masker: Masker,
     /// How durably the run's records are written.
-    sync: durable::Sync,
+    sync: durable::Durability,
     /// When the grace of a stop ends and the group gets SIGKILL.
     kill_at: Option<tokio::time::Instant>,
     /// Number of the last mask control sent to the shim.
@@ -82,7 +82,7 @@ impl RunTask {
         control: mpsc::UnboundedReceiver<Control>,
         context: TaskContext,
         masker: Masker,
-        sync: durable::Sync,
+        sync: durable::Durability,
     ) -> RunTask {
         let run_id = cell.read(|run| run.run_id.clone());
         RunTask {
@@ -173,18 +173,20 @@ impl RunTask {
 
     /// Notes the run's shim in its record.
     pub(super) fn record_shim(&self, identity: ShimIdentity) {
-        self.update(durable::Sync::NoFlush, |run| run.shim = Some(identity));
+        self.update(durable::Durability::NoFlush, |run| {
+            run.shim = Some(identity)
+        });
     }
 
     /// Changes the run and writes its record.
-    fn update(&self, sync: durable::Sync, change: impl FnOnce(&mut Run)) {
+    fn update(&self, sync: durable::Durability, change: impl FnOnce(&mut Run)) {
         self.cell.change(change);
         if let Err(err) = self.save(sync) {
             tracing::error!(run_id = self.run_id, "cannot write the run's record: {err}");
         }
     }
 
-    fn save(&self, sync: durable::Sync) -> std::io::Result<()> {
+    fn save(&self, sync: durable::Durability) -> std::io::Result<()> {
         let written = self.cell.persist(sync);
         self.context.unsaved.note(&self.run_id, written)
     }
@@ -256,7 +258,7 @@ impl RunTask {
 
     fn on_spawned(&self, phase: Phase, pid: i32) {
         let mut target = None;
-        self.update(durable::Sync::NoFlush, |run| {
+        self.update(durable::Durability::NoFlush, |run| {
             run.status = RunStatus::Running { pid };
             if phase == Phase::Command {
                 run.started_at = Some(chrono::Utc::now());
@@ -277,7 +279,7 @@ impl RunTask {
     fn on_control(&mut self, shim: ShimIdentity, control: Control) {
         match control {
             Control::Stop { reason, grace } => {
-                self.update(durable::Sync::NoFlush, |run| {
+                self.update(durable::Durability::NoFlush, |run| {
                     run.stop_reason.get_or_insert(reason);
                 });
                 tracing::info!(
@@ -303,7 +305,7 @@ impl RunTask {
             }
             Control::Report { report, done } => {
                 self.cell.change(|run| run.report.merge(report));
-                let saved = self.save(durable::Sync::Flush).map_err(|source| {
+                let saved = self.save(durable::Durability::Flush).map_err(|source| {
                     RunError::io(
                         &self.run_id,
                         "writing the record of",
