@@ -65,6 +65,8 @@ pub struct StateInner {
     pub service: Option<Service>,
     /// When the daemon started.
     pub started: Instant,
+    /// The protections on and missing (`/v1/status` `containment`).
+    pub containment: crate::containment::Report,
 }
 
 impl std::ops::Deref for AppState {

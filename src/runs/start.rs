@@ -56,6 +56,16 @@ impl Starter {
         let run_dir = self.state_dir.run(&run.run_id);
         write_ahead(&cell, &run.cwd, run.default_cwd, &run_dir, new.record_sync)
             .map_err(|(action, path, err)| RunError::io(&run.run_id, action, &path, err))?;
+        if run.default_cwd {
+            crate::containment::give_work_dir(&run.cwd, self.config.run_as).map_err(|err| {
+                RunError::io(
+                    &run.run_id,
+                    "giving the work dir to the run user",
+                    &run.cwd,
+                    err,
+                )
+            })?;
+        }
         let credentials = daemon_credentials(&self.config);
         let secret_values: Vec<&SecretString> = resolved
             .iter()
@@ -78,6 +88,7 @@ impl Starter {
                 .map(|v| v.expose_secret().to_owned())
                 .collect(),
             durable: new.record_sync == durable::Sync::Flush || new.callback.is_some(),
+            run_as: self.config.run_as,
         };
         crate::telemetry::mask_in_logs(&run.run_id, resolved.iter().map(|(_, v)| v));
         context.metrics.run_started();

@@ -69,3 +69,113 @@ async fn records_hold_token_digests_not_tokens() {
     assert!(!record.contains(&token), "the final record holds the token");
     assert!(record.contains("\"cost\": 0.5"), "{record}");
 }
+
+/// The pids a run wrote to `names` in its work dir, once all are there.
+async fn pids_written(daemon: &TestDaemon, run_id: &str, names: &[&str]) -> Vec<i32> {
+    let work = daemon.work_root().join(run_id);
+    let mut last = Vec::new();
+    support::wait_for(
+        "the run to write its pids",
+        || async {
+            let pids: Vec<i32> = names
+                .iter()
+                .filter_map(|name| {
+                    let text = std::fs::read_to_string(work.join(name)).ok()?;
+                    text.trim().parse().ok()
+                })
+                .collect();
+            (pids.len() == names.len(), pids)
+        },
+        &mut last,
+    )
+    .await;
+    last
+}
+
+/// Whether `pid` runs (a zombie or a reused pid of another command count
+/// as gone: the run's processes are all `sleep` or `bash`).
+fn runs(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..i + 3))
+        .unwrap_or("Z");
+    !stat.is_empty() && state != "Z" && (stat.contains("(sleep)") || stat.contains("(bash)"))
+}
+
+/// Processes that escape the run's process group and session (`setsid`,
+/// a double fork) die with the run: when its command exits at once, at
+/// its timeout, and on cancel within the grace. `/v1/status` names the
+/// mechanism that does it.
+#[tokio::test]
+async fn escaped_processes_die_with_their_run() {
+    let daemon = TestDaemon::start_with(Options {
+        args: vec!["--kill-grace".into(), "1s".into()],
+        ..Options::default()
+    })
+    .await;
+    let (_, status) = daemon.get("/v1/status").await;
+    let mechanism = status["containment"]["kill_mechanism"].clone();
+    assert!(
+        mechanism == "cgroup" || mechanism == "proc_walk",
+        "{status}"
+    );
+    eprintln!("kill mechanism: {mechanism}");
+    let escape = r#"setsid bash -c 'echo $$ > esc.pid; sleep 45 & echo $! > sleep.pid; wait' &
+        (setsid sleep 45 & echo $! > double.pid) &"#;
+    let names = ["esc.pid", "sleep.pid", "double.pid"];
+
+    // The issue's reproduction: the leader exits at once.
+    let started = std::time::Instant::now();
+    let command = format!(
+        "{escape} while [ ! -s esc.pid ] || [ ! -s sleep.pid ] || [ ! -s double.pid ]; \
+         do sleep 0.02; done; exit 0"
+    );
+    daemon
+        .start_run(json!({"run_id": "exits", "command": command, "timeout_s": 5}))
+        .await;
+    let run = daemon.wait_ended("exits").await;
+    assert!(
+        started.elapsed().as_secs() < 6,
+        "ended after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(run["state"], "succeeded", "{run}");
+    for pid in pids_written(&daemon, "exits", &names).await {
+        assert!(!runs(pid), "process {pid} outlived its run");
+    }
+
+    // The leader stays: the timeout ends the run and everything in it.
+    let started = std::time::Instant::now();
+    let command = format!("{escape} sleep 45");
+    daemon
+        .start_run(json!({"run_id": "times-out", "command": command, "timeout_s": 2}))
+        .await;
+    let pids = pids_written(&daemon, "times-out", &names).await;
+    let run = daemon.wait_ended("times-out").await;
+    let took = started.elapsed();
+    assert!(took.as_secs_f64() < 2.0 + 1.0 + 2.0, "ended after {took:?}");
+    assert_eq!(run["state"], "timed_out", "{run}");
+    for pid in pids {
+        assert!(!runs(pid), "process {pid} outlived its timeout");
+    }
+
+    // Cancel, with escaped processes that ignore SIGTERM.
+    let command = format!("trap '' TERM; {escape} sleep 45");
+    daemon
+        .start_run(json!({"run_id": "cancelled", "command": command, "timeout_s": 60}))
+        .await;
+    let pids = pids_written(&daemon, "cancelled", &names).await;
+    let started = std::time::Instant::now();
+    let (code, body) = daemon
+        .post("/v1/runs/cancelled/cancel", json!({"grace_s": 0.5}))
+        .await;
+    assert!(code.is_success(), "{code} {body}");
+    let run = daemon.wait_ended("cancelled").await;
+    let took = started.elapsed();
+    assert!(took.as_secs_f64() < 0.5 + 2.0, "ended after {took:?}");
+    assert_eq!(run["state"], "cancelled", "{run}");
+    for pid in pids {
+        assert!(!runs(pid), "process {pid} outlived the cancel");
+    }
+}

@@ -17,6 +17,7 @@ fn spec() -> ShimSpec {
         oom_score_adj: 100,
         mask: vec!["s3cr\u{e9}t".into()],
         durable: false,
+        run_as: None,
     }
 }
 
