@@ -179,3 +179,81 @@ async fn escaped_processes_die_with_their_run() {
         assert!(!runs(pid), "process {pid} outlived the cancel");
     }
 }
+
+/// A fixed unprivileged uid (no passwd entry needed) for runs.
+const RUN_UID: u32 = 61234;
+
+/// With `--run-user`, a run executes as that user and cannot read the
+/// daemon's environ, stop the daemon, read the state dir or its records,
+/// nor find the session key file in its env; `/v1/status` says runs are
+/// separated. Needs root.
+#[tokio::test]
+async fn a_run_as_the_run_user_cannot_reach_the_daemon() {
+    if !support::is_root() {
+        eprintln!("needs root (--run-user); skipped");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let daemon = TestDaemon::start_with(Options {
+        dir: Some(dir.clone()),
+        args: vec!["--run-user".into(), format!("{RUN_UID}:{RUN_UID}")],
+        env: vec![
+            ("SANDBOXD_TEST_MARKER".into(), "daemon-env".into()),
+            (
+                "SANDBOXD_SESSION_KEY_FILE".into(),
+                "/nonexistent/key".into(),
+            ),
+        ],
+        binary: true,
+        ..Options::default()
+    })
+    .await;
+    let key_file = dir.path().join("key");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (_, status) = daemon.get("/v1/status").await;
+    assert_eq!(
+        status["containment"]["run_user_separated"], true,
+        "{status}"
+    );
+
+    let pid = daemon.pid();
+    let state = daemon.state_dir();
+    let command = format!(
+        r#"[ "$(id -u)" = {RUN_UID} ] || exit 10
+        if cat /proc/{pid}/environ >/dev/null 2>&1; then exit 11; fi
+        if kill -STOP {pid} 2>/dev/null; then kill -CONT {pid}; exit 12; fi
+        if kill -0 {pid} 2>/dev/null; then exit 13; fi
+        if ls {state} >/dev/null 2>&1; then exit 14; fi
+        if cat {state}/runs/probe/record.json >/dev/null 2>&1; then exit 15; fi
+        if cat {key} >/dev/null 2>&1; then exit 16; fi
+        if env | grep -q SANDBOXD_SESSION_KEY_FILE; then exit 17; fi
+        echo mine > mine.txt || exit 18
+        exit 0"#,
+        state = state.display(),
+        key = key_file.display(),
+    );
+    let run = daemon
+        .exec(json!({"run_id": "probe", "command": command}))
+        .await;
+    assert_eq!(run["exit_code"], 0, "a check failed: {run}");
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert!(support::alive(pid));
+    let meta = std::fs::metadata(daemon.work_root().join("probe/mine.txt")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.uid(), RUN_UID);
+}
+
+/// Without `--run-user` the status says runs share sandboxd's uid, and
+/// what that leaves open.
+#[tokio::test]
+async fn status_names_missing_protections() {
+    let daemon = TestDaemon::start().await;
+    let (_, status) = daemon.get("/v1/status").await;
+    let containment = &status["containment"];
+    assert_eq!(containment["run_user_separated"], false, "{status}");
+    let missing = containment["missing"].to_string();
+    assert!(missing.contains("share sandboxd's uid"), "{missing}");
+    assert!(containment["fd_limit"].as_u64().unwrap() > 0);
+}
