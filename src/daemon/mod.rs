@@ -7,8 +7,10 @@
 //! - `subsystems`: building the parts ([`crate::api::AppState`]) and
 //!   preparing the state and work dirs.
 //! - [`serve`]: [`run`]: accept loop, signal routing, ordered shutdown.
+//! - [`limits`]: the connection caps of the accept loop.
 //! - `notify`: systemd READY, watchdog and STOPPING.
 
+pub mod limits;
 mod notify;
 pub mod serve;
 pub mod signals;

@@ -257,3 +257,75 @@ async fn status_names_missing_protections() {
     assert!(missing.contains("share sandboxd's uid"), "{missing}");
     assert!(containment["fd_limit"].as_u64().unwrap() > 0);
 }
+
+/// 1,100 idle connections (more than a 1,024 soft descriptor limit, more
+/// than the connection cap) do not keep `/healthz` or an authenticated
+/// request out: sandboxd raised its soft limit to the hard one, and a new
+/// connection over the cap takes the place of the oldest idle one.
+#[tokio::test]
+async fn idle_connections_do_not_starve_the_api() {
+    let daemon = TestDaemon::start_with(Options {
+        // Started with the usual soft limit of 1,024 descriptors.
+        wrapper: vec![
+            "bash".into(),
+            "-c".into(),
+            r#"ulimit -Sn 1024 && exec "$@""#.into(),
+            "bash".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let addr = daemon.url.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..1_100 {
+        idle.push(std::net::TcpStream::connect(&addr).unwrap());
+    }
+    let started = std::time::Instant::now();
+    let (status, text) = daemon.text("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (status, body) = daemon.get("/v1/status").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        started.elapsed().as_secs() < 5,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        body["containment"]["fd_limit"].as_u64().unwrap() > 1024,
+        "{body}"
+    );
+    drop(idle);
+    assert!(
+        !daemon.logs().contains("Too many open files"),
+        "{}",
+        daemon.logs()
+    );
+}
+
+/// 5,000 unauthenticated requests grow the daemon's log by a few lines:
+/// refusals are logged at debug, with one sampled info line a second.
+#[tokio::test]
+async fn refused_requests_are_logged_sampled() {
+    use futures::StreamExt;
+    let daemon = TestDaemon::start_binary().await;
+    let before = daemon.logs().len();
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/status", daemon.url);
+    let statuses: Vec<u16> = futures::stream::iter(0..5_000)
+        .map(|_| {
+            let request = client.get(&url).bearer_auth("wrong");
+            async move {
+                request
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 401), "not all were 401");
+    let grown = daemon.logs().len() - before;
+    assert!(grown < 4096, "the log grew by {grown} bytes");
+}
