@@ -148,6 +148,17 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     }
 }
 
+/// The response with `guard` kept alive until its body is sent or dropped
+/// (the accept loop marks a connection busy that long).
+pub fn hold_until_sent<T: Send + 'static>(res: Response, guard: T) -> Response {
+    res.map(move |body| {
+        axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+            let _ = &guard;
+            frame
+        }))
+    })
+}
+
 /// Refused requests since the last sampled log line.
 static REFUSALS: Sampler = Sampler::new();
 

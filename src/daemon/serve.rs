@@ -129,12 +129,7 @@ pub async fn run(
             async move {
                 let res = call.await?;
                 // Busy until the response body is sent (log followers).
-                Ok::<_, std::convert::Infallible>(res.map(move |body| {
-                    axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |f| {
-                        let _ = &marker;
-                        f
-                    }))
-                }))
+                Ok::<_, std::convert::Infallible>(api::hold_until_sent(res, marker))
             }
         });
         let conn = graceful.watch(builder.serve_connection(io, hyper_service));

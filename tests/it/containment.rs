@@ -329,3 +329,44 @@ async fn refused_requests_are_logged_sampled() {
     let grown = daemon.logs().len() - before;
     assert!(grown < 4096, "the log grew by {grown} bytes");
 }
+
+/// A callback token given on the command line is warned about (it shows
+/// in `/proc/<pid>/cmdline`); one from `--callback-token-file` is not; the
+/// settings naming credential files never reach a run's env.
+#[tokio::test]
+async fn credential_settings_stay_out_of_argv_and_children() {
+    let daemon = TestDaemon::start_with(Options {
+        args: vec!["--callback-token".into(), "tok-on-argv".into()],
+        ..Options::default()
+    })
+    .await;
+    let (_, status) = daemon.get("/v1/status").await;
+    let missing = status["containment"]["missing"].to_string();
+    assert!(missing.contains("--callback-token-file"), "{missing}");
+
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let token_file = dir.path().join("callback-token");
+    std::fs::write(&token_file, "tok-in-file\n").unwrap();
+    let daemon = TestDaemon::start_with(Options {
+        dir: Some(dir.clone()),
+        args: vec![
+            "--callback-token-file".into(),
+            token_file.display().to_string(),
+        ],
+        env: vec![(
+            "SANDBOXD_CALLBACK_TOKEN_FILE".into(),
+            token_file.display().to_string(),
+        )],
+        ..Options::default()
+    })
+    .await;
+    let (_, status) = daemon.get("/v1/status").await;
+    let missing = status["containment"]["missing"].to_string();
+    assert!(!missing.contains("--callback-token-file"), "{missing}");
+    let run = daemon
+        .exec(json!({"run_id": "env", "command": "env | grep -c '^SANDBOXD_.*_FILE=' ; exit 0"}))
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let (_, out) = daemon.text("/v1/runs/env/logs?stream=stdout").await;
+    assert_eq!(out.trim(), "0", "{out}");
+}

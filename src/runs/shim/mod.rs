@@ -13,8 +13,13 @@
 //! - enforces the deadline (SIGTERM to the group, SIGKILL after the grace);
 //! - forwards the [`FORWARDED_SIGNALS`](crate::signals::FORWARDED_SIGNALS)
 //!   to the current process group; SIGTERM and SIGINT also mean "cancelled";
-//! - when the leader exits, kills what is left of the run (the group and any
-//!   orphan reparented to the shim), drains the pipes, and writes
+//! - moves each phase's process into the run's own cgroup (cgroup v2,
+//!   where one is writable) before exec, and runs it as `--run-user` when
+//!   the spec says so;
+//! - when the leader exits, kills what is left of the run (the group, the
+//!   run's cgroup, and every descendant of the shim, round after round
+//!   until none is left: processes that `setsid` or double-fork away are
+//!   reparented to it), drains the pipes, and writes
 //!   `exit.json` ([`ExitReport`]) atomically, tells the daemon
 //!   ([`ShimEvent::Ended`], carrying the report), and only then flushes the
 //!   logs and the report to disk. That file is the run's result for
