@@ -172,7 +172,7 @@ pub struct ServeArgs {
         help_heading = "Containment",
         long,
         env = "SANDBOXD_MAX_CONNECTIONS_PER_PEER",
-        default_value_t = 256
+        default_value_t = 512
     )]
     pub max_connections_per_peer: usize,
 

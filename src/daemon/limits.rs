@@ -1,15 +1,18 @@
 //! The connection caps of the accept loop: at most `--max-connections`
 //! open at once and `--max-connections-per-peer` from one TCP peer
 //! address. A new connection over a cap takes the place of the oldest idle
-//! one (connected, no request in progress), so a flood of idle
-//! connections never keeps `/healthz` or a new run out; when every
-//! connection is busy, the new one is refused at once (a 503 JSON written
-//! without waiting, then closed).
+//! one (connected, no request in progress for at least [`IDLE_GRACE`], so
+//! a client reusing a kept-alive connection right after a response does
+//! not find it closed under it), so a flood of idle connections never
+//! keeps `/healthz` or a new run out for long; when no connection can make
+//! room, the new one is refused at once (a 503 JSON written without
+//! waiting, then closed).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -17,6 +20,33 @@ use tokio_util::sync::CancellationToken;
 pub const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 content-type: application/json\r\ncontent-length: 94\r\nconnection: close\r\n\r\n\
 {\"error\":{\"code\":\"too_many_connections\",\"message\":\"too many open connections; retry shortly\"}}";
+
+/// How long a connection must have been idle to make room for a new one.
+pub const IDLE_GRACE: Duration = Duration::from_millis(250);
+
+/// Milliseconds since the first call (a monotonic clock for `idle_since`).
+fn now_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// A connection's activity: requests in progress, and since when it has
+/// had none.
+#[derive(Debug)]
+pub struct Activity {
+    busy: AtomicUsize,
+    idle_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn idle_for(&self, now: u64) -> Option<Duration> {
+        if self.busy.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let since = self.idle_since_ms.load(Ordering::SeqCst);
+        Some(Duration::from_millis(now.saturating_sub(since)))
+    }
+}
 
 /// The table of open connections.
 #[derive(Clone)]
@@ -35,7 +65,7 @@ struct Table {
 
 struct Entry {
     peer: Option<IpAddr>,
-    busy: Arc<AtomicUsize>,
+    busy: Arc<Activity>,
     evict: CancellationToken,
 }
 
@@ -43,8 +73,8 @@ struct Entry {
 /// cancelled when a newer connection takes its place, and the guard that
 /// frees its place when dropped.
 pub struct Admitted {
-    /// Requests in progress; 0 is idle.
-    pub busy: Arc<AtomicUsize>,
+    /// Its activity (see [`Busy`]).
+    pub busy: Arc<Activity>,
     /// Cancelled when the connection is evicted.
     pub evict: CancellationToken,
     /// Frees the place.
@@ -78,12 +108,14 @@ impl Table {
         Some(entry)
     }
 
-    /// Evicts the oldest idle connection (of `peer` when given); false
-    /// when none is idle.
+    /// Evicts the oldest connection idle for [`IDLE_GRACE`] (of `peer`
+    /// when given); false when there is none.
     fn evict_oldest_idle(&mut self, peer: Option<IpAddr>) -> bool {
+        let now = now_ms();
         let found = self.open.iter().find_map(|(id, entry)| {
             let mine = peer.is_none() || entry.peer == peer;
-            (mine && entry.busy.load(Ordering::SeqCst) == 0).then_some(*id)
+            let idle = entry.busy.idle_for(now).is_some_and(|d| d >= IDLE_GRACE);
+            (mine && idle).then_some(*id)
         });
         match found.and_then(|id| self.remove(id)) {
             Some(entry) => {
@@ -121,7 +153,10 @@ impl Connections {
         }
         let id = table.next;
         table.next += 1;
-        let busy = Arc::new(AtomicUsize::new(0));
+        let busy = Arc::new(Activity {
+            busy: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(now_ms()),
+        });
         let evict = CancellationToken::new();
         table.open.insert(
             id,
@@ -152,19 +187,20 @@ impl Connections {
 
 /// Marks a connection busy while it lives (a request, until its response
 /// body is sent).
-pub struct Busy(Arc<AtomicUsize>);
+pub struct Busy(Arc<Activity>);
 
 impl Busy {
     /// One more request in progress on the connection.
-    pub fn new(busy: &Arc<AtomicUsize>) -> Busy {
-        busy.fetch_add(1, Ordering::SeqCst);
-        Busy(busy.clone())
+    pub fn new(activity: &Arc<Activity>) -> Busy {
+        activity.busy.fetch_add(1, Ordering::SeqCst);
+        Busy(activity.clone())
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.idle_since_ms.store(now_ms(), Ordering::SeqCst);
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -185,6 +221,9 @@ mod tests {
         let first = conns.admit(Some(a)).unwrap();
         let second = conns.admit(Some(a)).unwrap();
         let _busy = Busy::new(&second.busy);
+        // Idle, but not for long enough yet: no room.
+        assert!(conns.admit(Some(a)).is_none());
+        std::thread::sleep(IDLE_GRACE);
         let third = conns.admit(Some(a)).unwrap();
         assert!(first.evict.is_cancelled());
         assert!(!second.evict.is_cancelled());
