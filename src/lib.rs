@@ -27,6 +27,7 @@ pub mod api;
 pub mod callbacks;
 pub mod cli;
 pub mod config;
+pub mod containment;
 pub mod daemon;
 pub mod durable;
 pub mod error;

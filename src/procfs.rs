@@ -82,6 +82,23 @@ pub fn children_of(parent: i32) -> Vec<i32> {
         .collect()
 }
 
+/// Every descendant of `root` (children, their children, ...), parents
+/// before their children. Processes that `setsid` or double-fork away from
+/// a subreaper are reparented to it and so are still found.
+pub fn descendants_of(root: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut queue = vec![root];
+    while let Some(pid) = queue.pop() {
+        for child in children_of(pid) {
+            if child != root && !found.contains(&child) {
+                found.push(child);
+                queue.push(child);
+            }
+        }
+    }
+    found
+}
+
 /// Children listed by the kernel per thread (CONFIG_PROC_CHILDREN); `None`
 /// when the kernel has no such files.
 fn children_from_tasks(parent: i32) -> Option<Vec<i32>> {

@@ -12,7 +12,7 @@ pub mod status;
 pub mod uploads;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::Method;
@@ -65,6 +65,8 @@ pub struct StateInner {
     pub service: Option<Service>,
     /// When the daemon started.
     pub started: Instant,
+    /// The protections on and missing (`/v1/status` `containment`).
+    pub containment: crate::containment::Report,
 }
 
 impl std::ops::Deref for AppState {
@@ -146,6 +148,57 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     }
 }
 
+/// The response with `guard` kept alive until its body is sent or dropped
+/// (the accept loop marks a connection busy that long).
+pub fn hold_until_sent<T: Send + 'static>(res: Response, guard: T) -> Response {
+    res.map(move |body| {
+        axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+            let _ = &guard;
+            frame
+        }))
+    })
+}
+
+/// Refused requests since the last sampled log line.
+static REFUSALS: Sampler = Sampler::new();
+
+/// Counts events and says when one may be logged: at most once a second,
+/// with the number of events since the last line.
+pub struct Sampler {
+    state: std::sync::Mutex<(Option<Instant>, u64)>,
+}
+
+impl Sampler {
+    /// A sampler that logs its first event.
+    pub const fn new() -> Sampler {
+        Sampler {
+            state: std::sync::Mutex::new((None, 0)),
+        }
+    }
+
+    /// Counts one event; `Some(count)` when a line is due.
+    pub fn note(&self) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.1 += 1;
+        let now = Instant::now();
+        if state
+            .0
+            .is_some_and(|last| now.duration_since(last) < Duration::from_secs(1))
+        {
+            return None;
+        }
+        let count = state.1;
+        *state = (Some(now), 0);
+        Some(count)
+    }
+}
+
+impl Default for Sampler {
+    fn default() -> Sampler {
+        Sampler::new()
+    }
+}
+
 /// The request span and metrics: method, route, status, latency. 5xx
 /// details (kept in a response extension by [`ApiError`]) are logged here,
 /// once.
@@ -168,7 +221,18 @@ async fn observe(
     if let Some(detail) = res.extensions().get::<Arc<String>>() {
         tracing::error!(%method, route, status, latency_ms, error = %detail, "request failed");
     } else if status >= 400 {
-        tracing::info!(%method, route, status, latency_ms, "request refused");
+        // Refusals can come at any rate (an unauthenticated flood): one
+        // line each at debug, and at most one info line a second.
+        tracing::debug!(%method, route, status, latency_ms, "request refused");
+        if let Some(count) = REFUSALS.note() {
+            tracing::info!(
+                %method,
+                route,
+                status,
+                refused = count,
+                "requests refused (sampled: {count} since the last such line)"
+            );
+        }
     } else {
         tracing::debug!(%method, route, status, latency_ms, "request");
     }

@@ -41,6 +41,9 @@ pub struct StatusView {
     pub work_root: WorkRootView,
     /// Which ended runs are kept, and how many were removed.
     pub retention: RetentionView,
+    /// Which protections keep runs from the daemon, the service and each
+    /// other, and which are missing here.
+    pub containment: crate::containment::Report,
 }
 
 /// Runs by state.
@@ -228,6 +231,7 @@ pub async fn get_status(State(state): State<AppState>) -> Json<StatusView> {
             ended_runs: ended,
             pruned_total: state.metrics.runs_pruned_total(),
         },
+        containment: state.containment.clone(),
     })
 }
 

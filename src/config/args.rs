@@ -147,6 +147,35 @@ pub struct ServeArgs {
           allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
     pub child_oom_score_adj: i32,
 
+    /// Run every run as this user (`USER[:GROUP]`, names or numbers) when
+    /// sandboxd runs as root; its work dir is chowned to it. Without it a
+    /// run has sandboxd's uid (see README, "Who can read what").
+    #[arg(
+        help_heading = "Containment",
+        long,
+        env = "SANDBOXD_RUN_USER",
+        value_name = "USER[:GROUP]"
+    )]
+    pub run_user: Option<String>,
+
+    /// Most open connections at once; more are closed at once.
+    #[arg(
+        help_heading = "Containment",
+        long,
+        env = "SANDBOXD_MAX_CONNECTIONS",
+        default_value_t = 512
+    )]
+    pub max_connections: usize,
+
+    /// Most open connections from one peer address (TCP) at once.
+    #[arg(
+        help_heading = "Containment",
+        long,
+        env = "SANDBOXD_MAX_CONNECTIONS_PER_PEER",
+        default_value_t = 512
+    )]
+    pub max_connections_per_peer: usize,
+
     /// Default bearer token of completion callbacks.
     #[arg(
         help_heading = "Callbacks",
@@ -155,6 +184,16 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub callback_token: Option<String>,
+
+    /// File holding the default callback token (trailing newline ignored);
+    /// preferred to --callback-token, which shows in the process list.
+    #[arg(
+        help_heading = "Callbacks",
+        long,
+        env = "SANDBOXD_CALLBACK_TOKEN_FILE",
+        conflicts_with = "callback_token"
+    )]
+    pub callback_token_file: Option<PathBuf>,
 
     /// The origin (`scheme://host:port`) the default callback token belongs
     /// to: it is sent only to callback URLs of this origin

@@ -14,6 +14,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use secrecy::{ExposeSecret, SecretString};
 
+pub use crate::runs::shim::RunAs;
+
 mod args;
 mod parse;
 
@@ -149,6 +151,17 @@ pub struct Config {
     pub service: ServiceConfig,
     /// The executable that runs `sandboxd shim` for each run.
     pub shim_exe: PathBuf,
+    /// The user runs execute as (`--run-user`); `None`: sandboxd's own.
+    pub run_as: Option<RunAs>,
+    /// `--run-user` as given, for logs and `/v1/status`.
+    pub run_user_name: Option<String>,
+    /// Most open connections at once.
+    pub max_connections: usize,
+    /// Most open connections from one peer address.
+    pub max_connections_per_peer: usize,
+    /// The default callback token was given as `--callback-token` (it shows
+    /// in `/proc/<pid>/cmdline`): warned about at start-up.
+    pub callback_token_from_flag: bool,
 }
 
 impl Config {
@@ -204,10 +217,28 @@ impl Config {
                 bail!("{flag} must be greater than 0");
             }
         }
-        let callback_token = args.callback_token.clone().filter(|t| !t.is_empty());
+        let callback_token = match &args.callback_token_file {
+            Some(path) => Some(read_secret_file("--callback-token-file", path)?),
+            None => args.callback_token.clone().filter(|t| !t.is_empty()),
+        };
         let callback_token_from_env = std::env::var("OPENHANDS_API_KEY")
             .ok()
             .is_some_and(|v| Some(&v) == callback_token.as_ref());
+        let callback_token_from_flag = args.callback_token_file.is_none()
+            && callback_token.is_some()
+            && !callback_token_from_env;
+        let run_as = match &args.run_user {
+            Some(spec) if !spec.is_empty() => Some(parse_run_user(spec)?),
+            _ => None,
+        };
+        for (flag, value) in [
+            ("--max-connections", args.max_connections),
+            ("--max-connections-per-peer", args.max_connections_per_peer),
+        ] {
+            if value == 0 {
+                bail!("{flag} must be at least 1");
+            }
+        }
         let cloud_api_url = match &args.cloud_api_url {
             Some(url) if !url.is_empty() => Some(parse_base_url("--cloud-api-url", url)?),
             _ => None,
@@ -282,6 +313,11 @@ impl Config {
                 output: args.service_output,
             },
             shim_exe,
+            run_as,
+            run_user_name: args.run_user.clone().filter(|s| !s.is_empty()),
+            max_connections: args.max_connections,
+            max_connections_per_peer: args.max_connections_per_peer,
+            callback_token_from_flag,
         })
     }
 
@@ -319,6 +355,53 @@ fn read_session_key(args: &ServeArgs) -> anyhow::Result<Option<SecretString>> {
         }
     }
     Ok(None)
+}
+
+/// Reads a one-line secret file (trailing newline ignored).
+fn read_secret_file(flag: &str, path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{flag} {}: cannot read it", path.display()))?;
+    let value = text.trim_end_matches(['\n', '\r']);
+    if value.is_empty() {
+        bail!("{flag} {}: the file is empty", path.display());
+    }
+    Ok(value.to_owned())
+}
+
+/// `USER[:GROUP]`, each a name or a number; the group defaults to the
+/// user's primary group. Root is refused: it would separate nothing.
+fn parse_run_user(spec: &str) -> anyhow::Result<RunAs> {
+    use nix::unistd::{Group, Uid, User};
+    let (user, group) = match spec.split_once(':') {
+        Some((user, group)) => (user, Some(group)),
+        None => (spec, None),
+    };
+    let found = match user.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)).ok().flatten(),
+        Err(_) => User::from_name(user).ok().flatten(),
+    };
+    let uid = match (&found, user.parse::<u32>()) {
+        (Some(found), _) => found.uid.as_raw(),
+        (None, Ok(uid)) => uid,
+        (None, Err(_)) => bail!("--run-user {spec}: no user named {user}"),
+    };
+    let gid = match group {
+        Some(group) => match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => match Group::from_name(group).ok().flatten() {
+                Some(found) => found.gid.as_raw(),
+                None => bail!("--run-user {spec}: no group named {group}"),
+            },
+        },
+        None => match &found {
+            Some(found) => found.gid.as_raw(),
+            None => uid,
+        },
+    };
+    if uid == 0 || gid == 0 {
+        bail!("--run-user {spec}: runs must not be root (uid and gid must not be 0)");
+    }
+    Ok(RunAs { uid, gid })
 }
 
 fn absolute(flag: &str, path: &Path) -> anyhow::Result<PathBuf> {

@@ -7,8 +7,10 @@
 //! - `subsystems`: building the parts ([`crate::api::AppState`]) and
 //!   preparing the state and work dirs.
 //! - [`serve`]: [`run`]: accept loop, signal routing, ordered shutdown.
+//! - [`limits`]: the connection caps of the accept loop.
 //! - `notify`: systemd READY, watchdog and STOPPING.
 
+pub mod limits;
 mod notify;
 pub mod serve;
 pub mod signals;
@@ -54,13 +56,20 @@ pub fn main(config: Config, service: Vec<String>, log_masks: LogMasks) -> ExitCo
     }
 }
 
-/// Makes the daemon non-dumpable (a same-uid process cannot read its
+/// Raises the soft descriptor limit to the hard one; makes the daemon non-dumpable (a same-uid process cannot read its
 /// memory or `/proc/<pid>/environ`) and a poor OOM-killer choice, and keeps
 /// a file-size limit (RLIMIT_FSIZE) from killing it: with SIGXFSZ ignored
 /// such a write fails with EFBIG, which is answered like a full disk (507).
 /// Shims inherit the ignored SIGXFSZ; run children start with it at its
 /// default.
 fn harden() {
+    // Every connection and every run's pipes take descriptors: the soft
+    // limit (often 1,024) would be reached long before the hard one.
+    let limit = crate::containment::raise_fd_limit();
+    tracing::debug!(
+        fd_limit = limit,
+        "soft RLIMIT_NOFILE raised to the hard limit"
+    );
     // SAFETY: setting a signal to SIG_IGN installs no handler code.
     if unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) } == libc::SIG_ERR {
         tracing::warn!("cannot ignore SIGXFSZ: {}", std::io::Error::last_os_error());

@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
+use super::limits::{Busy, Connections, REFUSAL};
 use super::signals::{Received, Signals};
 use super::{notify, subsystems};
 use crate::api::{self, AppState};
@@ -102,24 +103,57 @@ pub async fn run_logged(
         // alone is not one: a single read may fill it past its maximum.
         .max_header_size(MAX_HEADER_BYTES)
         .max_buf_size(MAX_HEADER_BYTES);
+    let connections = Connections::new(
+        state.config.max_connections,
+        state.config.max_connections_per_peer,
+    );
+    let refusals = crate::api::Sampler::new();
+    let accept_failures = crate::api::Sampler::new();
     loop {
-        let io = tokio::select! {
+        let (io, peer) = tokio::select! {
             _ = stop.cancelled() => break,
             _ = service_stop.cancelled() => break,
             accepted = accept(&listener) => match accepted {
-                Ok(io) => io,
+                Ok(accepted) => accepted,
                 Err(err) => {
-                    tracing::warn!("accept failed: {err}");
+                    if let Some(count) = accept_failures.note() {
+                        tracing::warn!("accept failed ({count} since the last such line): {err}");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
         };
+        let Some(admitted) = connections.admit(peer) else {
+            io.refuse();
+            if let Some(count) = refusals.note() {
+                tracing::info!(
+                    refused = count,
+                    "connection refused: too many open connections ({count} since the last such line)"
+                );
+            }
+            continue;
+        };
         let app = app.clone();
-        let hyper_service = hyper::service::service_fn(move |req| app.clone().call(req));
+        let busy = admitted.busy.clone();
+        let hyper_service = hyper::service::service_fn(move |req| {
+            let marker = Busy::new(&busy);
+            let call = app.clone().call(req);
+            async move {
+                let res = call.await?;
+                // Busy until the response body is sent (log followers).
+                Ok::<_, std::convert::Infallible>(api::hold_until_sent(res, marker))
+            }
+        });
         let conn = graceful.watch(builder.serve_connection(io, hyper_service));
         tokio::spawn(async move {
-            let _ = conn.await;
+            let place = admitted.guard;
+            tokio::select! {
+                _ = conn => {}
+                // A newer connection took this idle one's place.
+                _ = admitted.evict.cancelled() => {}
+            }
+            drop(place);
         });
     }
     drop(listener);
@@ -196,17 +230,29 @@ enum Io {
     Unix(TokioIo<tokio::net::UnixStream>),
 }
 
-async fn accept(listener: &Listener) -> std::io::Result<Io> {
+/// The next connection and its peer address (TCP).
+async fn accept(listener: &Listener) -> std::io::Result<(Io, Option<std::net::IpAddr>)> {
     match listener {
         Listener::Tcp(listener) => {
-            let (stream, _) = listener.accept().await?;
+            let (stream, addr) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
-            Ok(Io::Tcp(TokioIo::new(stream)))
+            Ok((Io::Tcp(TokioIo::new(stream)), Some(addr.ip())))
         }
         Listener::Unix(listener) => {
             let (stream, _) = listener.accept().await?;
-            Ok(Io::Unix(TokioIo::new(stream)))
+            Ok((Io::Unix(TokioIo::new(stream)), None))
         }
+    }
+}
+
+impl Io {
+    /// Refuses the connection: the 503 written if the socket takes it at
+    /// once (never waiting), then closed.
+    fn refuse(self) {
+        let _ = match &self {
+            Io::Tcp(io) => io.inner().try_write(REFUSAL),
+            Io::Unix(io) => io.inner().try_write(REFUSAL),
+        };
     }
 }
 

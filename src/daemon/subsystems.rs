@@ -26,6 +26,12 @@ pub(crate) async fn start(
     log_masks: LogMasks,
 ) -> anyhow::Result<AppState> {
     let state_dir = StateDir::new(&config.state_dir);
+    let containment = crate::containment::Report::probe(&config)?;
+    if containment.missing.is_empty() {
+        tracing::info!("{}", containment.summary());
+    } else {
+        tracing::warn!("{}", containment.summary());
+    }
     prepare_dirs(&config, &state_dir)?;
     let config = Arc::new(config);
     let metrics = Metrics::new();
@@ -63,6 +69,7 @@ pub(crate) async fn start(
         agent,
         service,
         started: Instant::now(),
+        containment,
     }))
 }
 
@@ -78,6 +85,17 @@ fn prepare_dirs(config: &Config, state_dir: &StateDir) -> anyhow::Result<()> {
             .create(dir)
             .with_context(|| format!("{flag} {}: cannot create it", dir.display()))?;
         check_writable(flag, dir)?;
+    }
+    if config.run_as.is_some() {
+        // The run user must reach its own work dir, not list the others.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&config.work_root, std::fs::Permissions::from_mode(0o711))
+            .with_context(|| {
+                format!(
+                    "--work-root {}: cannot make it traversable for --run-user",
+                    config.work_root.display()
+                )
+            })?;
     }
     crate::upload::clean_staging(&config.work_root).with_context(|| {
         format!(

@@ -22,6 +22,12 @@ pub const SDK_SENSITIVE_NAMES: [&str; 6] = [
 /// Prefix the SDK's `sanitized_env()` removes.
 pub const SDK_SENSITIVE_PREFIX: &str = "OH_SESSION_API_KEYS_";
 
+/// sandboxd's own settings that name a credential (where the session key
+/// or the callback token is read from): removed from every child's env,
+/// whatever the policy.
+pub const DAEMON_CREDENTIAL_SETTINGS: [&str; 2] =
+    ["SANDBOXD_SESSION_KEY_FILE", "SANDBOXD_CALLBACK_TOKEN_FILE"];
+
 /// Names kept when `inherit_env` is false.
 const MINIMAL_NAMES: [&str; 3] = ["PATH", "HOME", "LANG"];
 
@@ -70,7 +76,9 @@ pub fn sanitize(env: &mut BTreeMap<String, String>) {
 }
 
 /// The base env of a child: inherited or minimal, sanitized, stripped of
-/// the policy's names and of every variable whose value is the session key.
+/// the policy's names, of sandboxd's credential settings
+/// ([`DAEMON_CREDENTIAL_SETTINGS`]) and of every variable whose value is
+/// the session key.
 pub fn base_env(
     daemon_env: impl IntoIterator<Item = (String, String)>,
     inherit: bool,
@@ -88,7 +96,8 @@ pub fn base_env(
                 .strip_prefixes
                 .iter()
                 .any(|p| name.starts_with(p.as_str()))
-            || policy.credential_names.iter().any(|n| n == name);
+            || policy.credential_names.iter().any(|n| n == name)
+            || DAEMON_CREDENTIAL_SETTINGS.contains(&name.as_str());
         let holds_key = session_key.is_some_and(|key| !key.is_empty() && value == key);
         !stripped && !holds_key
     });
@@ -172,6 +181,8 @@ mod tests {
             ("OPENHANDS_API_KEY", "t"),
             ("COPY", "key"),
             ("KEEP", "k"),
+            ("SANDBOXD_SESSION_KEY_FILE", "/run/key"),
+            ("SANDBOXD_CALLBACK_TOKEN_FILE", "/run/token"),
         ]);
         let env = base_env(daemon, true, &policy, Some("key"));
         assert_eq!(env, map(&[("KEEP", "k"), ("AI_AGENT", "openhands")]));

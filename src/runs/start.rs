@@ -56,6 +56,16 @@ impl Starter {
         let run_dir = self.state_dir.run(&run.run_id);
         write_ahead(&cell, &run.cwd, run.default_cwd, &run_dir, new.record_sync)
             .map_err(|(action, path, err)| RunError::io(&run.run_id, action, &path, err))?;
+        if run.default_cwd {
+            crate::containment::give_work_dir(&run.cwd, self.config.run_as).map_err(|err| {
+                RunError::io(
+                    &run.run_id,
+                    "giving the work dir to the run user",
+                    &run.cwd,
+                    err,
+                )
+            })?;
+        }
         let credentials = daemon_credentials(&self.config);
         let secret_values: Vec<&SecretString> = resolved
             .iter()
@@ -79,6 +89,7 @@ impl Starter {
                 .collect(),
             durable: new.record_sync == durable::Durability::Flush || new.callback.is_some(),
             max_output_bytes: self.config.max_output_bytes,
+            run_as: self.config.run_as,
         };
         context
             .log_masks

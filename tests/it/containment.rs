@@ -69,3 +69,306 @@ async fn records_hold_token_digests_not_tokens() {
     assert!(!record.contains(&token), "the final record holds the token");
     assert!(record.contains("\"cost\": 0.5"), "{record}");
 }
+
+/// The pids a run wrote to `names` in its work dir, once all are there.
+async fn pids_written(daemon: &TestDaemon, run_id: &str, names: &[&str]) -> Vec<i32> {
+    let work = daemon.work_root().join(run_id);
+    let mut last = Vec::new();
+    support::wait_for(
+        "the run to write its pids",
+        || async {
+            let pids: Vec<i32> = names
+                .iter()
+                .filter_map(|name| {
+                    let text = std::fs::read_to_string(work.join(name)).ok()?;
+                    text.trim().parse().ok()
+                })
+                .collect();
+            (pids.len() == names.len(), pids)
+        },
+        &mut last,
+    )
+    .await;
+    last
+}
+
+/// Whether `pid` runs (a zombie or a reused pid of another command count
+/// as gone: the run's processes are all `sleep` or `bash`).
+fn runs(pid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..i + 3))
+        .unwrap_or("Z");
+    !stat.is_empty() && state != "Z" && (stat.contains("(sleep)") || stat.contains("(bash)"))
+}
+
+/// Processes that escape the run's process group and session (`setsid`,
+/// a double fork) die with the run: when its command exits at once, at
+/// its timeout, and on cancel within the grace. `/v1/status` names the
+/// mechanism that does it.
+#[tokio::test]
+async fn escaped_processes_die_with_their_run() {
+    let daemon = TestDaemon::start_with(Options {
+        args: vec!["--kill-grace".into(), "1s".into()],
+        ..Options::default()
+    })
+    .await;
+    let (_, status) = daemon.get("/v1/status").await;
+    let mechanism = status["containment"]["kill_mechanism"].clone();
+    assert!(
+        mechanism == "cgroup" || mechanism == "proc_walk",
+        "{status}"
+    );
+    eprintln!("kill mechanism: {mechanism}");
+    let escape = r#"setsid bash -c 'echo $$ > esc.pid; sleep 45 & echo $! > sleep.pid; wait' &
+        (setsid sleep 45 & echo $! > double.pid) &"#;
+    let names = ["esc.pid", "sleep.pid", "double.pid"];
+
+    // The issue's reproduction: the leader exits at once.
+    let started = std::time::Instant::now();
+    let command = format!(
+        "{escape} while [ ! -s esc.pid ] || [ ! -s sleep.pid ] || [ ! -s double.pid ]; \
+         do sleep 0.02; done; exit 0"
+    );
+    daemon
+        .start_run(json!({"run_id": "exits", "command": command, "timeout_s": 5}))
+        .await;
+    let run = daemon.wait_ended("exits").await;
+    assert!(
+        started.elapsed().as_secs() < 6,
+        "ended after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(run["state"], "succeeded", "{run}");
+    for pid in pids_written(&daemon, "exits", &names).await {
+        assert!(!runs(pid), "process {pid} outlived its run");
+    }
+
+    // The leader stays: the timeout ends the run and everything in it.
+    let started = std::time::Instant::now();
+    let command = format!("{escape} sleep 45");
+    daemon
+        .start_run(json!({"run_id": "times-out", "command": command, "timeout_s": 2}))
+        .await;
+    let pids = pids_written(&daemon, "times-out", &names).await;
+    let run = daemon.wait_ended("times-out").await;
+    let took = started.elapsed();
+    assert!(took.as_secs_f64() < 2.0 + 1.0 + 2.0, "ended after {took:?}");
+    assert_eq!(run["state"], "timed_out", "{run}");
+    for pid in pids {
+        assert!(!runs(pid), "process {pid} outlived its timeout");
+    }
+
+    // Cancel, with escaped processes that ignore SIGTERM.
+    let command = format!("trap '' TERM; {escape} sleep 45");
+    daemon
+        .start_run(json!({"run_id": "cancelled", "command": command, "timeout_s": 60}))
+        .await;
+    let pids = pids_written(&daemon, "cancelled", &names).await;
+    let started = std::time::Instant::now();
+    let (code, body) = daemon
+        .post("/v1/runs/cancelled/cancel", json!({"grace_s": 0.5}))
+        .await;
+    assert!(code.is_success(), "{code} {body}");
+    let run = daemon.wait_ended("cancelled").await;
+    let took = started.elapsed();
+    assert!(took.as_secs_f64() < 0.5 + 2.0, "ended after {took:?}");
+    assert_eq!(run["state"], "cancelled", "{run}");
+    for pid in pids {
+        assert!(!runs(pid), "process {pid} outlived the cancel");
+    }
+}
+
+/// A fixed unprivileged uid (no passwd entry needed) for runs.
+const RUN_UID: u32 = 61234;
+
+/// With `--run-user`, a run executes as that user and cannot read the
+/// daemon's environ, stop the daemon, read the state dir or its records,
+/// nor find the session key file in its env; `/v1/status` says runs are
+/// separated. Needs root.
+#[tokio::test]
+async fn a_run_as_the_run_user_cannot_reach_the_daemon() {
+    if !support::is_root() {
+        eprintln!("needs root (--run-user); skipped");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let daemon = TestDaemon::start_with(Options {
+        dir: Some(dir.clone()),
+        args: vec!["--run-user".into(), format!("{RUN_UID}:{RUN_UID}")],
+        env: vec![
+            ("SANDBOXD_TEST_MARKER".into(), "daemon-env".into()),
+            (
+                "SANDBOXD_SESSION_KEY_FILE".into(),
+                "/nonexistent/key".into(),
+            ),
+        ],
+        binary: true,
+        ..Options::default()
+    })
+    .await;
+    let key_file = dir.path().join("key");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (_, status) = daemon.get("/v1/status").await;
+    assert_eq!(
+        status["containment"]["run_user_separated"], true,
+        "{status}"
+    );
+
+    let pid = daemon.pid();
+    let state = daemon.state_dir();
+    let command = format!(
+        r#"[ "$(id -u)" = {RUN_UID} ] || exit 10
+        if cat /proc/{pid}/environ >/dev/null 2>&1; then exit 11; fi
+        if kill -STOP {pid} 2>/dev/null; then kill -CONT {pid}; exit 12; fi
+        if kill -0 {pid} 2>/dev/null; then exit 13; fi
+        if ls {state} >/dev/null 2>&1; then exit 14; fi
+        if cat {state}/runs/probe/record.json >/dev/null 2>&1; then exit 15; fi
+        if cat {key} >/dev/null 2>&1; then exit 16; fi
+        if env | grep -q SANDBOXD_SESSION_KEY_FILE; then exit 17; fi
+        echo mine > mine.txt || exit 18
+        exit 0"#,
+        state = state.display(),
+        key = key_file.display(),
+    );
+    let run = daemon
+        .exec(json!({"run_id": "probe", "command": command}))
+        .await;
+    assert_eq!(run["exit_code"], 0, "a check failed: {run}");
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert!(support::alive(pid));
+    let meta = std::fs::metadata(daemon.work_root().join("probe/mine.txt")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(meta.uid(), RUN_UID);
+}
+
+/// Without `--run-user` the status says runs share sandboxd's uid, and
+/// what that leaves open.
+#[tokio::test]
+async fn status_names_missing_protections() {
+    let daemon = TestDaemon::start().await;
+    let (_, status) = daemon.get("/v1/status").await;
+    let containment = &status["containment"];
+    assert_eq!(containment["run_user_separated"], false, "{status}");
+    let missing = containment["missing"].to_string();
+    assert!(missing.contains("share sandboxd's uid"), "{missing}");
+    assert!(containment["fd_limit"].as_u64().unwrap() > 0);
+}
+
+/// 1,100 idle connections (more than a 1,024 soft descriptor limit, more
+/// than the connection cap) do not keep `/healthz` or an authenticated
+/// request out: sandboxd raised its soft limit to the hard one, and a new
+/// connection over the cap takes the place of the oldest idle one.
+#[tokio::test]
+async fn idle_connections_do_not_starve_the_api() {
+    let daemon = TestDaemon::start_with(Options {
+        // Started with the usual soft limit of 1,024 descriptors.
+        wrapper: vec![
+            "bash".into(),
+            "-c".into(),
+            r#"ulimit -Sn 1024 && exec "$@""#.into(),
+            "bash".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let addr = daemon.url.trim_start_matches("http://").to_owned();
+    let mut idle = Vec::new();
+    for _ in 0..1_100 {
+        idle.push(std::net::TcpStream::connect(&addr).unwrap());
+    }
+    // Connections idle for a moment (250 ms) make room for new ones.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let (status, text) = daemon.text("/healthz").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let (status, body) = daemon.get("/v1/status").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        started.elapsed().as_secs() < 5,
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        body["containment"]["fd_limit"].as_u64().unwrap() > 1024,
+        "{body}"
+    );
+    drop(idle);
+    assert!(
+        !daemon.logs().contains("Too many open files"),
+        "{}",
+        daemon.logs()
+    );
+}
+
+/// 5,000 unauthenticated requests grow the daemon's log by a few lines:
+/// refusals are logged at debug, with one sampled info line a second.
+#[tokio::test]
+async fn refused_requests_are_logged_sampled() {
+    use futures::StreamExt;
+    let daemon = TestDaemon::start_binary().await;
+    let before = daemon.logs().len();
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/status", daemon.url);
+    let statuses: Vec<u16> = futures::stream::iter(0..5_000)
+        .map(|_| {
+            let request = client.get(&url).bearer_auth("wrong");
+            async move {
+                request
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 401), "not all were 401");
+    let grown = daemon.logs().len() - before;
+    assert!(grown < 4096, "the log grew by {grown} bytes");
+}
+
+/// A callback token given on the command line is warned about (it shows
+/// in `/proc/<pid>/cmdline`); one from `--callback-token-file` is not; the
+/// settings naming credential files never reach a run's env.
+#[tokio::test]
+async fn credential_settings_stay_out_of_argv_and_children() {
+    let daemon = TestDaemon::start_with(Options {
+        args: vec!["--callback-token".into(), "tok-on-argv".into()],
+        ..Options::default()
+    })
+    .await;
+    let (_, status) = daemon.get("/v1/status").await;
+    let missing = status["containment"]["missing"].to_string();
+    assert!(missing.contains("--callback-token-file"), "{missing}");
+
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let token_file = dir.path().join("callback-token");
+    std::fs::write(&token_file, "tok-in-file\n").unwrap();
+    let daemon = TestDaemon::start_with(Options {
+        dir: Some(dir.clone()),
+        args: vec![
+            "--callback-token-file".into(),
+            token_file.display().to_string(),
+        ],
+        env: vec![(
+            "SANDBOXD_CALLBACK_TOKEN_FILE".into(),
+            token_file.display().to_string(),
+        )],
+        ..Options::default()
+    })
+    .await;
+    let (_, status) = daemon.get("/v1/status").await;
+    let missing = status["containment"]["missing"].to_string();
+    assert!(!missing.contains("--callback-token-file"), "{missing}");
+    let run = daemon
+        .exec(json!({"run_id": "env", "command": "env | grep -c '^SANDBOXD_.*_FILE=' ; exit 0"}))
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let (_, out) = daemon.text("/v1/runs/env/logs?stream=stdout").await;
+    assert_eq!(out.trim(), "0", "{out}");
+}

@@ -4,13 +4,20 @@
 //! the run's oom_score_adj and no descriptors beyond stdio.
 
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
-use super::protocol::ShimSpec;
+use super::protocol::{RunAs, ShimSpec};
 
-/// Starts `argv` for the run. The error is a sentence for the report.
-pub(super) fn spawn_child(argv: &[String], spec: &ShimSpec) -> Result<Child, String> {
+/// Starts `argv` for the run, moved into the run's cgroup (`cgroup_procs`,
+/// the cgroup's `cgroup.procs` opened for writing) when it has one, and as
+/// `spec.run_as` when set. The error is a sentence for the report.
+pub(super) fn spawn_child(
+    argv: &[String],
+    spec: &ShimSpec,
+    cgroup_procs: Option<RawFd>,
+) -> Result<Child, String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("the command is empty".to_owned());
     };
@@ -21,6 +28,7 @@ pub(super) fn spawn_child(argv: &[String], spec: &ShimSpec) -> Result<Child, Str
         ));
     }
     let oom = format!("{}\n", spec.oom_score_adj).into_bytes();
+    let run_as = spec.run_as;
     let mut command = Command::new(program);
     command
         .args(args)
@@ -35,12 +43,25 @@ pub(super) fn spawn_child(argv: &[String], spec: &ShimSpec) -> Result<Child, Str
     // memory allocated before the fork (see `reset_child`).
     unsafe {
         command.pre_exec(move || {
+            if let Some(fd) = cgroup_procs {
+                // Into the run's cgroup first: whatever the child forks
+                // from now on is killed with the run.
+                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             reset_child(&oom);
-            Ok(())
+            match run_as {
+                Some(user) => drop_privileges(user),
+                None => Ok(()),
+            }
         });
     }
     command.spawn().map_err(|err| match err.kind() {
         io::ErrorKind::NotFound => format!("command not found: {program}"),
+        io::ErrorKind::PermissionDenied if run_as.is_some() => {
+            format!("permission denied executing {program} as the run user")
+        }
         io::ErrorKind::PermissionDenied => format!("permission denied executing {program}"),
         _ => format!("cannot start {program}: {err}"),
     })
@@ -92,6 +113,24 @@ fn reset_child(oom: &[u8]) {
             libc::CLOSE_RANGE_CLOEXEC,
         );
     }
+}
+
+/// Becomes the run user, for good: its gid as the only group, then its
+/// uid (real, effective and saved). Runs in the forked child after the
+/// writes that need the shim's privileges. Async-signal-safe calls only.
+fn drop_privileges(user: RunAs) -> io::Result<()> {
+    // SAFETY: setgroups reads one gid from our stack; setresgid and
+    // setresuid take integers. All are async-signal-safe.
+    unsafe {
+        let groups = [user.gid as libc::gid_t];
+        if libc::setgroups(1, groups.as_ptr()) != 0
+            || libc::setresgid(user.gid, user.gid, user.gid) != 0
+            || libc::setresuid(user.uid, user.uid, user.uid) != 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// The kernel's `struct sigaction` for rt_sigaction on Linux.

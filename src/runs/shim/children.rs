@@ -2,11 +2,14 @@
 //! reaping orphans, ending what is left of the run after it, and reaping
 //! every child before the next phase or the end.
 
+use std::time::{Duration, Instant};
+
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
+use crate::containment::RunCgroup;
 use crate::procfs;
 
 /// Waits for the leader, reaping any orphan that exits meanwhile.
@@ -21,18 +24,47 @@ pub(super) fn wait_for_leader(leader: i32) -> WaitStatus {
 }
 
 /// Ends what is left of a run after its leader: the rest of its process
-/// group and any process reparented to the shim (orphans that left the
-/// group). No grandchild outlives its run.
-pub(super) fn kill_leftovers(leader: i32) {
+/// group, everything in the run's cgroup (when it has one), and every
+/// descendant of the shim found in `/proc` (processes that `setsid` or
+/// double-fork away are reparented to this subreaper), SIGKILLed round
+/// after round until none is left. No process outlives its run.
+pub(super) fn kill_leftovers(leader: i32, cgroup: Option<&RunCgroup>) {
     let _ = killpg(Pid::from_raw(leader), Signal::SIGKILL);
-    // Children left (orphans adopted by this subreaper)? Usually none, and
-    // then /proc need not be scanned.
-    if waitpid(None, Some(WaitPidFlag::WNOHANG)) == Err(Errno::ECHILD) {
-        return;
+    if let Some(cgroup) = cgroup {
+        cgroup.kill_all(Duration::from_secs(5));
     }
     let me = std::process::id() as i32;
-    for pid in procfs::children_of(me) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+    let started = Instant::now();
+    loop {
+        reap_exited();
+        // Usually none left, and then /proc need not be walked.
+        if waitpid(None, Some(WaitPidFlag::WNOHANG)) == Err(Errno::ECHILD) {
+            return;
+        }
+        let pids = procfs::descendants_of(me);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        // A process stuck in the kernel (D state) may take a while; the
+        // round goes on, but never spins.
+        let pause = if started.elapsed() < Duration::from_millis(100) {
+            Duration::from_millis(1)
+        } else {
+            Duration::from_millis(20)
+        };
+        std::thread::sleep(pause);
+    }
+}
+
+/// Reaps the children that have exited, without waiting.
+fn reap_exited() {
+    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            return;
+        }
     }
 }
 

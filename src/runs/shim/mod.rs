@@ -13,8 +13,13 @@
 //! - enforces the deadline (SIGTERM to the group, SIGKILL after the grace);
 //! - forwards the [`FORWARDED_SIGNALS`](crate::signals::FORWARDED_SIGNALS)
 //!   to the current process group; SIGTERM and SIGINT also mean "cancelled";
-//! - when the leader exits, kills what is left of the run (the group and any
-//!   orphan reparented to the shim), drains the pipes, and writes
+//! - moves each phase's process into the run's own cgroup (cgroup v2,
+//!   where one is writable) before exec, and runs it as `--run-user` when
+//!   the spec says so;
+//! - when the leader exits, kills what is left of the run (the group, the
+//!   run's cgroup, and every descendant of the shim, round after round
+//!   until none is left: processes that `setsid` or double-fork away are
+//!   reparented to it), drains the pipes, and writes
 //!   `exit.json` ([`ExitReport`]) atomically, tells the daemon
 //!   ([`ShimEvent::Ended`], carrying the report), and only then flushes the
 //!   logs and the report to disk. That file is the run's result for
@@ -52,7 +57,8 @@ use nix::unistd::Pid;
 
 use self::capture::{spawn_reader, OutputFiles, Stream};
 use self::events::EventPipe;
-pub use self::protocol::{ExitReport, Phase, ShimEvent, ShimSpec};
+pub use self::protocol::{ExitReport, Phase, RunAs, ShimEvent, ShimSpec};
+use crate::containment::RunCgroup;
 use crate::durable;
 use crate::secrets::mask::{LiveMasker, Masker};
 use crate::signals::FORWARDED_SIGNALS;
@@ -144,6 +150,9 @@ fn run_shim() -> io::Result<()> {
         )),
     });
     let masker = LiveMasker::new(Masker::new(spec.mask.iter()));
+    // The run's own cgroup where one is writable, else the /proc walk
+    // alone ends what the run leaves behind.
+    let cgroup = RunCgroup::create(&std::process::id().to_string());
     capture::spawn_control_thread(shared.clone(), masker.clone());
 
     deadline::spawn_signal_thread(shared.clone(), forwarded);
@@ -154,7 +163,7 @@ fn run_shim() -> io::Result<()> {
         Duration::from_millis(spec.kill_grace_ms),
     );
 
-    let mut report = run_phases(&spec, &shared, &masker);
+    let mut report = run_phases(&spec, &shared, &masker, cgroup.as_ref());
     deadline::finish(&shared);
     let mut output = lock(&shared.output);
     let truncation = output.finish();
@@ -191,11 +200,24 @@ fn run_shim() -> io::Result<()> {
     durable::sync_dir(&spec.run_dir)
 }
 
-fn run_phases(spec: &ShimSpec, shared: &Arc<Shared>, masker: &LiveMasker) -> ExitReport {
+fn run_phases(
+    spec: &ShimSpec,
+    shared: &Arc<Shared>,
+    masker: &LiveMasker,
+    cgroup: Option<&RunCgroup>,
+) -> ExitReport {
     let mut report = ExitReport::not_started();
     if spec.setup && spec.cwd.join("setup.sh").is_file() {
         let argv = ["bash".to_owned(), "setup.sh".to_owned()];
-        let ok = run_phase(Phase::Setup, &argv, spec, shared, masker, &mut report);
+        let ok = run_phase(
+            Phase::Setup,
+            &argv,
+            spec,
+            shared,
+            masker,
+            cgroup,
+            &mut report,
+        );
         if !ok {
             report.finished_at = Utc::now();
             return report;
@@ -209,6 +231,7 @@ fn run_phases(spec: &ShimSpec, shared: &Arc<Shared>, masker: &LiveMasker) -> Exi
             spec,
             shared,
             masker,
+            cgroup,
             &mut report,
         );
     }
@@ -223,12 +246,13 @@ fn run_phase(
     spec: &ShimSpec,
     shared: &Arc<Shared>,
     masker: &LiveMasker,
+    cgroup: Option<&RunCgroup>,
     report: &mut ExitReport,
 ) -> bool {
     report.phase = phase;
     report.exit_code = None;
     report.signal = None;
-    let mut child = match child::spawn_child(argv, spec) {
+    let mut child = match child::spawn_child(argv, spec, cgroup.map(RunCgroup::procs_fd)) {
         Ok(child) => child,
         Err(message) => {
             report.spawn_error = Some(message);
@@ -256,7 +280,7 @@ fn run_phase(
     ];
     let status = children::wait_for_leader(pid);
     shared.current_pgid.store(0, Ordering::SeqCst);
-    children::kill_leftovers(pid);
+    children::kill_leftovers(pid, cgroup);
     children::reap_all();
     for reader in readers.into_iter().flatten() {
         let _ = reader.join();

@@ -40,6 +40,19 @@ pub struct ShimSpec {
     /// comes, then a marker and the most recent tail at the end.
     #[serde(default)]
     pub max_output_bytes: u64,
+    /// The user the run's processes execute as (`--run-user`), when the
+    /// shim runs as root; `None`: the shim's own uid.
+    #[serde(default)]
+    pub run_as: Option<RunAs>,
+}
+
+/// A uid and gid a run executes as (its only group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunAs {
+    /// The uid.
+    pub uid: u32,
+    /// The gid (also the only supplementary group).
+    pub gid: u32,
 }
 
 // The spec carries secret values (in `env` and `mask`): wipe them when it

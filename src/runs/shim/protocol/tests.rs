@@ -18,6 +18,7 @@ fn spec() -> ShimSpec {
         mask: vec!["s3cr\u{e9}t".into()],
         durable: false,
         max_output_bytes: 1 << 20,
+        run_as: None,
     }
 }
 

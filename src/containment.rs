@@ -1,0 +1,328 @@
+//! What keeps a run inside its bounds, and how sandboxd finds out which
+//! protections this host allows: the per-run cgroup (cgroup v2, where one
+//! is writable) that lets a shim kill every process of its run at once,
+//! with the `/proc` walk of the shim's descendants as the fallback, and the
+//! [`Report`] of protections on and missing shown at start-up and in
+//! `GET /v1/status`.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// The cgroup v2 directory this process is in, when the unified hierarchy
+/// is mounted: `/sys/fs/cgroup` (pure v2) or `/sys/fs/cgroup/unified`
+/// (hybrid), joined with the `0::` line of `/proc/self/cgroup`.
+pub fn own_cgroup_dir() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = text.lines().find_map(|line| line.strip_prefix("0::"))?;
+    let mount = cgroup2_mount()?;
+    let dir = mount.join(rel.trim_start_matches('/'));
+    dir.join("cgroup.procs").is_file().then_some(dir)
+}
+
+/// Where the unified (v2) hierarchy is mounted, from `/proc/self/mountinfo`.
+fn cgroup2_mount() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        if right.split(' ').next()? != "cgroup2" {
+            return None;
+        }
+        left.split(' ').nth(4).map(PathBuf::from)
+    })
+}
+
+/// A run's own cgroup: created by its shim next to the shim's cgroup, the
+/// run's processes moved in before exec, and killed as a whole
+/// (`cgroup.kill`) when the run ends. Removed on drop.
+#[derive(Debug)]
+pub struct RunCgroup {
+    dir: PathBuf,
+    procs: File,
+}
+
+impl RunCgroup {
+    /// Creates `sandboxd-run-<name>` beside this process's cgroup; `None`
+    /// when there is no writable cgroup v2 or no `cgroup.kill` (Linux < 5.14).
+    pub fn create(name: &str) -> Option<RunCgroup> {
+        let parent = own_cgroup_dir()?;
+        let dir = parent.join(format!("sandboxd-run-{name}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(_) => return None,
+        }
+        let usable = dir.join("cgroup.kill").exists();
+        let procs = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("cgroup.procs"));
+        match (usable, procs) {
+            (true, Ok(procs)) => Some(RunCgroup { dir, procs }),
+            _ => {
+                let _ = std::fs::remove_dir(&dir);
+                None
+            }
+        }
+    }
+
+    /// The descriptor of `cgroup.procs`: a forked child writes `0` to it
+    /// (before exec, async-signal-safe) to move itself in.
+    pub fn procs_fd(&self) -> RawFd {
+        self.procs.as_raw_fd()
+    }
+
+    /// Whether any process is still in the cgroup.
+    pub fn populated(&self) -> bool {
+        std::fs::read_to_string(self.dir.join("cgroup.events"))
+            .map(|text| text.lines().any(|l| l == "populated 1"))
+            .unwrap_or(false)
+    }
+
+    /// SIGKILLs every process in the cgroup (the kernel does it atomically,
+    /// forks included) and waits up to `wait` for it to empty. The caller
+    /// reaps what was its children.
+    pub fn kill_all(&self, wait: Duration) {
+        if !self.populated() {
+            return;
+        }
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.dir.join("cgroup.kill"))
+        {
+            let _ = file.write_all(b"1");
+        }
+        let until = Instant::now() + wait;
+        while self.populated() && Instant::now() < until {
+            // Zombies leave the cgroup only when reaped: reap ours.
+            reap_nohang();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The cgroup's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for RunCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+fn reap_nohang() {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+        if status == WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+/// Gives a run's work dir to the run user (`--run-user`): the directory
+/// itself, not followed if it is a symlink, mode 0700. What a bundle put
+/// in it before keeps its owner (root) and its modes; the run owns the
+/// directory, so it can add, rename and remove entries. A no-op without a
+/// run user.
+pub fn give_work_dir(dir: &Path, run_as: Option<crate::runs::shim::RunAs>) -> io::Result<()> {
+    let Some(user) = run_as else { return Ok(()) };
+    std::os::unix::fs::lchown(dir, Some(user.uid), Some(user.gid))?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.is_dir() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// How a shim ends every process of its run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum KillMechanism {
+    /// A cgroup v2 per run, killed with `cgroup.kill`, then the `/proc`
+    /// walk as a backstop.
+    Cgroup,
+    /// The shim (their subreaper) walks `/proc` for its descendants and
+    /// SIGKILLs them until none is left.
+    ProcWalk,
+}
+
+impl KillMechanism {
+    /// Which mechanism shims started by this process will use: tries to
+    /// create (and removes) a probe cgroup.
+    pub fn probe() -> KillMechanism {
+        match RunCgroup::create(&format!("probe-{}", std::process::id())) {
+            Some(_) => KillMechanism::Cgroup,
+            None => KillMechanism::ProcWalk,
+        }
+    }
+
+    /// The name shown in logs and `/v1/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KillMechanism::Cgroup => "cgroup",
+            KillMechanism::ProcWalk => "proc_walk",
+        }
+    }
+}
+
+/// The protections on and missing, for the start-up log line and the
+/// `containment` section of `GET /v1/status`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Report {
+    /// Runs execute as a different user than the daemon.
+    pub run_user_separated: bool,
+    /// The user runs execute as (`uid:gid`, with the name when known).
+    pub run_user: String,
+    /// The daemon's uid.
+    pub daemon_uid: u32,
+    /// How a run's processes are ended.
+    pub kill_mechanism: KillMechanism,
+    /// The soft descriptor limit after start-up.
+    pub fd_limit: u64,
+    /// What a run can still reach, one sentence each; empty when nothing
+    /// is known to be missing.
+    pub missing: Vec<String>,
+}
+
+impl Report {
+    /// What this daemon, with `config`, protects and leaves open. Errs when
+    /// `--run-user` is asked of a daemon that cannot switch users.
+    pub fn probe(config: &crate::config::Config) -> anyhow::Result<Report> {
+        let daemon_uid = nix::unistd::getuid().as_raw();
+        if config.run_as.is_some() && daemon_uid != 0 {
+            anyhow::bail!("--run-user needs sandboxd to run as root (it runs as uid {daemon_uid})");
+        }
+        let run_user = match (config.run_as, &config.run_user_name) {
+            (Some(user), Some(name)) => format!("{name} ({}:{})", user.uid, user.gid),
+            (Some(user), None) => format!("{}:{}", user.uid, user.gid),
+            (None, _) => format!("uid {daemon_uid} (sandboxd's own)",),
+        };
+        let separated = config.run_as.is_some_and(|user| user.uid != daemon_uid);
+        let kill_mechanism = KillMechanism::probe();
+        let fd_limit = fd_limit();
+        let mut missing = Vec::new();
+        if !separated {
+            missing.push(
+                "runs share sandboxd's uid: they can read the supervised service's \
+                 /proc environ, signal sandboxd and the service, and read the state dir \
+                 (set --run-user as root)"
+                    .to_owned(),
+            );
+            if daemon_uid == 0 {
+                missing.push("runs execute as root".to_owned());
+            }
+        } else {
+            missing.push(
+                "runs share one run user: a run can reach another run's processes and \
+                 work dir"
+                    .to_owned(),
+            );
+        }
+        if kill_mechanism == KillMechanism::ProcWalk {
+            missing.push(
+                "no writable cgroup v2: a run's processes are ended by a /proc walk of \
+                 the shim's descendants (a process passed outside the tree is not)"
+                    .to_owned(),
+            );
+        }
+        if config.callback_token_from_flag {
+            missing.push(
+                "the callback token was given as --callback-token and shows in \
+                 /proc/<pid>/cmdline (use --callback-token-file or OPENHANDS_API_KEY)"
+                    .to_owned(),
+            );
+        }
+        Ok(Report {
+            run_user_separated: separated,
+            run_user,
+            daemon_uid,
+            kill_mechanism,
+            fd_limit,
+            missing,
+        })
+    }
+
+    /// The one-line summary logged at start-up.
+    pub fn summary(&self) -> String {
+        let missing = if self.missing.is_empty() {
+            "none".to_owned()
+        } else {
+            self.missing.join("; ")
+        };
+        format!(
+            "containment: runs as {} ({}); kill: {}; fd limit {}; missing: {}",
+            self.run_user,
+            if self.run_user_separated {
+                "separate user"
+            } else {
+                "same uid as sandboxd"
+            },
+            self.kill_mechanism.as_str(),
+            self.fd_limit,
+            missing
+        )
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft
+/// limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write/read the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+/// The soft `RLIMIT_NOFILE` now.
+pub fn fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The probe names a mechanism and leaves no cgroup behind.
+    #[test]
+    fn probe_leaves_nothing() {
+        let mechanism = KillMechanism::probe();
+        if let Some(dir) = own_cgroup_dir() {
+            let probe = dir.join(format!("sandboxd-run-probe-{}", std::process::id()));
+            assert!(!probe.exists());
+        }
+        assert!(matches!(
+            mechanism,
+            KillMechanism::Cgroup | KillMechanism::ProcWalk
+        ));
+    }
+}
