@@ -11,8 +11,6 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 /// The cgroup v2 directory this process is in, when the unified hierarchy
 /// is mounted: `/sys/fs/cgroup` (pure v2) or `/sys/fs/cgroup/unified`
 /// (hybrid), joined with the `0::` line of `/proc/self/cgroup`.
@@ -83,9 +81,10 @@ impl RunCgroup {
     }
 
     /// SIGKILLs every process in the cgroup (the kernel does it atomically,
-    /// forks included) and waits up to `wait` for it to empty. The caller
-    /// reaps what was its children.
-    pub fn kill_all(&self, wait: Duration) {
+    /// forks included) and waits up to `wait` for it to empty, calling
+    /// `reap` (the shim's, the only reaper here) as it goes: zombies leave
+    /// the cgroup only when reaped.
+    pub fn kill_all(&self, wait: Duration, reap: impl Fn()) {
         if !self.populated() {
             return;
         }
@@ -97,8 +96,7 @@ impl RunCgroup {
         }
         let until = Instant::now() + wait;
         while self.populated() && Instant::now() < until {
-            // Zombies leave the cgroup only when reaped: reap ours.
-            reap_nohang();
+            reap();
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -112,15 +110,6 @@ impl RunCgroup {
 impl Drop for RunCgroup {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
-fn reap_nohang() {
-    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-        if status == WaitStatus::StillAlive {
-            break;
-        }
     }
 }
 
@@ -141,8 +130,7 @@ pub fn give_work_dir(dir: &Path, run_as: Option<crate::runs::shim::RunAs>) -> io
 }
 
 /// How a shim ends every process of its run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KillMechanism {
     /// A cgroup v2 per run, killed with `cgroup.kill`, then the `/proc`
     /// walk as a backstop.
@@ -173,7 +161,7 @@ impl KillMechanism {
 
 /// The protections on and missing, for the start-up log line and the
 /// `containment` section of `GET /v1/status`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Report {
     /// Runs execute as a different user than the daemon.
     pub run_user_separated: bool,

@@ -43,7 +43,7 @@ pub struct StatusView {
     pub retention: RetentionView,
     /// Which protections keep runs from the daemon, the service and each
     /// other, and which are missing here.
-    pub containment: crate::containment::Report,
+    pub containment: ContainmentView,
 }
 
 /// Runs by state.
@@ -122,6 +122,36 @@ pub struct ServiceOutputLine {
     pub stream: &'static str,
     /// The line, without its newline, cut at 1 KiB.
     pub text: String,
+}
+
+/// What keeps runs from the daemon and from each other on this host.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContainmentView {
+    /// Runs execute as a different user than the daemon.
+    pub run_user_separated: bool,
+    /// The user runs execute as (`uid:gid`, with the name when known).
+    pub run_user: String,
+    /// The daemon's uid.
+    pub daemon_uid: u32,
+    /// How a run's processes are ended: `cgroup` or `proc_walk`.
+    pub kill_mechanism: &'static str,
+    /// The soft descriptor limit after start-up.
+    pub fd_limit: u64,
+    /// What a run can still reach, one sentence each.
+    pub missing: Vec<String>,
+}
+
+impl From<&crate::containment::Report> for ContainmentView {
+    fn from(report: &crate::containment::Report) -> ContainmentView {
+        ContainmentView {
+            run_user_separated: report.run_user_separated,
+            run_user: report.run_user.clone(),
+            daemon_uid: report.daemon_uid,
+            kill_mechanism: report.kill_mechanism.as_str(),
+            fd_limit: report.fd_limit,
+            missing: report.missing.clone(),
+        }
+    }
 }
 
 /// Retention of ended runs.
@@ -231,7 +261,7 @@ pub async fn get_status(State(state): State<AppState>) -> Json<StatusView> {
             ended_runs: ended,
             pruned_total: state.metrics.runs_pruned_total(),
         },
-        containment: state.containment.clone(),
+        containment: ContainmentView::from(&state.containment),
     })
 }
 

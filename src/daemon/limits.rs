@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -24,10 +24,16 @@ content-type: application/json\r\ncontent-length: 94\r\nconnection: close\r\n\r\
 /// How long a connection must have been idle to make room for a new one.
 pub const IDLE_GRACE: Duration = Duration::from_millis(250);
 
-/// Milliseconds since the first call (a monotonic clock for `idle_since`).
+/// Milliseconds on the monotonic clock (for `idle_since`); read from the
+/// kernel, so no process-wide epoch is kept.
 fn now_ms() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    (now.tv_sec as u64) * 1000 + (now.tv_nsec as u64) / 1_000_000
 }
 
 /// A connection's activity: requests in progress, and since when it has

@@ -31,7 +31,7 @@ pub(super) fn wait_for_leader(leader: i32) -> WaitStatus {
 pub(super) fn kill_leftovers(leader: i32, cgroup: Option<&RunCgroup>) {
     let _ = killpg(Pid::from_raw(leader), Signal::SIGKILL);
     if let Some(cgroup) = cgroup {
-        cgroup.kill_all(Duration::from_secs(5));
+        cgroup.kill_all(Duration::from_secs(5), reap_exited);
     }
     let me = std::process::id() as i32;
     let started = Instant::now();
