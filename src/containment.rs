@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// The cgroup v2 directory this process is in, when the unified hierarchy
 /// is mounted: `/sys/fs/cgroup` (pure v2) or `/sys/fs/cgroup/unified`
 /// (hybrid), joined with the `0::` line of `/proc/self/cgroup`.
-pub fn own_cgroup_dir() -> Option<PathBuf> {
+pub(crate) fn own_cgroup_dir() -> Option<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let rel = text.lines().find_map(|line| line.strip_prefix("0::"))?;
     let mount = cgroup2_mount()?;
@@ -38,7 +38,7 @@ fn cgroup2_mount() -> Option<PathBuf> {
 /// run's processes moved in before exec, and killed as a whole
 /// (`cgroup.kill`) when the run ends. Removed on drop.
 #[derive(Debug)]
-pub struct RunCgroup {
+pub(crate) struct RunCgroup {
     dir: PathBuf,
     procs: File,
 }
@@ -46,7 +46,7 @@ pub struct RunCgroup {
 impl RunCgroup {
     /// Creates `sandboxd-run-<name>` beside this process's cgroup; `None`
     /// when there is no writable cgroup v2 or no `cgroup.kill` (Linux < 5.14).
-    pub fn create(name: &str) -> Option<RunCgroup> {
+    pub(crate) fn create(name: &str) -> Option<RunCgroup> {
         let parent = own_cgroup_dir()?;
         let dir = parent.join(format!("sandboxd-run-{name}"));
         match std::fs::create_dir(&dir) {
@@ -69,12 +69,12 @@ impl RunCgroup {
 
     /// The descriptor of `cgroup.procs`: a forked child writes `0` to it
     /// (before exec, async-signal-safe) to move itself in.
-    pub fn procs_fd(&self) -> RawFd {
+    pub(crate) fn procs_fd(&self) -> RawFd {
         self.procs.as_raw_fd()
     }
 
     /// Whether any process is still in the cgroup.
-    pub fn populated(&self) -> bool {
+    pub(crate) fn populated(&self) -> bool {
         std::fs::read_to_string(self.dir.join("cgroup.events"))
             .map(|text| text.lines().any(|l| l == "populated 1"))
             .unwrap_or(false)
@@ -84,7 +84,7 @@ impl RunCgroup {
     /// forks included) and waits up to `wait` for it to empty, calling
     /// `reap` (the shim's, the only reaper here) as it goes: zombies leave
     /// the cgroup only when reaped.
-    pub fn kill_all(&self, wait: Duration, reap: impl Fn()) {
+    pub(crate) fn kill_all(&self, wait: Duration, reap: impl Fn()) {
         if !self.populated() {
             return;
         }
@@ -100,11 +100,6 @@ impl RunCgroup {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-
-    /// The cgroup's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 impl Drop for RunCgroup {
@@ -118,7 +113,10 @@ impl Drop for RunCgroup {
 /// in it before keeps its owner (root) and its modes; the run owns the
 /// directory, so it can add, rename and remove entries. A no-op without a
 /// run user.
-pub fn give_work_dir(dir: &Path, run_as: Option<crate::runs::shim::RunAs>) -> io::Result<()> {
+pub(crate) fn give_work_dir(
+    dir: &Path,
+    run_as: Option<crate::runs::shim::RunAs>,
+) -> io::Result<()> {
     let Some(user) = run_as else { return Ok(()) };
     std::os::unix::fs::lchown(dir, Some(user.uid), Some(user.gid))?;
     let meta = std::fs::symlink_metadata(dir)?;
@@ -260,7 +258,7 @@ impl Report {
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the soft
 /// limit now in force.
-pub fn raise_fd_limit() -> u64 {
+pub(crate) fn raise_fd_limit() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -284,7 +282,7 @@ pub fn raise_fd_limit() -> u64 {
 }
 
 /// The soft `RLIMIT_NOFILE` now.
-pub fn fd_limit() -> u64 {
+pub(crate) fn fd_limit() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

@@ -22,7 +22,12 @@ pub enum Durability {
 }
 
 /// Atomically replaces `path` with `bytes`, creating it with `mode`.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32, sync: Durability) -> io::Result<()> {
+pub(crate) fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+    mode: u32,
+    sync: Durability,
+) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other("path has no parent directory"))?;
@@ -64,14 +69,14 @@ fn write_new(tmp: &Path, bytes: &[u8], mode: u32, sync: Durability) -> io::Resul
 }
 
 /// fsyncs a directory, making renames and creations in it durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
 /// Whether an I/O error means the disk (or a quota, or a file-size limit)
 /// is full. By kind, so errors that wrap the OS error with more context
 /// (e.g. `tempfile`'s path) count too.
-pub fn is_storage_full(err: &io::Error) -> bool {
+pub(crate) fn is_storage_full(err: &io::Error) -> bool {
     matches!(
         err.kind(),
         io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge
@@ -144,7 +149,7 @@ mod tests {
 /// a restart reads catches up once there is space. Shared by run records
 /// and outbox files.
 #[derive(Debug)]
-pub struct Unsaved<K> {
+pub(crate) struct Unsaved<K> {
     keys: Mutex<HashSet<K>>,
 }
 
@@ -158,7 +163,7 @@ impl<K> Default for Unsaved<K> {
 
 impl<K: Clone + Eq + Hash> Unsaved<K> {
     /// Notes how the last write of `key` went, and passes its result on.
-    pub fn note(&self, key: &K, written: io::Result<()>) -> io::Result<()> {
+    pub(crate) fn note(&self, key: &K, written: io::Result<()>) -> io::Result<()> {
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         match &written {
             Ok(()) => keys.remove(key),
@@ -170,7 +175,10 @@ impl<K: Clone + Eq + Hash> Unsaved<K> {
     /// Writes every unsaved key again with `write`, which answers `None`
     /// for a key that is gone (it is forgotten). Returns the keys written
     /// now, and whether some are still unsaved.
-    pub fn retry(&self, mut write: impl FnMut(&K) -> Option<io::Result<()>>) -> (Vec<K>, bool) {
+    pub(crate) fn retry(
+        &self,
+        mut write: impl FnMut(&K) -> Option<io::Result<()>>,
+    ) -> (Vec<K>, bool) {
         let keys: Vec<K> = {
             let keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
             keys.iter().cloned().collect()
@@ -195,7 +203,7 @@ impl<K: Clone + Eq + Hash> Unsaved<K> {
     }
 
     /// Stops retrying `key` (its file went away with its owner).
-    pub fn forget(&self, key: &K) {
+    pub(crate) fn forget(&self, key: &K) {
         self.keys
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -24,21 +24,21 @@
 //! - [`metrics`], [`telemetry`], [`durable`]: cross-cutting helpers.
 
 pub mod api;
-pub mod callbacks;
+pub(crate) mod callbacks;
 pub mod cli;
 pub mod config;
-pub mod containment;
+pub(crate) mod containment;
 pub mod daemon;
-pub mod durable;
+pub(crate) mod durable;
 pub mod error;
-pub mod metrics;
-pub mod procfs;
+pub(crate) mod metrics;
+pub(crate) mod procfs;
 pub mod runs;
 pub mod secrets;
-pub mod signals;
-pub mod state_dir;
-pub mod supervise;
-pub mod telemetry;
+pub(crate) mod signals;
+pub(crate) mod state_dir;
+pub(crate) mod supervise;
+pub(crate) mod telemetry;
 pub mod upload;
 
 pub use daemon::{run, Listener, SignalSender, Signals};

@@ -41,7 +41,7 @@ impl ProcessIdentity {
 
 /// The fields of `/proc/PID/stat` that sandboxd uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcStat {
+pub(crate) struct ProcStat {
     /// Parent pid.
     pub ppid: i32,
     /// Start time in clock ticks since boot.
@@ -51,7 +51,7 @@ pub struct ProcStat {
 }
 
 /// Reads `/proc/PID/stat`.
-pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+pub(crate) fn proc_stat(pid: i32) -> Option<ProcStat> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(&text)
 }
@@ -70,7 +70,7 @@ fn parse_stat(text: &str) -> Option<ProcStat> {
 
 /// Pids whose parent is `parent`: from `/proc/<parent>/task/*/children`
 /// (one small file per thread), else by scanning all of `/proc`.
-pub fn children_of(parent: i32) -> Vec<i32> {
+pub(crate) fn children_of(parent: i32) -> Vec<i32> {
     if let Some(children) = children_from_tasks(parent) {
         return children;
     }
@@ -85,7 +85,7 @@ pub fn children_of(parent: i32) -> Vec<i32> {
 /// Every descendant of `root` (children, their children, ...), parents
 /// before their children. Processes that `setsid` or double-fork away from
 /// a subreaper are reparented to it and so are still found.
-pub fn descendants_of(root: i32) -> Vec<i32> {
+pub(crate) fn descendants_of(root: i32) -> Vec<i32> {
     let mut found = Vec::new();
     let mut queue = vec![root];
     while let Some(pid) = queue.pop() {
@@ -115,7 +115,7 @@ fn children_from_tasks(parent: i32) -> Option<Vec<i32>> {
 }
 
 /// The path an open descriptor of ours refers to (`/proc/self/fd/N`).
-pub fn fd_path(fd: RawFd) -> io::Result<PathBuf> {
+pub(crate) fn fd_path(fd: RawFd) -> io::Result<PathBuf> {
     std::fs::read_link(format!("/proc/self/fd/{fd}"))
 }
 

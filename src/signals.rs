@@ -10,7 +10,7 @@ use nix::sys::signal::Signal;
 /// (SIGHUP) or an application-defined action (SIGUSR1, SIGUSR2). SIGKILL
 /// and SIGSTOP cannot be caught; job-control and fault signals are about
 /// the forwarder itself.
-pub const FORWARDED_SIGNALS: [Signal; 6] = [
+pub(crate) const FORWARDED_SIGNALS: [Signal; 6] = [
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGHUP,
@@ -22,6 +22,6 @@ pub const FORWARDED_SIGNALS: [Signal; 6] = [
 /// Whether a forwarded signal also asks the forwarder itself to stop
 /// (SIGTERM, SIGINT): the daemon shuts down instead of passing it on to the
 /// service, and a shim marks its run cancelled.
-pub fn asks_to_stop(signal: Signal) -> bool {
+pub(crate) fn asks_to_stop(signal: Signal) -> bool {
     matches!(signal, Signal::SIGTERM | Signal::SIGINT)
 }

@@ -93,7 +93,7 @@ impl StateDir {
 }
 
 /// File name of a run's record.
-pub const RECORD_FILE: &str = "record.json";
+pub(crate) const RECORD_FILE: &str = "record.json";
 
 impl RunDir {
     /// The run dir at `path` (the shim gets its path in its spec).

@@ -19,7 +19,7 @@ use crate::secrets::mask::Masker;
 
 /// Installs the global subscriber. Call once, from `main`. Every line is
 /// masked with the returned [`LogMasks`], which the daemon fills.
-pub fn init(format: LogFormat, verbosity: u8) -> LogMasks {
+pub(crate) fn init(format: LogFormat, verbosity: u8) -> LogMasks {
     let masks = LogMasks::default();
     let writer_masks = masks.clone();
     let level = match verbosity {

@@ -12,7 +12,7 @@ const ERROR_BODY_CHARS: usize = 200;
 
 /// What an attempt means for the callback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The service has it (2xx), or already held a terminal state (409).
     Delivered,
     /// Worth trying again: no answer, 408, 429, 5xx.
@@ -23,7 +23,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Label for metrics and logs.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Delivered => "delivered",
             Outcome::Retry => "retry",
@@ -33,7 +33,7 @@ impl Outcome {
 }
 
 /// The meaning of an HTTP status for a completion callback.
-pub fn classify(status: u16) -> Outcome {
+pub(crate) fn classify(status: u16) -> Outcome {
     match status {
         200..=299 | 409 => Outcome::Delivered,
         408 | 429 | 500..=599 => Outcome::Retry,
@@ -45,7 +45,7 @@ pub fn classify(status: u16) -> Outcome {
 }
 
 /// Parses `Retry-After`: delta-seconds or an HTTP date, relative to `now`.
-pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+pub(crate) fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
@@ -55,7 +55,7 @@ pub fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 }
 
 /// One POST to send.
-pub struct Request<'a> {
+pub(crate) struct Request<'a> {
     /// Where.
     pub url: &'a str,
     /// `Authorization: Bearer`, when given.
@@ -70,7 +70,7 @@ pub struct Request<'a> {
 
 /// What one attempt gave.
 #[derive(Debug, Clone)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     /// What it means.
     pub outcome: Outcome,
     /// The answer's status, when there was an answer.
@@ -83,7 +83,7 @@ pub struct Attempt {
 
 /// Sends one POST and classifies the answer. `client` must not follow
 /// redirects and must have a timeout.
-pub async fn post(client: &reqwest::Client, request: Request<'_>) -> Attempt {
+pub(crate) async fn post(client: &reqwest::Client, request: Request<'_>) -> Attempt {
     let mut builder = client
         .post(request.url)
         .header(CONTENT_TYPE, "application/json")

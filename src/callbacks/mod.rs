@@ -17,11 +17,11 @@
 //! a crash falls between a send and its record, and then carry the same
 //! `Idempotency-Key`.
 
-pub mod deliver;
-pub mod payload;
-pub mod store;
+pub(crate) mod deliver;
+pub(crate) mod payload;
+pub(crate) mod store;
 mod target;
-pub mod worker;
+pub(crate) mod worker;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,7 +35,7 @@ use crate::config::Config;
 use crate::durable;
 use crate::metrics::Metrics;
 use store::{DeliveryState, OutboxRecord, Store};
-pub use target::{CallbackTarget, Outcome, RunReport, StoredToken};
+pub(crate) use target::{CallbackTarget, Outcome, RunReport, StoredToken};
 
 /// Attempts in flight at once, over all runs.
 const MAX_CONCURRENT_ATTEMPTS: usize = 64;

@@ -12,15 +12,15 @@ use serde::{Deserialize, Serialize};
 use super::{Completion, Outcome};
 
 /// Characters of stderr carried by a `FAILED` payload's `error`.
-pub const STDERR_CHARS: usize = 1000;
+pub(crate) const STDERR_CHARS: usize = 1000;
 
 /// Characters of stdout carried by a `FAILED` payload's `error`.
-pub const STDOUT_CHARS: usize = 500;
+pub(crate) const STDOUT_CHARS: usize = 500;
 
 /// `status` of the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PayloadStatus {
+pub(crate) enum PayloadStatus {
     /// The run succeeded (exit 0).
     Completed,
     /// Any other end.
@@ -30,7 +30,7 @@ pub enum PayloadStatus {
 /// Body of `POST <callback.url>`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Payload {
+pub(crate) struct Payload {
     /// `COMPLETED` or `FAILED`.
     pub status: PayloadStatus,
     /// The automation service's run id (`callback.run_id`).
@@ -47,7 +47,7 @@ pub struct Payload {
 }
 
 /// Builds the payload of a run's completion.
-pub fn build(completion: &Completion) -> Payload {
+pub(crate) fn build(completion: &Completion) -> Payload {
     let (status, error) = match completion.outcome {
         Outcome::Succeeded => (PayloadStatus::Completed, None),
         _ => (PayloadStatus::Failed, Some(error_text(completion))),
@@ -64,7 +64,7 @@ pub fn build(completion: &Completion) -> Payload {
 /// The service's own failure text: the reason, a line saying the output
 /// was truncated when it was, then the last 1000 characters of stderr and
 /// the last 500 of stdout (both already masked).
-pub fn error_text(completion: &Completion) -> String {
+pub(crate) fn error_text(completion: &Completion) -> String {
     let truncated = match &completion.truncated {
         Some(truncated) => format!("\noutput truncated: {truncated}"),
         None => String::new(),

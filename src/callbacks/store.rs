@@ -15,16 +15,16 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::payload::Payload;
-pub use super::target::StoredToken;
+pub(crate) use super::target::StoredToken;
 use crate::durable;
 
 /// Current format of an outbox file.
-pub const OUTBOX_VERSION: u32 = 1;
+pub(crate) const OUTBOX_VERSION: u32 = 1;
 
 /// Where a callback stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum DeliveryState {
+pub(crate) enum DeliveryState {
     /// Not delivered yet; attempts go on.
     Pending,
     /// The service took it (2xx or 409).
@@ -35,7 +35,7 @@ pub enum DeliveryState {
 
 impl DeliveryState {
     /// The wire name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             DeliveryState::Pending => "pending",
             DeliveryState::Delivered => "delivered",
@@ -46,7 +46,7 @@ impl DeliveryState {
 
 /// One run's callback, as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OutboxRecord {
+pub(crate) struct OutboxRecord {
     /// Format version.
     pub version: u32,
     /// sandboxd's run id: the file name and the `Idempotency-Key`.
@@ -73,35 +73,35 @@ pub struct OutboxRecord {
 
 /// The outbox directory.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub(crate) struct Store {
     dir: PathBuf,
 }
 
 impl Store {
     /// The outbox in `dir` (created by the daemon's start-up).
-    pub fn new(dir: PathBuf) -> Store {
+    pub(crate) fn new(dir: PathBuf) -> Store {
         Store { dir }
     }
 
     /// The file of one run's callback.
-    pub fn path(&self, run_id: &str) -> PathBuf {
+    pub(crate) fn path(&self, run_id: &str) -> PathBuf {
         self.dir.join(format!("{run_id}.json"))
     }
 
     /// Writes a record; `sync` says whether to wait for the disk.
-    pub fn save(&self, record: &OutboxRecord, sync: durable::Durability) -> io::Result<()> {
+    pub(crate) fn save(&self, record: &OutboxRecord, sync: durable::Durability) -> io::Result<()> {
         let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
         durable::write_atomic(&self.path(&record.run_id), &bytes, 0o600, sync)
     }
 
     /// Flushes a run's file and the directory entry naming it to disk.
-    pub fn flush(&self, run_id: &str) -> io::Result<()> {
+    pub(crate) fn flush(&self, run_id: &str) -> io::Result<()> {
         std::fs::File::open(self.path(run_id))?.sync_all()?;
         durable::sync_dir(&self.dir)
     }
 
     /// Removes a run's file; a missing file is fine.
-    pub fn remove(&self, run_id: &str) -> io::Result<()> {
+    pub(crate) fn remove(&self, run_id: &str) -> io::Result<()> {
         match std::fs::remove_file(self.path(run_id)) {
             Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
             _ => Ok(()),
@@ -110,7 +110,7 @@ impl Store {
 
     /// Reads every record. Leftover temp files of an interrupted write are
     /// removed; unreadable files are logged and left alone for a person.
-    pub fn load_all(&self) -> io::Result<Vec<OutboxRecord>> {
+    pub(crate) fn load_all(&self) -> io::Result<Vec<OutboxRecord>> {
         let mut records = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();

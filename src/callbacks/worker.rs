@@ -24,7 +24,7 @@ use crate::durable;
 
 /// Longest wait between two attempts of our own choosing (a `Retry-After`
 /// from the service is honoured even when longer).
-pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
+pub(crate) const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 /// How often outbox files whose write failed are written again.
 const UNSAVED_RETRY: Duration = Duration::from_secs(1);
@@ -228,14 +228,14 @@ fn settle(
 /// Wait before retry number `retry` (1 = the first retry): full jitter,
 /// a random time up to `min(cap, base × 2^(retry-1))`; `unit` is a random
 /// number in [0, 1).
-pub fn backoff(retry: u32, base: Duration, unit: f64) -> Duration {
+pub(crate) fn backoff(retry: u32, base: Duration, unit: f64) -> Duration {
     let exponent = retry.saturating_sub(1).min(30);
     let ceiling = base.saturating_mul(1 << exponent).min(BACKOFF_CAP);
     ceiling.mul_f64(unit.clamp(0.0, 1.0))
 }
 
 /// The phase URL beside a completion URL: `.../complete` → `.../phase`.
-pub fn phase_url(complete_url: &str) -> Option<String> {
+pub(crate) fn phase_url(complete_url: &str) -> Option<String> {
     let mut url = reqwest::Url::parse(complete_url).ok()?;
     let path = url.path().trim_end_matches('/');
     let base = path.strip_suffix("/complete")?;

@@ -4,26 +4,26 @@
 use std::time::Duration;
 
 /// First restart delay.
-pub const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
+pub(crate) const BACKOFF_INITIAL: Duration = Duration::from_millis(500);
 
 /// Longest restart delay.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// A service that stayed up this long starts a fresh backoff and burst.
-pub const STABLE_AFTER: Duration = Duration::from_secs(60);
+pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(60);
 
 /// Exponential restart delays: [`BACKOFF_INITIAL`] doubling up to
 /// [`BACKOFF_MAX`], at most `max_restarts` in a row; a run that lasted
 /// [`STABLE_AFTER`] starts over.
 #[derive(Debug, Clone)]
-pub struct Backoff {
+pub(crate) struct Backoff {
     pub(super) max_restarts: u32,
     in_a_row: u32,
 }
 
 impl Backoff {
     /// A fresh backoff.
-    pub fn new(max_restarts: u32) -> Backoff {
+    pub(crate) fn new(max_restarts: u32) -> Backoff {
         Backoff {
             max_restarts,
             in_a_row: 0,
@@ -32,7 +32,7 @@ impl Backoff {
 
     /// The delay before the next restart of a service that was up for
     /// `up_for`, or None when the burst is exhausted.
-    pub fn next(&mut self, up_for: Duration) -> Option<Duration> {
+    pub(crate) fn next(&mut self, up_for: Duration) -> Option<Duration> {
         if up_for >= STABLE_AFTER {
             self.in_a_row = 0;
         }

@@ -47,20 +47,20 @@ use crate::signals::FORWARDED_SIGNALS;
 /// Environment variable telling a `sandboxd serve` that it is the init's
 /// child, i.e. the daemon proper. Removed from the environment at once so
 /// neither the service nor the runs inherit it.
-pub const CHILD_MARKER: &str = "SANDBOXD_INIT_CHILD";
+pub(crate) const CHILD_MARKER: &str = "SANDBOXD_INIT_CHILD";
 
 /// Wait before starting a crashed daemon again.
-pub const RESTART_DELAY: Duration = Duration::from_secs(1);
+pub(crate) const RESTART_DELAY: Duration = Duration::from_secs(1);
 
 /// Crashes tolerated within [`CRASH_WINDOW`].
-pub const MAX_CRASHES: usize = 5;
+pub(crate) const MAX_CRASHES: usize = 5;
 
 /// See [`MAX_CRASHES`].
-pub const CRASH_WINDOW: Duration = Duration::from_secs(300);
+pub(crate) const CRASH_WINDOW: Duration = Duration::from_secs(300);
 
 /// Whether this process is the init's child; removes the marker. Call it
 /// first thing, while the process has a single thread.
-pub fn take_marker() -> bool {
+pub(crate) fn take_marker() -> bool {
     let marked = std::env::var_os(CHILD_MARKER).is_some();
     if marked {
         // Single-threaded here (nothing has started a thread yet), which is
@@ -71,7 +71,7 @@ pub fn take_marker() -> bool {
 }
 
 /// Whether `serve` should become the init: PID 1, or asked to.
-pub fn wanted(subreaper: bool) -> bool {
+pub(crate) fn wanted(subreaper: bool) -> bool {
     subreaper || std::process::id() == 1
 }
 
@@ -109,7 +109,7 @@ impl Ended {
 }
 
 /// Runs the init until the daemon ends for good; returns its exit code.
-pub fn main() -> ExitCode {
+pub(crate) fn main() -> ExitCode {
     // The environment holds the session key: no dumps, no ptrace by peers.
     // SAFETY: prctl with integer arguments touches no memory of ours.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };

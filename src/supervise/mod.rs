@@ -19,8 +19,8 @@
 //! left behind before it starts its own (it would hold the port).
 
 mod backoff;
-pub mod init;
-pub mod output;
+pub(crate) mod init;
+pub(crate) mod output;
 mod probe;
 mod status;
 mod task;
@@ -36,9 +36,9 @@ use secrecy::ExposeSecret;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use backoff::{Backoff, BACKOFF_INITIAL, BACKOFF_MAX, STABLE_AFTER};
-pub use probe::{AgentHealth, AgentProbe};
-pub use status::{ServiceExit, ServiceState, ServiceStatus};
+pub(crate) use backoff::Backoff;
+pub(crate) use probe::AgentProbe;
+pub(crate) use status::{ServiceExit, ServiceState, ServiceStatus};
 use task::{stop_leftover, Task};
 
 use crate::config::{Config, RestartPolicy};

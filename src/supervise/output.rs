@@ -11,10 +11,10 @@ use crate::config::ServiceOutput;
 use crate::secrets::mask::Masker;
 
 /// Lines kept for the status.
-pub const RING_LINES: usize = 100;
+pub(crate) const RING_LINES: usize = 100;
 
 /// Longest line kept in the ring (bytes, longer ones are cut).
-pub const RING_LINE_BYTES: usize = 1024;
+pub(crate) const RING_LINE_BYTES: usize = 1024;
 
 /// A line longer than this is passed on in pieces of this size.
 const MAX_LINE: usize = 16 * 1024;
@@ -49,13 +49,13 @@ pub struct Line {
 
 /// The last [`RING_LINES`] lines of both streams, in arrival order.
 #[derive(Debug, Clone, Default)]
-pub struct Ring {
+pub(crate) struct Ring {
     lines: Arc<Mutex<VecDeque<Line>>>,
 }
 
 impl Ring {
     /// Adds a line, dropping the oldest beyond the bound.
-    pub fn push(&self, stream: Stream, bytes: &[u8]) {
+    pub(crate) fn push(&self, stream: Stream, bytes: &[u8]) {
         let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
         let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
         let mut text =
@@ -71,7 +71,7 @@ impl Ring {
     }
 
     /// A copy of the lines, oldest first.
-    pub fn snapshot(&self) -> Vec<Line> {
+    pub(crate) fn snapshot(&self) -> Vec<Line> {
         let lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
         lines.iter().cloned().collect()
     }
@@ -80,7 +80,7 @@ impl Ring {
 /// Copies `pipe` to `out` line by line until EOF: masks each line, prefixes
 /// it when asked, and keeps it in `ring`. A write error on `out` (nobody
 /// reads sandboxd's output any more) stops the pass-through, not the ring.
-pub async fn pump(
+pub(crate) async fn pump(
     mut pipe: impl AsyncRead + Unpin,
     mut out: impl AsyncWrite + Unpin,
     stream: Stream,

@@ -10,7 +10,7 @@ use super::output;
 
 /// The service's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServiceState {
+pub(crate) enum ServiceState {
     /// Alive, not yet seen healthy.
     Starting,
     /// Alive and healthy.
@@ -25,10 +25,11 @@ pub enum ServiceState {
 
 impl ServiceState {
     /// Every state, for metrics.
-    pub const ALL: [&'static str; 5] = ["starting", "running", "unhealthy", "backoff", "stopped"];
+    pub(crate) const ALL: [&'static str; 5] =
+        ["starting", "running", "unhealthy", "backoff", "stopped"];
 
     /// The wire name.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ServiceState::Starting => "starting",
             ServiceState::Running => "running",
