@@ -372,3 +372,62 @@ async fn credential_settings_stay_out_of_argv_and_children() {
     let (_, out) = daemon.text("/v1/runs/env/logs?stream=stdout").await;
     assert_eq!(out.trim(), "0", "{out}");
 }
+
+/// Another run's spec channel cannot be opened through `/proc`: a run
+/// that finds every shim and opens its stdin (where specs and values to
+/// mask arrive) gets nothing, also as root and while runs start.
+#[tokio::test]
+async fn shim_spec_channels_cannot_be_opened_through_proc() {
+    let daemon = TestDaemon::start().await;
+    daemon
+        .start_run(json!({"run_id": "victim", "command": "sleep 30",
+                          "secrets": {"VICTIM_SECRET": {"kind": "StaticSecret", "value": "victim-secret-value-1"}}}))
+        .await;
+    let script = r#"
+import os, sys
+opened, tried = [], 0
+for pid in os.listdir("/proc"):
+    if not pid.isdigit():
+        continue
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+    except OSError:
+        continue
+    if len(cmd) < 2 or cmd[1] != b"shim":
+        continue
+    tried += 1
+    try:
+        fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+        opened.append(pid)
+        os.close(fd)
+    except OSError:
+        pass
+print(f"tried={tried} opened={len(opened)}")
+"#;
+    let mut starts = Vec::new();
+    for i in 0..10 {
+        let body = json!({"run_id": format!("bystander{i}"), "command": "true"});
+        starts.push(
+            daemon
+                .request(reqwest::Method::POST, "/v1/runs")
+                .json(&body),
+        );
+    }
+    let starting: Vec<_> = starts
+        .into_iter()
+        .map(|req| tokio::spawn(async move { req.send().await.map(|r| r.status()) }))
+        .collect();
+    let run = daemon
+        .exec(json!({"run_id": "prober", "command": ["python3", "-c", script]}))
+        .await;
+    for start in starting {
+        let _ = start.await;
+    }
+    let stdout = run["stdout"].as_str().unwrap_or_default();
+    assert!(!stdout.contains("tried=0"), "no shim found: {stdout}");
+    assert!(
+        stdout.contains("opened=0"),
+        "a spec channel was opened: {stdout}"
+    );
+    daemon.post("/v1/runs/victim/cancel", json!({})).await;
+}

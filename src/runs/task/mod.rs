@@ -195,7 +195,7 @@ impl RunTask {
     /// caller hears back when the shim's `Masked` event arrives.
     async fn send_mask(
         &mut self,
-        shim: &mut tokio::process::ChildStdin,
+        shim: &mut tokio::net::UnixStream,
         values: Vec<SecretString>,
         done: tokio::sync::oneshot::Sender<bool>,
     ) {
