@@ -184,6 +184,11 @@ impl Report {
         if config.run_as.is_some() && daemon_uid != 0 {
             anyhow::bail!("--run-user needs sandboxd to run as root (it runs as uid {daemon_uid})");
         }
+        if config.service.run_as.is_some() && daemon_uid != 0 {
+            anyhow::bail!(
+                "--service-user needs sandboxd to run as root (it runs as uid {daemon_uid})"
+            );
+        }
         let run_user = match (config.run_as, &config.run_user_name) {
             (Some(user), Some(name)) => format!("{name} ({}:{})", user.uid, user.gid),
             (Some(user), None) => format!("{}:{}", user.uid, user.gid),
@@ -209,6 +214,17 @@ impl Report {
                  work dir"
                     .to_owned(),
             );
+            let service_apart = config
+                .service
+                .run_as
+                .is_some_and(|service| Some(service.uid) != config.run_as.map(|run| run.uid));
+            if !service_apart {
+                missing.push(
+                    "the supervised service runs as sandboxd: set --service-user so no \
+                     run reads its environment"
+                        .to_owned(),
+                );
+            }
         }
         if kill_mechanism == KillMechanism::ProcWalk {
             missing.push(

@@ -158,6 +158,18 @@ pub struct ServeArgs {
     )]
     pub run_user: Option<String>,
 
+    /// Run the supervised service (the agent-server after `--`) as this
+    /// user (`USER[:GROUP]`) when sandboxd runs as root, so runs cannot
+    /// read its environment (its session key) or signal it. Its uid is
+    /// then the default of --agent-server-uid.
+    #[arg(
+        help_heading = "Containment",
+        long,
+        env = "SANDBOXD_SERVICE_USER",
+        value_name = "USER[:GROUP]"
+    )]
+    pub service_user: Option<String>,
+
     /// Most open connections at once; more are closed at once.
     #[arg(
         help_heading = "Containment",

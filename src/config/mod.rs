@@ -61,6 +61,8 @@ pub struct ServiceConfig {
     pub max_restarts: u32,
     /// Pass-through style.
     pub output: ServiceOutput,
+    /// The user the service runs as (`--service-user`); `None`: sandboxd's.
+    pub run_as: Option<RunAs>,
 }
 
 /// Where the API listens.
@@ -227,8 +229,12 @@ impl Config {
         let callback_token_from_flag = args.callback_token_file.is_none()
             && callback_token.is_some()
             && !callback_token_from_env;
+        let service_as = match &args.service_user {
+            Some(spec) if !spec.is_empty() => Some(parse_user("--service-user", spec)?),
+            _ => None,
+        };
         let run_as = match &args.run_user {
-            Some(spec) if !spec.is_empty() => Some(parse_run_user(spec)?),
+            Some(spec) if !spec.is_empty() => Some(parse_user("--run-user", spec)?),
             _ => None,
         };
         for (flag, value) in [
@@ -301,7 +307,7 @@ impl Config {
             cloud_api_url,
             sandbox_id: args.sandbox_id.clone().filter(|s| !s.is_empty()),
             agent_server_url,
-            agent_server_uid: args.agent_server_uid,
+            agent_server_uid: args.agent_server_uid.or(service_as.map(|user| user.uid)),
             internal_server_url,
             secret_timeout: args.secret_timeout,
             header_timeout: args.header_timeout,
@@ -311,6 +317,7 @@ impl Config {
                 restart: args.service_restart,
                 max_restarts: args.service_max_restarts,
                 output: args.service_output,
+                run_as: service_as,
             },
             shim_exe,
             run_as,
@@ -370,7 +377,7 @@ fn read_secret_file(flag: &str, path: &Path) -> anyhow::Result<String> {
 
 /// `USER[:GROUP]`, each a name or a number; the group defaults to the
 /// user's primary group. Root is refused: it would separate nothing.
-fn parse_run_user(spec: &str) -> anyhow::Result<RunAs> {
+fn parse_user(flag: &str, spec: &str) -> anyhow::Result<RunAs> {
     use nix::unistd::{Group, Uid, User};
     let (user, group) = match spec.split_once(':') {
         Some((user, group)) => (user, Some(group)),
@@ -383,14 +390,14 @@ fn parse_run_user(spec: &str) -> anyhow::Result<RunAs> {
     let uid = match (&found, user.parse::<u32>()) {
         (Some(found), _) => found.uid.as_raw(),
         (None, Ok(uid)) => uid,
-        (None, Err(_)) => bail!("--run-user {spec}: no user named {user}"),
+        (None, Err(_)) => bail!("{flag} {spec}: no user named {user}"),
     };
     let gid = match group {
         Some(group) => match group.parse::<u32>() {
             Ok(gid) => gid,
             Err(_) => match Group::from_name(group).ok().flatten() {
                 Some(found) => found.gid.as_raw(),
-                None => bail!("--run-user {spec}: no group named {group}"),
+                None => bail!("{flag} {spec}: no group named {group}"),
             },
         },
         None => match &found {
@@ -399,7 +406,7 @@ fn parse_run_user(spec: &str) -> anyhow::Result<RunAs> {
         },
     };
     if uid == 0 || gid == 0 {
-        bail!("--run-user {spec}: runs must not be root (uid and gid must not be 0)");
+        bail!("{flag} {spec}: must not be root (uid and gid must not be 0)");
     }
     Ok(RunAs { uid, gid })
 }

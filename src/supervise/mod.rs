@@ -61,6 +61,8 @@ struct Inner {
     stop_request: Mutex<Option<(Instant, Signal)>>,
     live: Mutex<Live>,
     ring: output::Ring,
+    /// The user the service runs as, when not sandboxd's.
+    run_as: Option<crate::config::RunAs>,
     final_code: watch::Sender<Option<u8>>,
     metrics: Metrics,
     agent: AgentProbe,
@@ -105,6 +107,7 @@ impl Service {
                     next_start: None,
                 }),
                 ring: output::Ring::default(),
+                run_as: config.service.run_as,
                 final_code: watch::Sender::new(None),
                 metrics,
                 agent,

@@ -164,6 +164,13 @@ impl Task {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(false);
+        if let Some(user) = self.inner.run_as {
+            // std sets the groups to the one gid when it drops root.
+            command.uid(user.uid).gid(user.gid);
+            if let Some(home) = home_of(user.uid) {
+                command.env("HOME", home);
+            }
+        }
         // SAFETY: the closure only makes async-signal-safe calls.
         unsafe {
             command.pre_exec(|| {
@@ -275,4 +282,10 @@ pub(super) async fn stop_leftover(pid_file: &std::path::Path) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let _ = killpg(group, Signal::SIGKILL);
+}
+
+/// A user's home dir from the password database.
+fn home_of(uid: u32) -> Option<std::path::PathBuf> {
+    let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok()??;
+    Some(user.dir)
 }

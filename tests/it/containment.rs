@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::support::{self, Options, TestDaemon};
 
@@ -430,4 +430,68 @@ print(f"tried={tried} opened={len(opened)}")
         "a spec channel was opened: {stdout}"
     );
     daemon.post("/v1/runs/victim/cancel", json!({})).await;
+}
+
+/// With `--service-user` the supervised service runs as its own user: a
+/// run (as the run user) cannot read its environment, where the session
+/// key is, nor signal it. Needs root.
+#[tokio::test]
+async fn a_run_cannot_reach_the_service_run_as_its_own_user() {
+    if !support::is_root() {
+        eprintln!("needs root (--service-user); skipped");
+        return;
+    }
+    const SERVICE_UID: u32 = RUN_UID + 1;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let daemon = TestDaemon::start_with(Options {
+        dir: Some(dir.clone()),
+        args: vec![
+            "--run-user".into(),
+            format!("{RUN_UID}:{RUN_UID}"),
+            "--service-user".into(),
+            format!("{SERVICE_UID}:{SERVICE_UID}"),
+        ],
+        service: vec!["sh".into(), "-c".into(), "exec sleep 60".into()],
+        env: vec![("SERVICE_SECRET_MARKER".into(), "service-secret-1".into())],
+        ..Options::default()
+    })
+    .await;
+    let mut last = Value::Null;
+    support::wait_for(
+        "the service to run",
+        || async {
+            let (_, status) = daemon.get("/v1/status").await;
+            (status["service"]["pid"].as_u64().is_some(), status)
+        },
+        &mut last,
+    )
+    .await;
+    let pid = last["service"]["pid"].as_u64().unwrap();
+    let proc_status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid_line = proc_status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(uid_line.contains(&SERVICE_UID.to_string()), "{uid_line}");
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&environ).contains("SERVICE_SECRET_MARKER="),
+        "the service has the marker in its env"
+    );
+    let script = format!(
+        "cat /proc/{pid}/environ >/dev/null 2>&1 && echo read-environ; \
+         kill -0 {pid} 2>/dev/null && echo can-signal; echo done"
+    );
+    let run = daemon
+        .exec(json!({"run_id": "prober", "command": script}))
+        .await;
+    let stdout = run["stdout"].as_str().unwrap_or_default();
+    assert!(stdout.contains("done"), "{run}");
+    assert!(
+        !stdout.contains("read-environ"),
+        "a run read the service's environ: {stdout}"
+    );
+    assert!(
+        !stdout.contains("can-signal"),
+        "a run can signal the service: {stdout}"
+    );
 }
