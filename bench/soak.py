@@ -238,6 +238,7 @@ def main():
     retried_429 = [0]
     early_callback_state = {}
     samples = []
+    sample_lock = threading.Lock()
     status_api = Api(port)
     last = [time.monotonic(), 0]
     started = time.monotonic()
@@ -334,9 +335,8 @@ def main():
                 counter["done"] += 1
                 done = counter["done"]
             if done % EVERY == 0 and done < RUNS:
-                with lock:  # one sampler at a time; the other clients go on
-                    pass
-                take_sample(f"{done}", done)
+                with sample_lock:  # one sampler at a time; the other clients go on
+                    take_sample(f"{done}", done)
         with lock:
             worker.reconnects += api.reconnects
     worker.reconnects = 0
