@@ -81,8 +81,22 @@ impl Registry {
     /// One pass: removes up to a batch of the ended runs past a limit.
     pub fn prune_once(&self, now: DateTime<Utc>) -> PruneReport {
         let retention = self.config().retention;
-        let mut ended: Vec<Candidate> = self
-            .ended_runs()
+        let ended = self.ended_runs();
+        let over_count = retention
+            .max_runs
+            .map_or(0, |max| ended.len().saturating_sub(max));
+        let too_old = |finished_at: DateTime<Utc>| {
+            retention.max_age.is_some_and(|age| {
+                let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
+                now.signed_duration_since(finished_at) > age
+            })
+        };
+        // A pass runs after every run's end: when nothing is due (the
+        // common case), it stops before sorting.
+        if over_count == 0 && !ended.iter().any(|(_, finished_at)| too_old(*finished_at)) {
+            return PruneReport::default();
+        }
+        let mut ended: Vec<Candidate> = ended
             .into_iter()
             .map(|(run_id, finished_at)| Candidate {
                 run_id,
@@ -90,19 +104,10 @@ impl Registry {
             })
             .collect();
         ended.sort_by(|a, b| (a.finished_at, &a.run_id).cmp(&(b.finished_at, &b.run_id)));
-        let over_count = retention
-            .max_runs
-            .map_or(0, |max| ended.len().saturating_sub(max));
-        let too_old = |c: &Candidate| {
-            retention.max_age.is_some_and(|age| {
-                let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-                now.signed_duration_since(c.finished_at) > age
-            })
-        };
         let due: Vec<&Candidate> = ended
             .iter()
             .enumerate()
-            .filter(|(index, c)| *index < over_count || too_old(c))
+            .filter(|(index, c)| *index < over_count || too_old(c.finished_at))
             .map(|(_, c)| c)
             .collect();
         let mut report = PruneReport::default();

@@ -148,30 +148,22 @@ fn write_ahead(
     sync: durable::Durability,
 ) -> Result<(), DirError> {
     let new_work_dir = default_cwd && !cwd.exists();
-    let created = create_dirs(cell, cwd, default_cwd, run_dir, sync);
+    let run_dir = run_dir.path();
+    let created = (|| {
+        if default_cwd {
+            create_dir(cwd).map_err(|e| ("creating work dir", cwd.to_owned(), e))?;
+        }
+        create_dir(run_dir).map_err(|e| ("creating run dir", run_dir.to_owned(), e))?;
+        cell.persist(sync)
+            .map_err(|e| ("writing the record of", run_dir.to_owned(), e))
+    })();
     if created.is_err() {
-        let _ = std::fs::remove_dir_all(run_dir.path());
+        let _ = std::fs::remove_dir_all(run_dir);
         if new_work_dir {
             let _ = std::fs::remove_dir(cwd);
         }
     }
     created
-}
-
-fn create_dirs(
-    cell: &RunCell,
-    cwd: &Path,
-    default_cwd: bool,
-    run_dir: &RunDir,
-    sync: durable::Durability,
-) -> Result<(), DirError> {
-    let run_dir = run_dir.path();
-    if default_cwd {
-        create_dir(cwd).map_err(|e| ("creating work dir", cwd.to_owned(), e))?;
-    }
-    create_dir(run_dir).map_err(|e| ("creating run dir", run_dir.to_owned(), e))?;
-    cell.persist(sync)
-        .map_err(|e| ("writing the record of", run_dir.to_owned(), e))
 }
 
 fn create_dir(dir: &Path) -> std::io::Result<()> {

@@ -730,7 +730,7 @@ async fn upload_twice_needs_replace() {
 #[tokio::test]
 async fn exec_of_an_id_that_already_ran_is_refused_with_what_to_do() {
     let daemon = TestDaemon::start().await;
-    let out = output(cli(&daemon).args([
+    let exec_once = [
         "exec",
         "--run-id",
         "once",
@@ -738,20 +738,11 @@ async fn exec_of_an_id_that_already_ran_is_refused_with_what_to_do() {
         "bash",
         "-c",
         "echo hi; exit 3",
-    ]))
-    .await;
+    ];
+    let out = output(cli(&daemon).args(exec_once)).await;
     assert_code(&out, 3);
     assert_eq!(text(&out.stdout), "hi\n");
-    let out = output(cli(&daemon).args([
-        "exec",
-        "--run-id",
-        "once",
-        "--",
-        "bash",
-        "-c",
-        "echo hi; exit 3",
-    ]))
-    .await;
+    let out = output(cli(&daemon).args(exec_once)).await;
     assert_code(&out, 125);
     assert_eq!(text(&out.stdout), "", "the old output is not replayed");
     let err = text(&out.stderr);
