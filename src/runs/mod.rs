@@ -23,6 +23,7 @@ mod spawn;
 mod start;
 mod task;
 pub mod token;
+mod warm;
 
 pub use registry::{ListCursor, ListFilter, Registry, UploadProbe};
 pub use retention::PruneReport;

@@ -25,3 +25,4 @@ mod runs;
 mod secrets;
 mod supervise;
 mod upload;
+mod warm;

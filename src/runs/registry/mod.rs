@@ -107,6 +107,11 @@ impl Registry {
         }
     }
 
+    /// How many warm shims are kept, and how many are ready now.
+    pub fn warm_shims(&self) -> (usize, usize) {
+        self.inner.starter.warm_shims()
+    }
+
     /// The daemon's configuration.
     pub(super) fn config(&self) -> &Config {
         &self.inner.config

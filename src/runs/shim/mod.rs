@@ -1,8 +1,9 @@
 //! The run shim: `sandboxd shim`, one small process per run that owns the
 //! run's processes, so a run outlives a crash or restart of the daemon.
 //!
-//! The daemon writes a [`ShimSpec`] (JSON) to the shim's stdin. The shim
-//! then:
+//! The daemon writes a [`ShimSpec`] (JSON) to the shim's stdin, perhaps
+//! long after starting it (a warm shim, `runs::warm`, waits for it; it
+//! ends quietly if the channel closes first). The shim then:
 //! - becomes a child subreaper, so the run's orphans are reparented to it
 //!   and reaped by it, never left as zombies;
 //! - runs `bash setup.sh` (when asked and present) and the command, each as
@@ -129,8 +130,12 @@ fn run_shim() -> io::Result<()> {
     }
     forwarded.thread_block().map_err(io::Error::from)?;
 
-    // The spec is the first line; stdin stays open for control lines.
-    let spec = ShimSpec::read_from(io::stdin().lock())?;
+    // The spec is the first line; stdin stays open for control lines. A
+    // warm shim waits here; the channel closing first means it was never
+    // used (the daemon stopped or died), and it ends having done nothing.
+    let Some(spec) = ShimSpec::read_from(io::stdin().lock())? else {
+        return Ok(());
+    };
     let _ = SHIM_LOG.set(RunDir::new(&spec.run_dir).shim_log());
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

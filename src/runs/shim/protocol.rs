@@ -74,13 +74,17 @@ impl ShimSpec {
     }
 
     /// Reads the spec, the first line of `input` (the shim's stdin),
-    /// wiping the text it was parsed from.
-    pub fn read_from(mut input: impl io::BufRead) -> io::Result<ShimSpec> {
+    /// wiping the text it was parsed from. `None`: the channel closed
+    /// before a byte came (a warm shim that was never used).
+    pub fn read_from(mut input: impl io::BufRead) -> io::Result<Option<ShimSpec>> {
         let mut text = String::new();
-        input.read_line(&mut text)?;
+        if input.read_line(&mut text)? == 0 {
+            return Ok(None);
+        }
         let spec = serde_json::from_str::<ShimSpec>(&text);
         text.zeroize();
-        spec.map_err(|e| io::Error::other(format!("bad spec: {e}")))
+        spec.map(Some)
+            .map_err(|e| io::Error::other(format!("bad spec: {e}")))
     }
 }
 
