@@ -848,7 +848,10 @@ async fn silent_slow_and_idle_clients_are_closed() {
         "the warm shim ready",
         || async {
             let (_, status) = crowded.get("/v1/status").await;
-            (status["warm_shims"]["ready"] == 1, status["warm_shims"].clone())
+            (
+                status["warm_shims"]["ready"] == 1,
+                status["warm_shims"].clone(),
+            )
         },
         &mut warm,
     )
