@@ -108,6 +108,7 @@ impl Starter {
             durable: new.record_sync == durable::Durability::Flush || new.callback.is_some(),
             max_output_bytes: self.config.max_output_bytes,
             run_as: self.config.run_as,
+            stdin: new.stdin,
         };
         context
             .log_masks
@@ -172,6 +173,9 @@ impl Starter {
             if let Some(mut replaced) = child.insert(name.clone(), value) {
                 zeroize::Zeroize::zeroize(&mut replaced);
             }
+        }
+        if let Some(term) = &new.term {
+            child.insert("TERM".to_owned(), term.clone());
         }
         child.insert("SANDBOXD_RUN_ID".to_owned(), new.run_id.clone());
         child.insert("SANDBOXD_URL".to_owned(), self.url.clone());
