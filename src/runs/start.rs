@@ -116,6 +116,7 @@ impl Starter {
             run_as,
             // A uid of the run's own: whatever runs as it is the run's.
             kill_uid: run.run_uid,
+            stdin: new.stdin,
         };
         context
             .log_masks
@@ -180,6 +181,9 @@ impl Starter {
             if let Some(mut replaced) = child.insert(name.clone(), value) {
                 zeroize::Zeroize::zeroize(&mut replaced);
             }
+        }
+        if let Some(term) = &new.term {
+            child.insert("TERM".to_owned(), term.clone());
         }
         child.insert("SANDBOXD_RUN_ID".to_owned(), new.run_id.clone());
         child.insert("SANDBOXD_URL".to_owned(), self.url.clone());

@@ -225,6 +225,7 @@ impl Registry {
             report: RunReport::default(),
             stop_reason: None,
             status: RunStatus::Starting,
+            stdin: new.stdin,
         };
         let cell = Arc::new(RunCell::new(
             run,

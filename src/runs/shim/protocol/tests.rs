@@ -20,6 +20,10 @@ fn spec() -> ShimSpec {
         max_output_bytes: 1 << 20,
         run_as: None,
         kill_uid: None,
+        stdin: StdinMode::Pty {
+            cols: 100,
+            rows: 30,
+        },
     }
 }
 
