@@ -495,3 +495,83 @@ async fn a_run_cannot_reach_the_service_run_as_its_own_user() {
         "a run can signal the service: {stdout}"
     );
 }
+
+/// Whether the memory of process `pid` holds `needle`: every readable
+/// mapping read through `/proc/<pid>/mem` (root reads a non-dumpable
+/// process's memory too).
+fn memory_holds(pid: i32, needle: &[u8]) -> bool {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let mut region = vec![0u8; (end - start) as usize];
+        if mem.read_exact_at(&mut region, start).is_err() {
+            continue;
+        }
+        if region.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+    }
+    false
+}
+
+/// A live shim's memory holds the run's own secret (it masks it) but
+/// neither the session key nor the default callback token: neither is in
+/// its spec or mask list unless the run's env holds it. Needs root (to
+/// read a non-dumpable process's memory).
+#[tokio::test]
+async fn a_shim_holds_no_credential_of_the_daemon() {
+    if !support::is_root() {
+        eprintln!("needs root (reads a shim's memory); skipped");
+        return;
+    }
+    const CALLBACK_TOKEN: &str = "callback-token-of-the-daemon-5";
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let token_file = dir.path().join("callback-token");
+    std::fs::write(&token_file, CALLBACK_TOKEN).unwrap();
+    let daemon = TestDaemon::start_with(Options {
+        dir: Some(dir.clone()),
+        args: vec![
+            "--callback-token-file".into(),
+            token_file.display().to_string(),
+        ],
+        binary: true,
+        ..Options::default()
+    })
+    .await;
+    daemon
+        .start_run(json!({"run_id": "held", "command": "echo up; sleep 30",
+                          "secrets": {"RUN_SECRET": {"kind": "StaticSecret", "value": "run-secret-value-3"}}}))
+        .await;
+    daemon
+        .wait_run("held", "its output", |run| {
+            run["stdout_bytes"].as_u64() > Some(0)
+        })
+        .await;
+    let record = std::fs::read_to_string(daemon.state_dir().join("runs/held/record.json")).unwrap();
+    let record: Value = serde_json::from_str(&record).unwrap();
+    let shim = record["shim"]["pid"].as_i64().unwrap() as i32;
+    assert!(
+        memory_holds(shim, b"run-secret-value-3"),
+        "the scan finds the run's own secret"
+    );
+    assert!(
+        !memory_holds(shim, support::KEY.as_bytes()),
+        "the shim holds the session key"
+    );
+    assert!(
+        !memory_holds(shim, CALLBACK_TOKEN.as_bytes()),
+        "the shim holds the callback token"
+    );
+    daemon.post("/v1/runs/held/cancel", json!({})).await;
+}
