@@ -97,20 +97,34 @@ impl Starter {
                 )
             })?;
         }
+        let env = self.child_env(&new, &resolved, &token);
+        // The shim masks the run's secrets, and sandboxd's own credentials
+        // (the session key, the default callback token) only when the run
+        // was handed one on purpose (in its env through
+        // `allow_sensitive_env`, or in its command): a credential the run
+        // does not have never enters a shim.
+        let handed = |credential: &&SecretString| {
+            let credential = credential.expose_secret();
+            let in_env = env.iter().any(|(_, value)| value.contains(credential));
+            in_env || run.command.iter().any(|arg| arg.contains(credential))
+        };
+        let shim_mask: Vec<String> = resolved
+            .iter()
+            .map(|(_, v)| v)
+            .chain(credentials.iter().filter(handed))
+            .map(|v| v.expose_secret().to_owned())
+            .collect();
         let spec = shim::ShimSpec {
             run_dir: run_dir.path().to_owned(),
             argv: run.command.clone(),
             cwd: run.cwd.clone(),
-            env: self.child_env(&new, &resolved, &token),
+            env,
             setup: new.setup,
             timeout_ms: new.timeout.as_millis().min(u64::MAX as u128) as u64,
             kill_grace_ms: self.config.kill_grace.as_millis() as u64,
             oom_score_adj: self.config.child_oom_score_adj,
             // Plain copies for the shim; the spec zeroizes them when dropped.
-            mask: secret_values
-                .iter()
-                .map(|v| v.expose_secret().to_owned())
-                .collect(),
+            mask: shim_mask,
             durable: new.record_sync == durable::Durability::Flush || new.callback.is_some(),
             max_output_bytes: self.config.max_output_bytes,
             run_as,
