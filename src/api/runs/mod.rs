@@ -23,10 +23,12 @@ use crate::runs::{parse_signal, RunError};
 use crate::runs::{ListCursor, ListFilter, RunState};
 
 mod create;
+pub mod interactive;
 mod view;
 
 use create::create_run_request;
 pub use create::{check_run_id, parse_create_run, CallbackRequest, CommandSpec, CreateRunRequest};
+pub use interactive::{attach, post_stdin, AttachControl, AttachQuery, StdinQuery};
 use view::view;
 pub use view::{
     CallbackView, CancelRequest, ListQuery, LogsQuery, ReportView, RunList, RunStateView, RunView,
