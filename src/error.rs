@@ -131,6 +131,7 @@ fn run_status(err: &RunError) -> (StatusCode, &'static str) {
         RunError::UploadInProgress(_) => (StatusCode::CONFLICT, "upload_in_progress"),
         RunError::StillRunning(_) => (StatusCode::CONFLICT, "run_running"),
         RunError::TooManyRunning { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_runs"),
+        RunError::NoRunUid { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_run_uid"),
         RunError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_run"),
         RunError::SensitiveEnv(_) => (StatusCode::BAD_REQUEST, "sensitive_env"),
         RunError::BadSignal(_) => (StatusCode::BAD_REQUEST, "bad_signal"),

@@ -138,6 +138,10 @@ pub struct ServiceOutputLine {
 /// What keeps runs from the daemon and from each other on this host.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ContainmentView {
+    /// How runs are kept apart: `uid_per_run` (`--run-uid-range`: each
+    /// run a uid of its own), `run_user` (`--run-user`: one user for all
+    /// runs) or `same_uid` (runs have sandboxd's uid).
+    pub mode: &'static str,
     /// Runs execute as a different user than the daemon.
     pub run_user_separated: bool,
     /// The user runs execute as (`uid:gid`, with the name when known).
@@ -155,6 +159,7 @@ pub struct ContainmentView {
 impl From<&crate::containment::Report> for ContainmentView {
     fn from(report: &crate::containment::Report) -> ContainmentView {
         ContainmentView {
+            mode: report.mode,
             run_user_separated: report.run_user_separated,
             run_user: report.run_user.clone(),
             daemon_uid: report.daemon_uid,

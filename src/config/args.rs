@@ -169,6 +169,20 @@ pub struct ServeArgs {
     )]
     pub run_user: Option<String>,
 
+    /// Give each run a uid (and gid) of its own from this range
+    /// (`FIRST-LAST`, e.g. `61184-65519`), held until the run is removed,
+    /// when sandboxd runs as root: runs cannot reach each other, and every
+    /// process of that uid dies with the run. No other user may own a uid
+    /// in the range. Excludes --run-user.
+    #[arg(
+        help_heading = "Containment",
+        long,
+        env = "SANDBOXD_RUN_UID_RANGE",
+        value_name = "FIRST-LAST",
+        value_parser = super::parse::parse_uid_range
+    )]
+    pub run_uid_range: Option<super::parse::UidRange>,
+
     /// Run the supervised service (the agent-server after `--`) as this
     /// user (`USER[:GROUP]`) when sandboxd runs as root, so runs cannot
     /// read its environment (its session key) or signal it. Its uid is

@@ -69,6 +69,14 @@ pub enum RunError {
         /// The limit.
         limit: usize,
     },
+    /// Every uid of `--run-uid-range` is held by a run not yet removed.
+    #[error("every uid of --run-uid-range {first}-{last} is held by a run; delete ended runs or widen the range")]
+    NoRunUid {
+        /// The range's first uid.
+        first: u32,
+        /// Its last uid.
+        last: u32,
+    },
     /// The request is wrong.
     #[error("{0}")]
     Invalid(String),

@@ -83,6 +83,10 @@ pub struct RunRecord {
     pub timeout_s: f64,
     /// The shim's pid and start time, to re-attach after a restart.
     pub shim: Option<ShimIdentity>,
+    /// The uid (and gid) of the run's own (`--run-uid-range`): in use
+    /// until the run is removed, also across a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_uid: Option<u32>,
     /// Version 1 only: the run's token itself. Read (as its digest), never
     /// written.
     #[serde(default, skip_serializing)]

@@ -116,6 +116,9 @@ pub struct Run {
     pub shim: Option<ShimIdentity>,
     /// The digest of its own token for its calls back to sandboxd.
     pub token_digest: TokenDigest,
+    /// The uid (and gid) of its own (`--run-uid-range`), held until the
+    /// run is removed.
+    pub run_uid: Option<u32>,
     /// Where its completion goes.
     pub callback: Option<CallbackTarget>,
     /// What its script reported.
@@ -182,6 +185,7 @@ impl Run {
             error: end.and_then(|e| e.error.clone()),
             timeout_s: self.timeout.as_secs_f64(),
             shim: self.shim,
+            run_uid: self.run_uid,
             token: None,
             token_sha256: Some(self.token_digest.to_hex()),
             callback: self.callback.clone(),
@@ -230,6 +234,7 @@ impl Run {
             timeout: Duration::try_from_secs_f64(record.timeout_s).unwrap_or(Duration::MAX),
             shim: record.shim,
             token_digest,
+            run_uid: record.run_uid,
             callback: record.callback,
             report: record.report,
             stop_reason: record.stop_reason,
@@ -286,6 +291,7 @@ mod tests {
                 start_ticks: 9,
             }),
             token_digest: TokenDigest::of("tok"),
+            run_uid: Some(61200),
             callback: None,
             report: RunReport::default(),
             stop_reason: Some(StopReason::Cancel),

@@ -81,8 +81,14 @@ impl Starter {
         }
         write_ahead(&cell, &run.cwd, run.default_cwd, &run_dir, new.record_sync)
             .map_err(|(action, path, err)| RunError::io(&run.run_id, action, &path, err))?;
+        // Its own uid (and gid) from --run-uid-range, else --run-user.
+        let run_as = match run.run_uid {
+            Some(uid) => Some(shim::RunAs { uid, gid: uid }),
+            None => self.config.run_as,
+        };
         if run.default_cwd {
-            crate::containment::give_work_dir(&run.cwd, self.config.run_as).map_err(|err| {
+            let share_gid = self.config.service.run_as.map(|service| service.gid);
+            crate::containment::give_work_dir(&run.cwd, run_as, share_gid).map_err(|err| {
                 RunError::io(
                     &run.run_id,
                     "giving the work dir to the run user",
@@ -107,7 +113,9 @@ impl Starter {
                 .collect(),
             durable: new.record_sync == durable::Durability::Flush || new.callback.is_some(),
             max_output_bytes: self.config.max_output_bytes,
-            run_as: self.config.run_as,
+            run_as,
+            // A uid of the run's own: whatever runs as it is the run's.
+            kill_uid: run.run_uid,
             stdin: new.stdin,
         };
         context

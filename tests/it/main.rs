@@ -22,6 +22,7 @@ mod output;
 mod packaging;
 mod readme;
 mod retention;
+mod run_uids;
 mod runs;
 mod secrets;
 mod supervise;

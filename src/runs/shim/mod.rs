@@ -318,7 +318,7 @@ fn run_phase(
     ];
     let status = children::wait_for_leader(pid);
     shared.current_pgid.store(0, Ordering::SeqCst);
-    children::kill_leftovers(pid, cgroup);
+    children::kill_leftovers(pid, cgroup, spec.kill_uid);
     children::reap_all();
     for reader in readers.into_iter().flatten() {
         let _ = reader.join();

@@ -44,6 +44,10 @@ pub struct ShimSpec {
     /// shim runs as root; `None`: the shim's own uid.
     #[serde(default)]
     pub run_as: Option<RunAs>,
+    /// A uid no other run has (`--run-uid-range`): every process of it is
+    /// killed when the run's processes are, wherever it went.
+    #[serde(default)]
+    pub kill_uid: Option<u32>,
     /// The command's stdin: `/dev/null`, a pipe or a terminal, fed
     /// through the run's input socket (`shim::stdin`).
     #[serde(default)]

@@ -19,6 +19,7 @@ fn spec() -> ShimSpec {
         durable: false,
         max_output_bytes: 1 << 20,
         run_as: None,
+        kill_uid: None,
         stdin: StdinMode::Pty {
             cols: 100,
             rows: 30,
