@@ -127,6 +127,7 @@ fn run_status(err: &RunError) -> (StatusCode, &'static str) {
         RunError::NotFound(_) => (StatusCode::NOT_FOUND, "run_not_found"),
         RunError::Exists(_) => (StatusCode::CONFLICT, "run_exists"),
         RunError::Ended(_) => (StatusCode::CONFLICT, "run_ended"),
+        RunError::NoInput(_) => (StatusCode::CONFLICT, "run_without_stdin"),
         RunError::UploadInProgress(_) => (StatusCode::CONFLICT, "upload_in_progress"),
         RunError::StillRunning(_) => (StatusCode::CONFLICT, "run_running"),
         RunError::TooManyRunning { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_runs"),

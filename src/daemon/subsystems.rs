@@ -70,6 +70,7 @@ pub(crate) async fn start(
         service,
         started: Instant::now(),
         containment,
+        writers: Default::default(),
     }))
 }
 

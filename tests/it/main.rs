@@ -17,6 +17,7 @@ mod docs;
 mod examples;
 mod faults;
 mod hostile;
+mod interactive;
 mod output;
 mod packaging;
 mod readme;
