@@ -157,7 +157,9 @@ fn upload_status(err: &UploadError) -> (StatusCode, &'static str) {
         UploadError::Unavailable { .. } => (StatusCode::FAILED_DEPENDENCY, "bundle_unavailable"),
         UploadError::FetchFailed { .. } => (StatusCode::BAD_GATEWAY, "bundle_fetch_failed"),
         UploadError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_upload"),
-        UploadError::Forbidden { .. } => (StatusCode::FORBIDDEN, "path_not_allowed"),
+        UploadError::Forbidden { .. } | UploadError::ThroughSymlink { .. } => {
+            (StatusCode::FORBIDDEN, "path_not_allowed")
+        }
         UploadError::StorageFull { .. } => {
             (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
         }
