@@ -128,7 +128,6 @@ pub struct FileRoots {
     /// `--upload-root`s: where `PUT /v1/files`, mkdir, move and delete act.
     pub(crate) upload: Roots,
     /// The upload roots and the `--read-root`s: what may be read.
-    #[allow(dead_code)] // Read by the file routes, coming next.
     pub(crate) read: Roots,
 }
 
@@ -152,7 +151,6 @@ impl FileRoots {
 
 /// Splits an absolute path into its normal components; `.` and empty
 /// components are dropped, `..` and relative paths refused.
-#[allow(dead_code)] // Used by the file routes, coming next.
 pub(crate) fn parse_absolute(text: &str) -> Result<PathBuf, String> {
     if !text.starts_with('/') {
         return Err(format!("path {text:?} must be absolute, e.g. /tmp/out.txt"));
@@ -170,7 +168,6 @@ pub(crate) fn parse_absolute(text: &str) -> Result<PathBuf, String> {
 }
 
 /// Normalizes a path relative to some dir: no absolute paths, no `..`.
-#[allow(dead_code)] // Used by the file routes, coming next.
 pub(crate) fn parse_relative(text: &str) -> Result<PathBuf, String> {
     if text.starts_with('/') {
         return Err(format!(
@@ -180,7 +177,6 @@ pub(crate) fn parse_relative(text: &str) -> Result<PathBuf, String> {
     parse_components(text, PathBuf::new())
 }
 
-#[allow(dead_code)] // Used by the file routes, coming next.
 fn parse_components(text: &str, mut out: PathBuf) -> Result<PathBuf, String> {
     for component in Path::new(text).components() {
         match component {

@@ -15,7 +15,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{runs, secrets, status, uploads};
+use super::{files, runs, secrets, status, uploads};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -26,6 +26,7 @@ use super::{runs, secrets, status, uploads};
         runs::create_run, runs::list_runs, runs::get_run, runs::get_logs, runs::cancel_run,
         runs::signal_run, runs::report_run, runs::delete_run,
         uploads::put_bundle, uploads::post_bundle, uploads::put_file,
+        files::get_file, files::stat_file, files::list_files, files::get_run_file,
         secrets::resolve_secrets,
         get_openapi,
     ),

@@ -68,6 +68,7 @@ pub(crate) async fn start(
         metrics,
         http,
         uploads,
+        files: crate::files::Files::new(roots),
         agent,
         service,
         started: Instant::now(),
