@@ -130,6 +130,7 @@ impl ApiError {
     fn permanent(&self) -> Option<bool> {
         match self {
             ApiError::Upload(UploadError::Unavailable { .. }) => Some(true),
+            ApiError::Upload(UploadError::ChecksumMismatch { .. }) => Some(true),
             ApiError::Upload(UploadError::FetchFailed { .. }) => Some(false),
             _ => None,
         }
@@ -170,6 +171,9 @@ fn upload_status(err: &UploadError) -> (StatusCode, &'static str) {
         UploadError::WorkDirExists(_) => (StatusCode::CONFLICT, "work_dir_exists"),
         UploadError::Unavailable { .. } => (StatusCode::FAILED_DEPENDENCY, "bundle_unavailable"),
         UploadError::FetchFailed { .. } => (StatusCode::BAD_GATEWAY, "bundle_fetch_failed"),
+        UploadError::ChecksumMismatch { .. } => {
+            (StatusCode::FAILED_DEPENDENCY, "bundle_checksum_mismatch")
+        }
         UploadError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_upload"),
         UploadError::Forbidden { .. } | UploadError::ThroughSymlink { .. } => {
             (StatusCode::FORBIDDEN, "path_not_allowed")

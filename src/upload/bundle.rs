@@ -19,6 +19,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::bridge::{self, BodyReader, Pumped, DRAIN_EXTRA};
 use super::staging::{is_empty_or_missing, put_in_place, undo, Staging, STAGING_PREFIX};
@@ -137,7 +138,11 @@ impl Uploader {
             }
         };
         let on_error = |err: E| UploadError::Incomplete(err.to_string());
-        self.receive(busy, body, replace, started, on_error, true)
+        let commit = Commit {
+            replace,
+            sha256: None,
+        };
+        self.receive(busy, body, commit, started, on_error, true)
             .await
     }
 
@@ -171,7 +176,7 @@ impl Uploader {
         &self,
         busy: Busy,
         mut body: S,
-        replace: bool,
+        commit: Commit,
         started: Started,
         on_error: F,
         from_client: bool,
@@ -186,7 +191,7 @@ impl Uploader {
             let (tx, reader) = bridge::channel();
             let installer = this.clone();
             let job = tokio::task::spawn_blocking(move || {
-                installer.install(reader, &busy, replace, &*started)
+                installer.install(reader, &busy, commit, &*started)
             });
             let limit = this.limits().max_bundle_bytes;
             let mut total = 0;
@@ -219,14 +224,35 @@ impl Uploader {
         &self,
         reader: BodyReader,
         busy: &Busy,
-        replace: bool,
+        commit: Commit,
         started: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<BundleSummary, UploadError> {
         let run_id = &busy.run_id;
         let work_root = &self.config().work_root;
+        let replace = commit.replace;
         let staging = Staging::create(self.work_root())?;
-        let summary =
-            extract::extract_into(reader, staging.dir.as_fd(), &staging.shown, &self.limits())?;
+        let mut input = Digesting {
+            inner: reader,
+            digest: Sha256::new(),
+        };
+        let summary = extract::extract_into(
+            &mut input,
+            staging.dir.as_fd(),
+            &staging.shown,
+            &self.limits(),
+        )?;
+        if let Some(expected) = commit.sha256 {
+            // What the extractor left unread (bounded by the body limit).
+            io::copy(&mut input, &mut io::sink())
+                .map_err(|err| UploadError::Incomplete(err.to_string()))?;
+            let actual: [u8; 32] = input.digest.finalize().into();
+            if actual != expected {
+                return Err(UploadError::ChecksumMismatch {
+                    expected: hex(&expected),
+                    actual: hex(&actual),
+                });
+            }
+        }
         let record = BundleRecord {
             version: RECORD_VERSION,
             run_id: run_id.clone(),
@@ -282,6 +308,31 @@ impl Uploader {
         };
         write().map_err(|err| UploadError::io("writing a bundle record in", &dir, err))
     }
+}
+
+/// How a received bundle is committed: over an existing one or not, and
+/// only when the body's SHA-256 is this one.
+pub(super) struct Commit {
+    pub(super) replace: bool,
+    pub(super) sha256: Option<[u8; 32]>,
+}
+
+/// The body as the extractor reads it, digested on the way.
+struct Digesting {
+    inner: BodyReader,
+    digest: Sha256,
+}
+
+impl io::Read for Digesting {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.digest.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn panicked(uploader: &Uploader, err: tokio::task::JoinError) -> UploadError {

@@ -100,6 +100,14 @@ pub enum UploadError {
         /// The origin's status.
         status: u16,
     },
+    /// The downloaded bytes do not have the `sha256` asked for.
+    #[error("the downloaded bundle has sha256 {actual}, not the {expected} asked for; nothing was extracted")]
+    ChecksumMismatch {
+        /// The digest asked for.
+        expected: String,
+        /// The digest of what was downloaded.
+        actual: String,
+    },
     /// The download failed in a way worth retrying.
     #[error("fetching {url} failed: {reason}; retrying may help")]
     FetchFailed {
