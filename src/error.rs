@@ -188,10 +188,12 @@ fn upload_status(err: &UploadError) -> (StatusCode, &'static str) {
 fn files_status(err: &FilesError) -> (StatusCode, &'static str) {
     match err {
         FilesError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
-        FilesError::NotAllowed { .. } | FilesError::ThroughSymlink(_) => {
-            (StatusCode::FORBIDDEN, "path_not_allowed")
-        }
+        FilesError::NotAllowed { .. }
+        | FilesError::NotWritable { .. }
+        | FilesError::ThroughSymlink(_) => (StatusCode::FORBIDDEN, "path_not_allowed"),
         FilesError::NotFound(_) => (StatusCode::NOT_FOUND, "file_not_found"),
+        FilesError::Exists(_) => (StatusCode::CONFLICT, "file_exists"),
+        FilesError::NotEmpty(_) => (StatusCode::CONFLICT, "dir_not_empty"),
         FilesError::WrongKind { .. } => (StatusCode::BAD_REQUEST, "wrong_kind"),
         FilesError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }

@@ -5,6 +5,7 @@
 
 mod auth;
 pub mod extract;
+pub mod file_ops;
 pub mod files;
 pub mod openapi;
 pub mod runs;
@@ -120,8 +121,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/files",
             put(uploads::put_file)
                 .layer(DefaultBodyLimit::disable())
-                .get(files::get_file),
+                .get(files::get_file)
+                .delete(file_ops::delete_file),
         )
+        .route("/v1/files/mkdir", post(file_ops::make_dir))
+        .route("/v1/files/move", post(file_ops::move_file))
         .route("/v1/files/stat", get(files::stat_file))
         .route("/v1/files/list", get(files::list_files))
         .route("/v1/runs/{run_id}/files", get(files::get_run_file))

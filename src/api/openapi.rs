@@ -15,7 +15,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{files, runs, secrets, status, uploads};
+use super::{file_ops, files, runs, secrets, status, uploads};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -27,6 +27,7 @@ use super::{files, runs, secrets, status, uploads};
         runs::signal_run, runs::report_run, runs::delete_run,
         uploads::put_bundle, uploads::post_bundle, uploads::put_file,
         files::get_file, files::stat_file, files::list_files, files::get_run_file,
+        file_ops::delete_file, file_ops::make_dir, file_ops::move_file,
         secrets::resolve_secrets,
         get_openapi,
     ),

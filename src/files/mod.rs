@@ -5,9 +5,11 @@
 //! outside the roots (nor `/proc`, `/sys`, `/dev`) is served.
 //!
 //! - `meta`: what a stat or a listing says of one entry.
+//! - `ops`: delete, mkdir and move under the upload roots.
 //! - `range`: the `Range` header (pure, table-tested).
 
 mod meta;
+mod ops;
 pub mod range;
 
 use std::ffi::OsStr;
@@ -48,6 +50,20 @@ pub enum FilesError {
         /// The roots.
         roots: String,
     },
+    /// A change outside the upload roots.
+    #[error("{path} is outside the upload roots ({roots}); change files under one of them or add --upload-root")]
+    NotWritable {
+        /// The path asked for.
+        path: String,
+        /// The upload roots.
+        roots: String,
+    },
+    /// Something is already at the path.
+    #[error("{0} already exists (as something else, for a directory); choose another path or remove it first")]
+    Exists(String),
+    /// A non-empty directory deleted without `recursive`.
+    #[error("{0} is a directory that is not empty; pass recursive=true to remove it whole")]
+    NotEmpty(String),
     /// The path passes through a symlink below its root, or names a
     /// kernel file system.
     #[error("{0} passes through a symlink (or a kernel file system); no symlink below a root is followed: name the real path")]

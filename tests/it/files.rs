@@ -327,3 +327,99 @@ async fn a_large_file_downloads_in_flat_memory() {
         "RSS grew from {before} KiB to {peak} KiB while sending {size} bytes"
     );
 }
+
+/// Delete, mkdir and move act inside the upload roots only: a file, an
+/// empty dir, a non-empty dir only with recursive=true (409 without), a
+/// symlink itself (never its target); mkdir makes parents and says
+/// whether it made the dir; move never replaces; outside the roots and
+/// through symlinks 403, the root itself 400.
+#[tokio::test]
+async fn delete_mkdir_and_move_inside_roots_only() {
+    let (daemon, root) = daemon_with_root(&["/"]).await;
+    let outside = daemon.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("keep.txt"), b"keep").unwrap();
+    std::os::unix::fs::symlink(&outside, root.join("link")).unwrap();
+    let path = |p: &str| root.join(p).display().to_string();
+    let delete = |p: String, recursive: bool| {
+        let req = daemon
+            .request(Method::DELETE, "/v1/files")
+            .query(&[("path", p), ("recursive", recursive.to_string())]);
+        support::send(req)
+    };
+
+    let (status, body) = daemon
+        .post("/v1/files/mkdir", json!({"path": path("a/b/c")}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["created"], true);
+    assert!(root.join("a/b/c").is_dir());
+    let (status, body) = daemon
+        .post("/v1/files/mkdir", json!({"path": path("a/b/c")}))
+        .await;
+    assert_eq!(
+        (status, body["created"].clone()),
+        (StatusCode::OK, json!(false))
+    );
+    std::fs::write(root.join("a/b/c/f.txt"), b"x").unwrap();
+    let (status, _) = daemon
+        .post("/v1/files/mkdir", json!({"path": path("a/b/c/f.txt")}))
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    let (status, body) = daemon
+        .post(
+            "/v1/files/move",
+            json!({"from": path("a/b/c/f.txt"), "to": path("a/g.txt")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(std::fs::read(root.join("a/g.txt")).unwrap(), b"x");
+    std::fs::write(root.join("a/h.txt"), b"h").unwrap();
+    let (status, body) = daemon
+        .post(
+            "/v1/files/move",
+            json!({"from": path("a/g.txt"), "to": path("a/h.txt")}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "never replaces: {body}");
+    assert_eq!(body["error"]["code"], "file_exists");
+    for (from, to) in [
+        (path("a/h.txt"), outside.join("h.txt").display().to_string()),
+        (path("a/h.txt"), path("link/h.txt")),
+        (path("link/keep.txt"), path("stolen.txt")),
+    ] {
+        let (status, body) = daemon
+            .post("/v1/files/move", json!({"from": from, "to": to}))
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{from} -> {to}: {body}");
+    }
+
+    let (status, body) = delete(path("a"), false).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "dir_not_empty");
+    let (status, _) = delete(path("a/h.txt"), false).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!root.join("a/h.txt").exists());
+    let (status, _) = delete(path("a/b/c"), false).await;
+    assert_eq!(status, StatusCode::OK, "an empty dir");
+    let (status, _) = delete(path("a"), true).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!root.join("a").exists());
+    let (status, _) = delete(path("link"), true).await;
+    assert_eq!(status, StatusCode::OK, "the symlink itself");
+    assert!(std::fs::symlink_metadata(root.join("link")).is_err());
+    assert_eq!(std::fs::read(outside.join("keep.txt")).unwrap(), b"keep");
+    for (target, want) in [
+        (
+            outside.join("keep.txt").display().to_string(),
+            StatusCode::FORBIDDEN,
+        ),
+        (root.display().to_string(), StatusCode::BAD_REQUEST),
+        (path("missing"), StatusCode::NOT_FOUND),
+    ] {
+        let (status, body) = delete(target.clone(), true).await;
+        assert_eq!(status, want, "{target}: {body}");
+    }
+    assert_eq!(std::fs::read(outside.join("keep.txt")).unwrap(), b"keep");
+}
