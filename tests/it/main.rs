@@ -16,6 +16,7 @@ mod daemon;
 mod docs;
 mod examples;
 mod faults;
+mod files;
 mod hostile;
 mod interactive;
 mod output;
