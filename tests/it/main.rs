@@ -18,6 +18,7 @@ mod examples;
 mod faults;
 mod hostile;
 mod interactive;
+mod interactive_cli;
 mod output;
 mod packaging;
 mod readme;
