@@ -19,6 +19,7 @@ mod faults;
 mod files;
 mod hostile;
 mod interactive;
+mod interactive_cli;
 mod output;
 mod packaging;
 mod readme;
