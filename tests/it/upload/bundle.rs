@@ -251,7 +251,18 @@ async fn client_disconnect_leaves_nothing() {
     )
     .await;
     assert!(!daemon.state_dir().join("bundles/dc.json").exists());
-    let (status, answer) = put_bundle(&daemon, "dc", body, "").await;
+    // The dropped upload may still be winding down (409 until it has).
+    let mut answered = (StatusCode::CONFLICT, serde_json::Value::Null);
+    support::wait_for(
+        "the dropped upload to let go of the run",
+        || async {
+            let answer = put_bundle(&daemon, "dc", body.clone(), "").await;
+            (answer.0 != StatusCode::CONFLICT, answer)
+        },
+        &mut answered,
+    )
+    .await;
+    let (status, answer) = answered;
     assert_eq!(
         status,
         StatusCode::CREATED,
