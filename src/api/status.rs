@@ -44,6 +44,17 @@ pub struct StatusView {
     /// Which protections keep runs from the daemon, the service and each
     /// other, and which are missing here.
     pub containment: ContainmentView,
+    /// Shims started ahead of need (`--warm-shims`).
+    pub warm_shims: WarmShimsView,
+}
+
+/// Shims waiting for a run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WarmShimsView {
+    /// How many the daemon keeps (0: every shim starts on demand).
+    pub target: usize,
+    /// How many are ready now.
+    pub ready: usize,
 }
 
 /// Runs by state.
@@ -267,6 +278,10 @@ pub async fn get_status(State(state): State<AppState>) -> Json<StatusView> {
             pruned_total: state.metrics.runs_pruned_total(),
         },
         containment: ContainmentView::from(&state.containment),
+        warm_shims: {
+            let (target, ready) = state.runs.warm_shims();
+            WarmShimsView { target, ready }
+        },
     })
 }
 

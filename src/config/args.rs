@@ -96,6 +96,17 @@ pub struct ServeArgs {
     #[arg(help_heading = "Runs", long, env = "SANDBOXD_KILL_GRACE", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub kill_grace: Duration,
 
+    /// Shims started ahead of need and waiting for a run: a new run takes
+    /// one instead of starting a process. 0 starts every shim on demand.
+    #[arg(
+        help_heading = "Runs",
+        long,
+        env = "SANDBOXD_WARM_SHIMS",
+        default_value_t = 1,
+        value_name = "COUNT"
+    )]
+    pub warm_shims: usize,
+
     /// Size of the stdout and of the stderr tails returned by an exec-and-wait
     /// (`wait: true`): bytes, or with a unit (1MiB, 64KiB).
     #[arg(help_heading = "Runs", long, env = "SANDBOXD_WAIT_OUTPUT_BYTES", default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]

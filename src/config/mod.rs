@@ -107,6 +107,8 @@ pub struct Config {
     pub default_timeout: Duration,
     /// SIGTERM to SIGKILL on timeout.
     pub kill_grace: Duration,
+    /// Idle shims kept ready for new runs.
+    pub warm_shims: usize,
     /// Tail size of exec-and-wait output.
     pub wait_output_bytes: u64,
     /// Which ended runs are kept.
@@ -293,6 +295,7 @@ impl Config {
             max_running: args.max_running,
             default_timeout: args.default_timeout,
             kill_grace: args.kill_grace,
+            warm_shims: args.warm_shims,
             wait_output_bytes: args.wait_output_bytes,
             retention: Retention {
                 max_runs: (args.retain_runs > 0).then_some(args.retain_runs),

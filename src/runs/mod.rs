@@ -23,6 +23,7 @@ mod spawn;
 mod start;
 mod task;
 pub mod token;
+mod warm;
 
 pub use registry::{ListCursor, ListFilter, Registry, UploadProbe};
 pub use retention::PruneReport;
@@ -151,6 +152,10 @@ pub struct NewRun {
     /// How durably the first record is written: an exec-and-wait caller
     /// gets its answer directly, so its record is not flushed before spawn.
     pub record_sync: durable::Durability,
+    /// What the command reads: `/dev/null`, a pipe or a terminal.
+    pub stdin: shim::StdinMode,
+    /// `TERM` for a terminal run.
+    pub term: Option<String>,
 }
 
 /// A message to a run's task.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::record::{RecordState, RunRecord, ShimIdentity, StopReason, RECORD_VERSION};
+use super::shim::StdinMode;
 use super::token::TokenDigest;
 use crate::callbacks::{CallbackTarget, Outcome, RunReport};
 
@@ -126,6 +127,8 @@ pub struct Run {
     pub stop_reason: Option<StopReason>,
     /// Where it is in its life.
     pub status: RunStatus,
+    /// What its command reads: nothing, a pipe or a terminal.
+    pub stdin: StdinMode,
 }
 
 impl Run {
@@ -193,6 +196,7 @@ impl Run {
             stdout_truncated_bytes: end.map_or(0, |e| e.stdout_truncated_bytes),
             stderr_truncated_bytes: end.map_or(0, |e| e.stderr_truncated_bytes),
             truncation: end.and_then(|e| e.truncation.clone()),
+            stdin: self.stdin,
         }
     }
 
@@ -235,6 +239,7 @@ impl Run {
             report: record.report,
             stop_reason: record.stop_reason,
             status,
+            stdin: record.stdin,
         }
     }
 }
@@ -291,6 +296,7 @@ mod tests {
             report: RunReport::default(),
             stop_reason: Some(StopReason::Cancel),
             status,
+            stdin: StdinMode::Pty { cols: 80, rows: 24 },
         }
     }
 

@@ -1,7 +1,8 @@
 //! Starting a reserved run: resolve its secrets, write its first record
 //! (write-ahead: the record exists before any process), build its masker,
 //! its child env and its shim spec, spawn the shim and hand the run to its
-//! task. Collaborators come in as arguments; nothing here keeps state.
+//! task. Collaborators come in as arguments; the only state kept here is
+//! the pool of warm shims.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 
 use super::task::{RunCell, RunTask, TaskContext};
+use super::warm::WarmPool;
 use super::{daemon_credentials, env, env_policy, shim, spawn, Control, NewRun, RunError};
 use crate::config::Config;
 use crate::durable;
@@ -24,12 +26,15 @@ pub(super) struct Starter {
     /// The daemon's URL, given to runs as `SANDBOXD_URL`.
     url: String,
     resolver: Resolver,
+    /// Shims started ahead of need (`--warm-shims`).
+    warm: WarmPool,
 }
 
 impl Starter {
     pub(super) fn new(config: Arc<Config>, url: String, resolver: Resolver) -> Starter {
         Starter {
             state_dir: StateDir::new(&config.state_dir),
+            warm: WarmPool::start(&config.shim_exe, config.warm_shims),
             config,
             url,
             resolver,
@@ -54,6 +59,26 @@ impl Starter {
         let resolved = self.resolver.resolve_all(&new.secrets).await?;
         let run = cell.run();
         let run_dir = self.state_dir.run(&run.run_id);
+        let credentials = daemon_credentials(&self.config);
+        let secret_values: Vec<&SecretString> = resolved
+            .iter()
+            .map(|(_, v)| v)
+            .chain(&credentials)
+            .collect();
+        let masker = Masker::new(secret_values.iter().map(|v| v.expose_secret().as_bytes()));
+        let task = RunTask::new(
+            cell.clone(),
+            control,
+            context.clone(),
+            masker,
+            new.record_sync,
+        );
+        // A warm shim is known before the first record, which names it: a
+        // daemon restarted after a crash finds the shim and re-attaches.
+        let warm = self.warm.take();
+        if let Some(shim) = &warm {
+            task.note_shim(shim.identity());
+        }
         write_ahead(&cell, &run.cwd, run.default_cwd, &run_dir, new.record_sync)
             .map_err(|(action, path, err)| RunError::io(&run.run_id, action, &path, err))?;
         // Its own uid (and gid) from --run-uid-range, else --run-user.
@@ -72,13 +97,6 @@ impl Starter {
                 )
             })?;
         }
-        let credentials = daemon_credentials(&self.config);
-        let secret_values: Vec<&SecretString> = resolved
-            .iter()
-            .map(|(_, v)| v)
-            .chain(&credentials)
-            .collect();
-        let masker = Masker::new(secret_values.iter().map(|v| v.expose_secret().as_bytes()));
         let env = self.child_env(&new, &resolved, &token);
         // The shim masks the run's secrets, and sandboxd's own credentials
         // (the session key, the default callback token) only when the run
@@ -112,22 +130,51 @@ impl Starter {
             run_as,
             // A uid of the run's own: whatever runs as it is the run's.
             kill_uid: run.run_uid,
+            stdin: new.stdin,
         };
         context
             .log_masks
             .mask(&run.run_id, resolved.iter().map(|(_, v)| v));
         context.metrics.run_started();
-        let shim = spawn::spawn_shim(&self.config.shim_exe, &spec).await;
+        let noted = warm.as_ref().map(spawn::IdleShim::identity);
+        let shim = self.hand_over(warm, &spec).await;
         drop(spec);
         drop(resolved);
-        let task = RunTask::new(cell, control, context, masker, new.record_sync);
         if let Ok(shim) = &shim {
-            // In the record before the run is acknowledged: a daemon
-            // restarted after a crash finds the shim and re-attaches.
-            task.record_shim(shim.identity);
+            if noted != Some(shim.identity) {
+                // In the record before the run is acknowledged.
+                task.record_shim(shim.identity);
+            }
         }
         tokio::spawn(task.follow_new(shim));
         Ok(())
+    }
+
+    /// Hands the spec to the warm shim when there is one, else (or when the
+    /// warm shim died before it got the spec) to a shim started now.
+    async fn hand_over(
+        &self,
+        warm: Option<spawn::IdleShim>,
+        spec: &shim::ShimSpec,
+    ) -> Result<spawn::ShimProcess, String> {
+        if let Some(idle) = warm {
+            match spawn::hand_spec(idle, spec).await {
+                Ok(shim) => return Ok(shim),
+                Err(err) => tracing::debug!("warm shim unusable, starting one: {err}"),
+            }
+        }
+        let idle = spawn::start_idle_shim(&self.config.shim_exe)?;
+        spawn::hand_spec(idle, spec).await
+    }
+
+    /// How many warm shims are kept, and how many are ready now.
+    pub(super) fn warm_shims(&self) -> (usize, usize) {
+        self.warm.counts()
+    }
+
+    /// Ends the idle warm shims and stops starting new ones.
+    pub(super) fn close_warm_shims(&self) {
+        self.warm.close();
     }
 
     /// The run's complete environment: the daemon's, sanitized like the
@@ -148,6 +195,9 @@ impl Starter {
             if let Some(mut replaced) = child.insert(name.clone(), value) {
                 zeroize::Zeroize::zeroize(&mut replaced);
             }
+        }
+        if let Some(term) = &new.term {
+            child.insert("TERM".to_owned(), term.clone());
         }
         child.insert("SANDBOXD_RUN_ID".to_owned(), new.run_id.clone());
         child.insert("SANDBOXD_URL".to_owned(), self.url.clone());

@@ -26,3 +26,4 @@ mod runs;
 mod secrets;
 mod supervise;
 mod upload;
+mod warm;

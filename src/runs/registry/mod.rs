@@ -111,6 +111,11 @@ impl Registry {
         }
     }
 
+    /// How many warm shims are kept, and how many are ready now.
+    pub fn warm_shims(&self) -> (usize, usize) {
+        self.inner.starter.warm_shims()
+    }
+
     /// The daemon's configuration.
     pub(super) fn config(&self) -> &Config {
         &self.inner.config
@@ -220,6 +225,7 @@ impl Registry {
             report: RunReport::default(),
             stop_reason: None,
             status: RunStatus::Starting,
+            stdin: new.stdin,
         };
         let cell = Arc::new(RunCell::new(
             run,
