@@ -56,7 +56,10 @@ pub(crate) async fn start(
     runs.restore()
         .await
         .context("cannot restore runs from the state dir")?;
-    let agent = AgentProbe::start(config.agent_server_url.clone(), http.clone());
+    let agent_uid = config
+        .agent_server_uid
+        .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+    let agent = AgentProbe::start(config.agent_server_url.clone(), http.clone(), agent_uid);
     let service = Service::start(&config, service, metrics.clone(), agent.clone()).await?;
     Ok(AppState::new(StateInner {
         config,

@@ -682,3 +682,81 @@ async fn wait_serving(daemon: &TestDaemon, index: usize, round: usize) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The `/v1/status` probe of the agent-server trusts the port's owner the
+/// way the key-filled LookupSecret does: a listener of another uid than
+/// the agent-server's on its port is reported as an impostor and never
+/// as healthy, although it answers `/alive`; the same listener as the
+/// expected uid is healthy.
+#[tokio::test]
+async fn an_impostor_on_the_agent_server_port_is_not_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("alive"), "ok").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut impostor = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--directory")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut answered = false;
+    for _ in 0..200 {
+        if reqwest::get(format!("{url}/alive"))
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(answered, "the listener never answered /alive");
+    let own_uid = nix::unistd::geteuid().as_raw();
+    for (expected_uid, impostor_expected) in [(own_uid.wrapping_add(4242), true), (own_uid, false)]
+    {
+        let daemon = TestDaemon::start_with(Options {
+            args: vec![
+                "--agent-server-url".into(),
+                url.clone(),
+                "--agent-server-uid".into(),
+                expected_uid.to_string(),
+            ],
+            ..Options::default()
+        })
+        .await;
+        let mut last = Value::Null;
+        support::wait_for(
+            "the agent-server probed",
+            || async {
+                let (_, status) = daemon.get("/v1/status").await;
+                let agent = status["agent_server"].clone();
+                (agent["checked_at"].is_string(), agent)
+            },
+            &mut last,
+        )
+        .await;
+        if impostor_expected {
+            assert_eq!(last["healthy"], false, "{last}");
+            let said = last["impostor"].as_str().unwrap_or_default();
+            assert!(said.contains(&own_uid.to_string()), "{last}");
+        } else {
+            assert_eq!(last["healthy"], true, "{last}");
+            assert!(last.get("impostor").is_none(), "{last}");
+        }
+    }
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+}
