@@ -33,6 +33,10 @@ pub(crate) async fn start(
         tracing::warn!("{}", containment.summary());
     }
     prepare_dirs(&config, &state_dir)?;
+    let removed = crate::containment::remove_leftover_cgroups();
+    if removed > 0 {
+        tracing::info!(removed, "removed the empty cgroups of shims that are gone");
+    }
     let config = Arc::new(config);
     let metrics = Metrics::new();
     let http = reqwest::Client::builder()

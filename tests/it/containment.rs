@@ -783,3 +783,64 @@ async fn an_impostor_on_the_agent_server_port_is_not_healthy() {
     let _ = impostor.kill();
     let _ = impostor.wait();
 }
+
+/// The cgroup v2 dir of this process when it is writable.
+fn own_writable_cgroup() -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let rel = text.lines().find_map(|line| line.strip_prefix("0::"))?;
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mount = mounts.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        right
+            .starts_with("cgroup2 ")
+            .then(|| left.split(' ').nth(4))?
+    })?;
+    let dir = std::path::Path::new(mount).join(rel.trim_start_matches('/'));
+    let probe = dir.join(format!("sandboxd-test-probe-{}", std::process::id()));
+    std::fs::create_dir(&probe).ok()?;
+    std::fs::remove_dir(&probe).ok()?;
+    Some(dir)
+}
+
+/// At start a daemon removes the empty run cgroups of shims that are gone
+/// (a SIGKILLed shim leaves its cgroup) but keeps the cgroup of a live
+/// shim it restores, whose run then ends normally.
+#[tokio::test]
+async fn leftover_run_cgroups_of_gone_shims_are_removed_at_start() {
+    let Some(cgroups) = own_writable_cgroup() else {
+        eprintln!("needs a writable cgroup v2; skipped");
+        return;
+    };
+    // A pid above the kernel's largest pid_max: never a live shim.
+    let leftover = cgroups.join("sandboxd-run-4194999");
+    std::fs::create_dir_all(&leftover).unwrap();
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let options = || Options {
+        dir: Some(dir.clone()),
+        binary: true,
+        ..Options::default()
+    };
+    let mut daemon = TestDaemon::start_with(options()).await;
+    assert!(!leftover.exists(), "the leftover cgroup is still there");
+    std::fs::create_dir_all(&leftover).unwrap();
+    daemon
+        .start_run(json!({"run_id": "held", "command": "sleep 30"}))
+        .await;
+    daemon
+        .wait_run("held", "running", |run| run["state"] == "running")
+        .await;
+    let record = std::fs::read_to_string(daemon.state_dir().join("runs/held/record.json")).unwrap();
+    let record: Value = serde_json::from_str(&record).unwrap();
+    let shim = record["shim"]["pid"].as_i64().unwrap();
+    let live = cgroups.join(format!("sandboxd-run-{shim}"));
+    assert!(live.exists(), "the run's cgroup {}", live.display());
+    daemon.signal(libc::SIGKILL);
+    daemon.wait_exit();
+    let daemon = TestDaemon::start_with(options()).await;
+    assert!(!leftover.exists(), "the leftover cgroup survived a restart");
+    assert!(live.exists(), "the live shim's cgroup was removed");
+    let (code, body) = daemon.post("/v1/runs/held/cancel", json!({})).await;
+    assert!(code.is_success(), "{code} {body}");
+    let run = daemon.wait_ended("held").await;
+    assert_eq!(run["state"], "cancelled", "{run}");
+}
