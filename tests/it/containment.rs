@@ -844,3 +844,62 @@ async fn leftover_run_cgroups_of_gone_shims_are_removed_at_start() {
     let run = daemon.wait_ended("held").await;
     assert_eq!(run["state"], "cancelled", "{run}");
 }
+
+/// A daemon that is not root (as root: one started as an unprivileged
+/// uid) says what it cannot protect: `/v1/status` reports `same_uid`,
+/// that runs share its uid and what that leaves open, and runs execute as
+/// its uid; `--run-uid-range` is refused at start-up with a sentence
+/// naming the flag.
+#[tokio::test]
+async fn a_non_root_daemon_reports_the_missing_protections() {
+    const DAEMON_UID: u32 = 61262;
+    let uid = support::is_root().then_some(DAEMON_UID);
+    let expected_uid = uid.unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+    let daemon = TestDaemon::start_with(Options {
+        uid,
+        binary: true,
+        ..Options::default()
+    })
+    .await;
+    let (_, status) = daemon.get("/v1/status").await;
+    let containment = &status["containment"];
+    assert_eq!(containment["mode"], "same_uid", "{status}");
+    assert_eq!(containment["run_user_separated"], false, "{status}");
+    assert_eq!(containment["daemon_uid"], expected_uid, "{status}");
+    let missing = containment["missing"].to_string();
+    assert!(missing.contains("share sandboxd's uid"), "{missing}");
+    assert!(!missing.contains("runs execute as root"), "{missing}");
+    let run = daemon
+        .exec(json!({"run_id": "who", "command": "id -u"}))
+        .await;
+    assert_eq!(
+        run["stdout"].as_str().unwrap().trim(),
+        expected_uid.to_string()
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut refused = std::process::Command::new(support::bin());
+    refused
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--run-uid-range",
+            "61184-65519",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("SESSION_API_KEY", support::KEY);
+    if let Some(uid) = uid {
+        use std::os::unix::process::CommandExt;
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).unwrap();
+        refused.uid(uid).gid(uid);
+    }
+    let output = refused.output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--run-uid-range needs sandboxd to run as root"),
+        "{stderr}"
+    );
+}
