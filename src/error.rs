@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 
+use crate::files::FilesError;
 use crate::runs::RunError;
 use crate::secrets::SecretError;
 use crate::upload::UploadError;
@@ -67,6 +68,15 @@ pub enum ApiError {
     /// A secret could not be resolved.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// A file operation failed.
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    /// A `Range` no byte of the file is in.
+    #[error("the range asks for no byte of this {size}-byte file; ask within 0-{size}")]
+    RangeNotSatisfiable {
+        /// The file's size.
+        size: u64,
+    },
     /// Something broke inside sandboxd; details are logged, not sent.
     #[error("internal error: {0}")]
     Internal(String),
@@ -109,6 +119,10 @@ impl ApiError {
             ApiError::Run(err) => run_status(err),
             ApiError::Upload(err) => upload_status(err),
             ApiError::Secret(err) => secret_status(err),
+            ApiError::Files(err) => files_status(err),
+            ApiError::RangeNotSatisfiable { .. } => {
+                (StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -116,6 +130,7 @@ impl ApiError {
     fn permanent(&self) -> Option<bool> {
         match self {
             ApiError::Upload(UploadError::Unavailable { .. }) => Some(true),
+            ApiError::Upload(UploadError::ChecksumMismatch { .. }) => Some(true),
             ApiError::Upload(UploadError::FetchFailed { .. }) => Some(false),
             _ => None,
         }
@@ -127,6 +142,7 @@ fn run_status(err: &RunError) -> (StatusCode, &'static str) {
         RunError::NotFound(_) => (StatusCode::NOT_FOUND, "run_not_found"),
         RunError::Exists(_) => (StatusCode::CONFLICT, "run_exists"),
         RunError::Ended(_) => (StatusCode::CONFLICT, "run_ended"),
+        RunError::NoInput(_) => (StatusCode::CONFLICT, "run_without_stdin"),
         RunError::UploadInProgress(_) => (StatusCode::CONFLICT, "upload_in_progress"),
         RunError::StillRunning(_) => (StatusCode::CONFLICT, "run_running"),
         RunError::TooManyRunning { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_runs"),
@@ -157,12 +173,31 @@ fn upload_status(err: &UploadError) -> (StatusCode, &'static str) {
         UploadError::WorkDirExists(_) => (StatusCode::CONFLICT, "work_dir_exists"),
         UploadError::Unavailable { .. } => (StatusCode::FAILED_DEPENDENCY, "bundle_unavailable"),
         UploadError::FetchFailed { .. } => (StatusCode::BAD_GATEWAY, "bundle_fetch_failed"),
+        UploadError::ChecksumMismatch { .. } => {
+            (StatusCode::FAILED_DEPENDENCY, "bundle_checksum_mismatch")
+        }
         UploadError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_upload"),
-        UploadError::Forbidden { .. } => (StatusCode::FORBIDDEN, "path_not_allowed"),
+        UploadError::Forbidden { .. } | UploadError::ThroughSymlink { .. } => {
+            (StatusCode::FORBIDDEN, "path_not_allowed")
+        }
         UploadError::StorageFull { .. } => {
             (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
         }
         UploadError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    }
+}
+
+fn files_status(err: &FilesError) -> (StatusCode, &'static str) {
+    match err {
+        FilesError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_path"),
+        FilesError::NotAllowed { .. }
+        | FilesError::NotWritable { .. }
+        | FilesError::ThroughSymlink(_) => (StatusCode::FORBIDDEN, "path_not_allowed"),
+        FilesError::NotFound(_) => (StatusCode::NOT_FOUND, "file_not_found"),
+        FilesError::Exists(_) => (StatusCode::CONFLICT, "file_exists"),
+        FilesError::NotEmpty(_) => (StatusCode::CONFLICT, "dir_not_empty"),
+        FilesError::WrongKind { .. } => (StatusCode::BAD_REQUEST, "wrong_kind"),
+        FilesError::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
     }
 }
 
@@ -180,6 +215,7 @@ impl IntoResponse for ApiError {
             // Internal detail is logged once by the request layer, never sent.
             (ApiError::Run(RunError::Io { .. }), true)
             | (ApiError::Upload(UploadError::Io { .. }), true)
+            | (ApiError::Files(FilesError::Io { .. }), true)
             | (ApiError::Internal(_), true) => {
                 "internal error; the daemon's log has the details".to_owned()
             }

@@ -15,6 +15,8 @@
 //! - [`error`]: the one mapping of errors to HTTP.
 //! - [`runs`]: run registry, child env, the shim, logs.
 //! - [`upload`]: bundle extraction and file writes.
+//! - [`files`]: reading files under the roots.
+//! - `fsroot`: the roots opened once, and resolution beneath them.
 //! - [`secrets`]: secret sources, resolution and masking.
 //! - [`callbacks`]: the completion outbox and its delivery.
 //! - [`supervise`]: the supervised service and PID 1 duties.
@@ -31,6 +33,8 @@ pub(crate) mod containment;
 pub mod daemon;
 pub(crate) mod durable;
 pub mod error;
+pub mod files;
+pub(crate) mod fsroot;
 pub(crate) mod metrics;
 pub(crate) mod procfs;
 pub mod runs;

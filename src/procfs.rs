@@ -5,10 +5,6 @@
 //!
 //! Writes of our own `oom_score_adj` stay with the code that makes them.
 
-use std::io;
-use std::os::fd::RawFd;
-use std::path::PathBuf;
-
 use serde::{Deserialize, Serialize};
 
 /// One process, named for good by its pid and start time. Stored in a
@@ -138,11 +134,6 @@ fn children_from_tasks(parent: i32) -> Option<Vec<i32>> {
         );
     }
     Some(children)
-}
-
-/// The path an open descriptor of ours refers to (`/proc/self/fd/N`).
-pub(crate) fn fd_path(fd: RawFd) -> io::Result<PathBuf> {
-    std::fs::read_link(format!("/proc/self/fd/{fd}"))
 }
 
 #[cfg(test)]

@@ -5,6 +5,8 @@
 
 mod auth;
 pub mod extract;
+pub mod file_ops;
+pub mod files;
 pub mod openapi;
 pub mod runs;
 pub mod secrets;
@@ -59,6 +61,8 @@ pub struct StateInner {
     pub http: reqwest::Client,
     /// Bundle and file uploads.
     pub uploads: Uploader,
+    /// Reading files under the roots.
+    pub files: crate::files::Files,
     /// The agent-server health probe.
     pub agent: AgentProbe,
     /// The supervised service, when one was given.
@@ -67,6 +71,8 @@ pub struct StateInner {
     pub started: Instant,
     /// The protections on and missing (`/v1/status` `containment`).
     pub containment: crate::containment::Report,
+    /// Which runs have an attached writer (one per run).
+    pub writers: crate::runs::input::Writers,
 }
 
 impl std::ops::Deref for AppState {
@@ -107,6 +113,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{run_id}/cancel", post(runs::cancel_run))
         .route("/v1/runs/{run_id}/signal", post(runs::signal_run))
         .route("/v1/runs/{run_id}/report", post(runs::report_run))
+        .route("/v1/runs/{run_id}/complete", post(runs::complete_run))
+        .route(
+            "/v1/runs/{run_id}/stdin",
+            post(runs::post_stdin).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/runs/{run_id}/attach", get(runs::attach))
         .route(
             "/v1/runs/{run_id}/bundle",
             put(uploads::put_bundle)
@@ -115,8 +127,16 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/v1/files",
-            put(uploads::put_file).layer(DefaultBodyLimit::disable()),
+            put(uploads::put_file)
+                .layer(DefaultBodyLimit::disable())
+                .get(files::get_file)
+                .delete(file_ops::delete_file),
         )
+        .route("/v1/files/mkdir", post(file_ops::make_dir))
+        .route("/v1/files/move", post(file_ops::move_file))
+        .route("/v1/files/stat", get(files::stat_file))
+        .route("/v1/files/list", get(files::list_files))
+        .route("/v1/runs/{run_id}/files", get(files::get_run_file))
         .route("/v1/secrets/resolve", post(secrets::resolve_secrets))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

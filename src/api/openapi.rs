@@ -15,7 +15,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{runs, secrets, status, uploads};
+use super::{file_ops, files, runs, secrets, status, uploads};
 
 /// The API description.
 #[derive(OpenApi)]
@@ -24,8 +24,10 @@ use super::{runs, secrets, status, uploads};
     paths(
         status::get_healthz, status::get_status, status::get_metrics,
         runs::create_run, runs::list_runs, runs::get_run, runs::get_logs, runs::cancel_run,
-        runs::signal_run, runs::report_run, runs::delete_run,
+        runs::signal_run, runs::report_run, runs::relay::complete_run, runs::delete_run, runs::interactive::post_stdin, runs::interactive::attach,
         uploads::put_bundle, uploads::post_bundle, uploads::put_file,
+        files::get_file, files::stat_file, files::list_files, files::get_run_file,
+        file_ops::delete_file, file_ops::make_dir, file_ops::move_file,
         secrets::resolve_secrets,
         get_openapi,
     ),

@@ -43,6 +43,10 @@ pub struct FetchBundleRequest {
     pub headers: BTreeMap<String, SecretString>,
     /// Limit of the whole download in seconds (default 300, at most 3600).
     pub timeout_s: Option<f64>,
+    /// SHA-256 of the archive (64 hex digits): the bundle is committed only
+    /// when the downloaded bytes have it (else 424 bundle_checksum_mismatch,
+    /// permanent, nothing kept).
+    pub sha256: Option<String>,
 }
 
 /// An extracted bundle.
@@ -138,6 +142,10 @@ pub async fn post_bundle(
         request.headers.into_iter().collect(),
         Duration::from_secs_f64(timeout),
     )?;
+    let fetch = match &request.sha256 {
+        Some(digest) => fetch.with_sha256(digest)?,
+        None => fetch,
+    };
     let summary = state
         .uploads
         .fetch_bundle(

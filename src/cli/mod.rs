@@ -3,6 +3,7 @@
 //! `upload`, `runs`, `logs`, `cancel`, `status`), plus `completions` and
 //! `man`. One file per client command; [`client`] is their HTTP client.
 
+pub mod attach;
 pub mod cancel;
 pub mod client;
 pub mod docs;
@@ -98,6 +99,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Cancel a run: SIGTERM to its process group, SIGKILL after the grace.
     Cancel(cancel::CancelArgs),
+    /// Attach to a run: its output here, our input (and terminal) there.
+    Attach(attach::AttachArgs),
     /// Show the daemon's state.
     Status(status::StatusArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -136,6 +139,10 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Cancel(mut args) => {
             args.client = args.client.or(outer);
             client_command(EXIT_ERROR, cancel::main(args))
+        }
+        Command::Attach(mut args) => {
+            args.client = args.client.or(outer);
+            client_command(exec::EXIT_SANDBOXD_ERROR, attach::main(args))
         }
         Command::Status(mut args) => {
             args.client = args.client.or(outer);

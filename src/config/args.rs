@@ -61,6 +61,17 @@ pub struct ServeArgs {
     )]
     pub upload_roots: Vec<PathBuf>,
 
+    /// More directories `GET /v1/files` may read (the upload roots are
+    /// always readable); repeat or comma-separate. `/proc`, `/sys` and
+    /// `/dev` are never served.
+    #[arg(
+        help_heading = "Uploads",
+        long = "read-root",
+        env = "SANDBOXD_READ_ROOTS",
+        value_delimiter = ','
+    )]
+    pub read_roots: Vec<PathBuf>,
+
     /// Largest accepted bundle, compressed: bytes, or with a unit (512MiB, 1GiB, 500MB).
     #[arg(help_heading = "Uploads", long, env = "SANDBOXD_MAX_BUNDLE_BYTES", default_value = "512MiB", value_parser = parse_size, value_name = "SIZE")]
     pub max_bundle_bytes: u64,

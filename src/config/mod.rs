@@ -99,6 +99,8 @@ pub struct Config {
     pub work_root: PathBuf,
     /// Where `PUT /v1/files` may write.
     pub upload_roots: Vec<PathBuf>,
+    /// More directories `GET /v1/files` may read (besides the upload roots).
+    pub read_roots: Vec<PathBuf>,
     /// Bundle limits.
     pub upload_limits: UploadLimits,
     /// Most runs at once.
@@ -193,11 +195,7 @@ impl Config {
         let upload_roots = if args.upload_roots.is_empty() {
             vec![work_root.clone(), PathBuf::from("/tmp")]
         } else {
-            let mut roots = Vec::new();
-            for root in &args.upload_roots {
-                roots.push(absolute("--upload-root", root)?);
-            }
-            roots
+            absolute_all("--upload-root", &args.upload_roots)?
         };
         if args.max_running == 0 {
             bail!("--max-running must be at least 1");
@@ -287,6 +285,7 @@ impl Config {
             state_dir,
             work_root,
             upload_roots,
+            read_roots: absolute_all("--read-root", &args.read_roots)?,
             upload_limits: UploadLimits {
                 max_bundle_bytes: args.max_bundle_bytes,
                 max_extracted_bytes: args.max_extracted_bytes,
@@ -406,6 +405,10 @@ fn default_state_dir() -> PathBuf {
         return PathBuf::from(home).join(".local/state/sandboxd");
     }
     PathBuf::from("/var/lib/sandboxd")
+}
+
+fn absolute_all(flag: &str, paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    paths.iter().map(|p| absolute(flag, p)).collect()
 }
 
 fn default_work_root(state_dir: &Path) -> PathBuf {

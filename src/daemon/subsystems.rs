@@ -46,7 +46,9 @@ pub(crate) async fn start(
         .context("cannot build the HTTP client")?;
     let outbox = Outbox::start(config.clone(), http.clone(), metrics.clone())
         .context("cannot open the callback outbox")?;
-    let uploads = Uploader::new(config.clone(), metrics.clone());
+    let roots =
+        Arc::new(crate::fsroot::FileRoots::open(&config).context("--work-root: cannot open it")?);
+    let uploads = Uploader::new(config.clone(), roots.clone(), metrics.clone());
     let probe = uploads.clone();
     let runs = Registry::new(
         config.clone(),
@@ -73,10 +75,12 @@ pub(crate) async fn start(
         metrics,
         http,
         uploads,
+        files: crate::files::Files::new(roots),
         agent,
         service,
         started: Instant::now(),
         containment,
+        writers: Default::default(),
     }))
 }
 

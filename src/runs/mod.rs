@@ -8,10 +8,12 @@
 //! and hands the run to its [`task`]: the only writer of the run from then
 //! on. Handlers talk to it through [`Control`] messages. [`finish`] turns
 //! the shim's exit report into the run's end; [`restore`] loads runs after
-//! a restart and re-attaches to shims that are still alive.
+//! a restart and re-attaches to shims that are still alive; [`input`]
+//! reaches a run's stdin through its shim's socket.
 
 pub mod env;
 mod finish;
+pub mod input;
 pub mod logs;
 pub mod record;
 mod registry;
@@ -81,6 +83,9 @@ pub enum RunError {
     /// A sensitive name in `env` was not allowed.
     #[error("env sets sensitive variable(s) {0}; list them in allow_sensitive_env to pass them on purpose")]
     SensitiveEnv(String),
+    /// The run takes no input.
+    #[error("run {0:?} reads no input; start it with stdin \"pipe\" or \"pty\"")]
+    NoInput(String),
     /// Not a signal sandboxd can send.
     #[error("unknown signal {0:?}; use a name like SIGTERM or SIGINT, or a number")]
     BadSignal(String),

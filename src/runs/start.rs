@@ -202,6 +202,17 @@ impl Starter {
         child.insert("SANDBOXD_RUN_ID".to_owned(), new.run_id.clone());
         child.insert("SANDBOXD_URL".to_owned(), self.url.clone());
         let token = token.expose_secret().to_owned();
+        if new.callback.is_some() && self.url.starts_with("http") {
+            // The completion relay: the script's SDK reports to sandboxd,
+            // with the run's own token, never to the service with its key.
+            let base = format!("{}/v1/runs/{}", self.url, new.run_id);
+            child.insert(
+                "AUTOMATION_CALLBACK_URL".to_owned(),
+                format!("{base}/complete"),
+            );
+            child.insert("AUTOMATION_PHASE_URL".to_owned(), format!("{base}/phase"));
+            child.insert("AUTOMATION_CALLBACK_API_KEY".to_owned(), token.clone());
+        }
         child.insert("SANDBOXD_RUN_TOKEN".to_owned(), token);
         child.into_iter().collect()
     }

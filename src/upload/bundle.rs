@@ -1,5 +1,5 @@
 //! A run's bundle, all or nothing: the body streams through the bridge into
-//! [`extract_sync`](super::extract_sync) running in `spawn_blocking`, into
+//! the extractor running in `spawn_blocking`, into
 //! a staging dir under the work root; on success the staging dir is
 //! renamed to the run's work dir (atomically exchanged with the old one on
 //! `?replace=true`), otherwise removed.
@@ -11,25 +11,22 @@
 use std::fmt::Display;
 use std::fs;
 use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::Stream;
-use nix::errno::Errno;
-use nix::fcntl::{renameat2, RenameFlags};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::bridge::{self, BodyReader, Pumped, DRAIN_EXTRA};
+use super::staging::{is_empty_or_missing, put_in_place, undo, Staging, STAGING_PREFIX};
 use super::{extract, Busy, Started, UploadError, Uploader};
 use crate::config::Config;
 use crate::durable;
 use crate::state_dir::StateDir;
-
-/// Names of staging dirs in the work root. A leading `.` keeps them apart
-/// from run ids, which cannot start with one.
-const STAGING_PREFIX: &str = ".sandboxd-staging-";
 
 /// Names of bundle records being written, in `<state-dir>/bundles/`.
 const RECORD_TEMP_PREFIX: &str = ".bundle-";
@@ -141,7 +138,11 @@ impl Uploader {
             }
         };
         let on_error = |err: E| UploadError::Incomplete(err.to_string());
-        self.receive(busy, body, replace, started, on_error, true)
+        let commit = Commit {
+            replace,
+            sha256: None,
+        };
+        self.receive(busy, body, commit, started, on_error, true)
             .await
     }
 
@@ -160,8 +161,8 @@ impl Uploader {
         if has && !replace {
             return Err(UploadError::BundleExists(run_id.to_owned()));
         }
-        let work_dir = self.config().work_root.join(run_id);
-        if !has && !replace && !is_empty_or_missing(&work_dir) {
+        if !has && !replace && !is_empty_or_missing(self.work_root().fd(), run_id) {
+            let work_dir = self.config().work_root.join(run_id);
             return Err(UploadError::WorkDirExists(work_dir));
         }
         Ok(busy)
@@ -175,7 +176,7 @@ impl Uploader {
         &self,
         busy: Busy,
         mut body: S,
-        replace: bool,
+        commit: Commit,
         started: Started,
         on_error: F,
         from_client: bool,
@@ -190,7 +191,7 @@ impl Uploader {
             let (tx, reader) = bridge::channel();
             let installer = this.clone();
             let job = tokio::task::spawn_blocking(move || {
-                installer.install(reader, &busy, replace, &*started)
+                installer.install(reader, &busy, commit, &*started)
             });
             let limit = this.limits().max_bundle_bytes;
             let mut total = 0;
@@ -223,13 +224,35 @@ impl Uploader {
         &self,
         reader: BodyReader,
         busy: &Busy,
-        replace: bool,
+        commit: Commit,
         started: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<BundleSummary, UploadError> {
         let run_id = &busy.run_id;
         let work_root = &self.config().work_root;
-        let staging = Staging::create(work_root)?;
-        let summary = extract::extract_sync(reader, &staging.path, &self.limits())?;
+        let replace = commit.replace;
+        let staging = Staging::create(self.work_root())?;
+        let mut input = Digesting {
+            inner: reader,
+            digest: Sha256::new(),
+        };
+        let summary = extract::extract_into(
+            &mut input,
+            staging.dir.as_fd(),
+            &staging.shown,
+            &self.limits(),
+        )?;
+        if let Some(expected) = commit.sha256 {
+            // What the extractor left unread (bounded by the body limit).
+            io::copy(&mut input, &mut io::sink())
+                .map_err(|err| UploadError::Incomplete(err.to_string()))?;
+            let actual: [u8; 32] = input.digest.finalize().into();
+            if actual != expected {
+                return Err(UploadError::ChecksumMismatch {
+                    expected: hex(&expected),
+                    actual: hex(&actual),
+                });
+            }
+        }
         let record = BundleRecord {
             version: RECORD_VERSION,
             run_id: run_id.clone(),
@@ -242,14 +265,14 @@ impl Uploader {
             return Err(UploadError::RunStarted(run_id.clone()));
         }
         let work_dir = work_root.join(run_id);
-        let swapped = put_in_place(&staging, &work_dir, replace)?;
+        let swapped = put_in_place(&staging, run_id, &work_dir, replace)?;
         let target = record_path(&self.config().state_dir, run_id);
         if let Err(err) = record.persist(&target) {
             // Undo: the old tree (if any) goes back, the new one is removed.
-            let _ = undo(&staging, &work_dir, swapped);
+            let _ = undo(&staging, run_id, swapped);
             return Err(UploadError::io("writing", &target, err.error));
         }
-        let _ = durable::sync_dir(work_root);
+        let _ = nix::unistd::fsync(staging.root.as_raw_fd());
         let _ = target.parent().map(durable::sync_dir);
         // Dropping `staging` removes the replaced tree, if there was one.
         let mut staging = staging;
@@ -287,107 +310,36 @@ impl Uploader {
     }
 }
 
+/// How a received bundle is committed: over an existing one or not, and
+/// only when the body's SHA-256 is this one.
+pub(super) struct Commit {
+    pub(super) replace: bool,
+    pub(super) sha256: Option<[u8; 32]>,
+}
+
+/// The body as the extractor reads it, digested on the way.
+struct Digesting {
+    inner: BodyReader,
+    digest: Sha256,
+}
+
+impl io::Read for Digesting {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.digest.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn panicked(uploader: &Uploader, err: tokio::task::JoinError) -> UploadError {
     UploadError::Io {
         action: "extracting a bundle into",
         path: uploader.config().work_root.clone(),
         source: io::Error::other(format!("the upload task failed: {err}")),
-    }
-}
-
-/// A staging dir; removed on drop unless kept.
-struct Staging {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Staging {
-    fn create(work_root: &Path) -> Result<Staging, UploadError> {
-        let path = work_root.join(format!("{STAGING_PREFIX}{}", uuid::Uuid::new_v4().simple()));
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&path)
-            .map_err(|err| UploadError::io("creating the staging dir", &path, err))?;
-        Ok(Staging { path, keep: false })
-    }
-}
-
-impl Drop for Staging {
-    fn drop(&mut self) {
-        if !self.keep {
-            if let Err(err) = remove_tree(&self.path) {
-                tracing::warn!(path = %self.path.display(), %err, "cannot remove a staging dir");
-            }
-        }
-    }
-}
-
-/// Moves the staging dir to `work_dir`. Returns whether an existing
-/// `work_dir` was exchanged (it now sits at the staging path).
-fn put_in_place(staging: &Staging, work_dir: &Path, replace: bool) -> Result<bool, UploadError> {
-    let moved = renameat2(
-        None,
-        &staging.path,
-        None,
-        work_dir,
-        RenameFlags::RENAME_NOREPLACE,
-    );
-    match moved {
-        Ok(()) => return Ok(false),
-        Err(Errno::EEXIST) | Err(Errno::ENOTEMPTY) => {}
-        // File systems without rename flags: check, then plain rename.
-        Err(Errno::EINVAL) if !work_dir.exists() => {
-            fs::rename(&staging.path, work_dir)
-                .map_err(|err| UploadError::io("renaming the staging dir to", work_dir, err))?;
-            return Ok(false);
-        }
-        Err(Errno::EINVAL) => {}
-        Err(errno) => {
-            return Err(UploadError::io(
-                "renaming the staging dir to",
-                work_dir,
-                io::Error::from(errno),
-            ))
-        }
-    }
-    if !replace && !is_empty_or_missing(work_dir) {
-        return Err(UploadError::WorkDirExists(work_dir.to_owned()));
-    }
-    exchange(&staging.path, work_dir)
-        .map_err(|err| UploadError::io("exchanging the staging dir with", work_dir, err))?;
-    Ok(true)
-}
-
-/// Atomically swaps two paths; on file systems without `RENAME_EXCHANGE`,
-/// two renames through a temporary name.
-fn exchange(a: &Path, b: &Path) -> io::Result<()> {
-    match renameat2(None, a, None, b, RenameFlags::RENAME_EXCHANGE) {
-        Ok(()) => Ok(()),
-        Err(Errno::EINVAL) => {
-            let aside = a.with_extension("old");
-            fs::rename(b, &aside)?;
-            if let Err(err) = fs::rename(a, b) {
-                let _ = fs::rename(&aside, b);
-                return Err(err);
-            }
-            fs::rename(&aside, a)
-        }
-        Err(errno) => Err(io::Error::from(errno)),
-    }
-}
-
-fn undo(staging: &Staging, work_dir: &Path, swapped: bool) -> io::Result<()> {
-    if swapped {
-        return exchange(&staging.path, work_dir);
-    }
-    fs::rename(work_dir, &staging.path)
-}
-
-fn is_empty_or_missing(dir: &Path) -> bool {
-    match fs::symlink_metadata(dir) {
-        Err(err) => err.kind() == io::ErrorKind::NotFound,
-        Ok(meta) if meta.is_dir() => fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none()),
-        Ok(_) => false,
     }
 }
 

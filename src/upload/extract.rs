@@ -10,6 +10,7 @@
 
 use std::cell::Cell;
 use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 use std::rc::Rc;
 
@@ -42,6 +43,20 @@ pub fn extract_sync<R: Read>(
     dest: &Path,
     limits: &UploadLimits,
 ) -> Result<Summary, UploadError> {
+    let dir = std::fs::File::open(dest)
+        .map_err(|err| UploadError::io("opening the extraction dir", dest, err))?;
+    extract_into(reader, dir.as_fd(), dest, limits)
+}
+
+/// [`extract_sync`] into the open directory `dest` (`shown` is its path,
+/// for messages): every entry is created relative to a descriptor
+/// beneath `dest`, never following a symlink.
+pub(super) fn extract_into<R: Read>(
+    reader: R,
+    dest: BorrowedFd<'_>,
+    shown: &Path,
+    limits: &UploadLimits,
+) -> Result<Summary, UploadError> {
     let stats = Rc::new(Stats {
         bundle_limit: limits.max_bundle_bytes,
         ..Stats::default()
@@ -56,7 +71,7 @@ pub fn extract_sync<R: Read>(
         stats: stats.clone(),
     };
     let mut archive = tar::Archive::new(input);
-    let mut writer = Writer::new(dest, limits, stats.clone());
+    let mut writer = Writer::new(dest, shown, limits, stats.clone());
     let mut last: Option<String> = None;
     let entries = archive
         .entries()

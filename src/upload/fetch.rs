@@ -13,6 +13,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 
+use super::bundle::Commit;
 use super::{BundleSummary, Started, UploadError, Uploader};
 
 /// A validated download request.
@@ -23,6 +24,8 @@ pub struct FetchRequest {
     pub headers: Vec<(String, SecretString)>,
     /// Limit of the whole download.
     pub timeout: Duration,
+    /// The SHA-256 the downloaded bytes must have.
+    pub sha256: Option<[u8; 32]>,
 }
 
 impl FetchRequest {
@@ -60,7 +63,28 @@ impl FetchRequest {
             url: parsed,
             headers,
             timeout,
+            sha256: None,
         })
+    }
+
+    /// Commits the bundle only when the downloaded bytes have this
+    /// SHA-256 (64 hex digits).
+    pub fn with_sha256(mut self, text: &str) -> Result<FetchRequest, UploadError> {
+        let invalid = || {
+            UploadError::Invalid(format!(
+                "sha256 {:?} must be 64 hex digits",
+                text.chars().take(80).collect::<String>()
+            ))
+        };
+        if text.len() != 64 {
+            return Err(invalid());
+        }
+        let mut digest = [0u8; 32];
+        for (i, byte) in digest.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| invalid())?;
+        }
+        self.sha256 = Some(digest);
+        Ok(self)
     }
 
     fn header_map(&self) -> HeaderMap {
@@ -122,7 +146,11 @@ impl Uploader {
         tracing::info!(run_id, url, "downloading a bundle");
         let on_error = move |err| failed(&url, err, timeout);
         let body = response.bytes_stream();
-        self.receive(busy, body, replace, started, on_error, false)
+        let commit = Commit {
+            replace,
+            sha256: request.sha256,
+        };
+        self.receive(busy, body, commit, started, on_error, false)
             .await
     }
 }

@@ -9,6 +9,8 @@
 //!   rename into place, the bundle record in `<state-dir>/bundles/`.
 //! - `fetch`: the URL form, streaming a download into the same extraction.
 //! - `files`: single files written atomically under the upload roots.
+//! - `staging`: the staging dir and its move into place, through the
+//!   work root's descriptor.
 //! - `write`: writing validated entries (files, dirs, links) to disk.
 
 mod bridge;
@@ -17,6 +19,7 @@ pub mod entry;
 pub mod extract;
 mod fetch;
 mod single_file;
+mod staging;
 mod write;
 
 use std::collections::HashSet;
@@ -32,6 +35,7 @@ pub use single_file::FileSummary;
 
 use crate::config::{Config, UploadLimits};
 use crate::durable;
+use crate::fsroot::{FileRoots, Root};
 use crate::metrics::Metrics;
 
 /// Why an upload failed.
@@ -96,6 +100,14 @@ pub enum UploadError {
         /// The origin's status.
         status: u16,
     },
+    /// The downloaded bytes do not have the `sha256` asked for.
+    #[error("the downloaded bundle has sha256 {actual}, not the {expected} asked for; nothing was extracted")]
+    ChecksumMismatch {
+        /// The digest asked for.
+        expected: String,
+        /// The digest of what was downloaded.
+        actual: String,
+    },
     /// The download failed in a way worth retrying.
     #[error("fetching {url} failed: {reason}; retrying may help")]
     FetchFailed {
@@ -116,6 +128,16 @@ pub enum UploadError {
         resolved: PathBuf,
         /// The allowed roots.
         roots: String,
+    },
+    /// The path passes through a symlink below an upload root.
+    #[error("{path} passes through the symlink {link} (-> {target}); no symlink below a root is followed: name the real path")]
+    ThroughSymlink {
+        /// The path asked for.
+        path: String,
+        /// The symlink met.
+        link: PathBuf,
+        /// Where it points.
+        target: PathBuf,
     },
     /// The disk or a quota is full.
     #[error("no space left on the device while {action} {path}; nothing was kept")]
@@ -167,6 +189,7 @@ pub struct Uploader {
 
 struct Inner {
     config: Arc<Config>,
+    roots: Arc<FileRoots>,
     metrics: Metrics,
     /// Runs with a bundle upload in progress.
     busy: Mutex<HashSet<String>>,
@@ -174,10 +197,11 @@ struct Inner {
 
 impl Uploader {
     /// An uploader for this configuration.
-    pub fn new(config: Arc<Config>, metrics: Metrics) -> Uploader {
+    pub fn new(config: Arc<Config>, roots: Arc<FileRoots>, metrics: Metrics) -> Uploader {
         Uploader {
             inner: Arc::new(Inner {
                 config,
+                roots,
                 metrics,
                 busy: Mutex::default(),
             }),
@@ -186,6 +210,14 @@ impl Uploader {
 
     fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    fn work_root(&self) -> &Root {
+        &self.inner.roots.work_root
+    }
+
+    fn roots(&self) -> &FileRoots {
+        &self.inner.roots
     }
 
     fn limits(&self) -> UploadLimits {

@@ -21,6 +21,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 mod error;
 mod types;
+mod websocket;
 
 pub use error::ClientError;
 use error::{connect_reason, error_chain};

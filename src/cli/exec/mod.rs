@@ -67,6 +67,15 @@ pub struct ExecArgs {
     #[arg(short, long)]
     pub detach: bool,
 
+    /// Keep the run's stdin open and send ours to it (like `docker exec -i`).
+    #[arg(short, long)]
+    pub interactive: bool,
+
+    /// Give the run a terminal (like `docker exec -t`): with -i, ours is in
+    /// raw mode while it runs, and the run's follows our window's size.
+    #[arg(short, long)]
+    pub tty: bool,
+
     /// Start from a minimal environment (PATH, HOME, LANG) instead of the daemon's.
     #[arg(long)]
     pub no_inherit_env: bool,
@@ -144,6 +153,21 @@ pub async fn main(args: ExecArgs) -> Result<ExitCode, ClientError> {
         }
         format::print(&format!("{run_id}\n"))?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.interactive || args.tty {
+        let session = super::attach::Session {
+            input: args.interactive,
+            terminal: args.tty,
+        };
+        session
+            .run(&client, &run_id)
+            .await
+            .map_err(|e| e.detached(&run_id))?;
+        let run = client
+            .wait_ended(&run_id)
+            .await
+            .map_err(|e| e.detached(&run_id))?;
+        return Ok(ExitCode::from(exit_code(&run)));
     }
     let streams = stream_output(&client, &run_id);
     tokio::pin!(streams);

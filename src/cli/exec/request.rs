@@ -41,6 +41,18 @@ pub(super) fn request_body(args: &ExecArgs) -> Result<Value, ClientError> {
     if args.no_inherit_env {
         body.insert("inherit_env".into(), json!(false));
     }
+    if args.tty {
+        body.insert("stdin".into(), json!("pty"));
+        if let Some((cols, rows)) = crate::cli::attach::terminal_size() {
+            body.insert("cols".into(), json!(cols));
+            body.insert("rows".into(), json!(rows));
+        }
+        if let Some(term) = std::env::var("TERM").ok().filter(|t| !t.is_empty()) {
+            body.insert("term".into(), json!(term));
+        }
+    } else if args.interactive {
+        body.insert("stdin".into(), json!("pipe"));
+    }
     if let Some(timeout) = args.timeout {
         body.insert("timeout_s".into(), json!(timeout.as_secs_f64()));
     }

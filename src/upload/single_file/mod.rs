@@ -1,12 +1,14 @@
 //! `PUT /v1/files`: one file written atomically (temp file in the target
 //! dir, fsync, rename, fsync of the dir) under one of the upload roots.
 //!
-//! The parent dir is opened first (following symlinks), and the root
-//! check is made on where the open descriptor really is; everything after
-//! that (creating missing dirs, the temp file, the rename) is relative to
-//! that descriptor, so swapping a path component for a symlink in between
-//! changes nothing. A symlink at the target name itself is replaced, never
-//! followed.
+//! The path is matched to an upload root by name, and everything below
+//! the root is reached through the root's descriptor, opened at start,
+//! with [`fsroot::open_beneath`]: no symlink is followed (a symlinked
+//! parent is refused with 403, even one staying inside the roots), and
+//! everything after that (creating missing dirs, the temp file, the
+//! rename) is relative to the parent's descriptor, so swapping a path
+//! component, or the root itself, for a symlink redirects nothing. A
+//! symlink at the target name itself is replaced, never followed.
 //!
 //! Layout: `target` parses the `path` and `mode` query; the write itself,
 //! descriptor-relative, is here.
@@ -17,7 +19,7 @@ use std::ffi::{OsStr, OsString};
 use std::fmt::Display;
 use std::fs::{File, Permissions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -31,6 +33,7 @@ use nix::unistd::{unlinkat, UnlinkatFlags};
 use self::target::{parse_mode, parse_path, shorten};
 use super::bridge::{self, BodyReader, Pumped, DRAIN_EXTRA};
 use super::{UploadError, Uploader};
+use crate::fsroot::{self, Roots};
 
 /// A file that was written.
 #[derive(Debug, Clone)]
@@ -115,11 +118,13 @@ impl Uploader {
     ) -> Result<(Opened, OsString, u32), UploadError> {
         let mode = parse_mode(mode)?;
         let (parents, name) = parse_path(path)?;
-        let roots = self.config().upload_roots.clone();
+        let uploader = self.clone();
         let asked = path.to_owned();
-        let opened = tokio::task::spawn_blocking(move || open_parent(&asked, &parents, &roots))
-            .await
-            .map_err(|err| UploadError::Invalid(format!("cannot open the parent dir: {err}")))??;
+        let opened = tokio::task::spawn_blocking(move || {
+            open_parent(&asked, &parents, &uploader.roots().upload)
+        })
+        .await
+        .map_err(|err| UploadError::Invalid(format!("cannot open the parent dir: {err}")))??;
         Ok((opened, name, mode))
     }
 }
@@ -170,52 +175,69 @@ impl Opened {
     }
 }
 
-/// Opens the deepest existing ancestor of the parent, checks where it
-/// really is against the roots, then creates what is missing below it.
-fn open_parent(
-    asked: &str,
-    parents: &[OsString],
-    roots: &[PathBuf],
-) -> Result<Opened, UploadError> {
-    let mut depth = parents.len();
-    let (mut dir, real) = loop {
-        let prefix: PathBuf = std::iter::once(OsStr::new("/"))
-            .chain(parents[..depth].iter().map(OsString::as_os_str))
-            .collect();
-        match open_dir(None, &prefix, OFlag::empty()) {
-            Ok(fd) => {
-                let real = crate::procfs::fd_path(fd.as_raw_fd())
-                    .map_err(|err| UploadError::io("resolving", &prefix, err))?;
-                break (fd, real);
-            }
+/// Finds the upload root the parent lies under, opens the deepest
+/// existing dir beneath the root's descriptor (no symlink followed), then
+/// creates what is missing below it.
+/// The first symlink on `below` (relative to `root`), for the message.
+fn through_symlink(asked: &str, root: &Path, below: &[OsString]) -> UploadError {
+    let mut link = root.to_owned();
+    for part in below {
+        link.push(part);
+        if let Ok(target) = std::fs::read_link(&link) {
+            return UploadError::ThroughSymlink {
+                path: asked.to_owned(),
+                link,
+                target,
+            };
+        }
+    }
+    UploadError::ThroughSymlink {
+        path: asked.to_owned(),
+        target: link.clone(),
+        link,
+    }
+}
+
+fn open_parent(asked: &str, parents: &[OsString], roots: &Roots) -> Result<Opened, UploadError> {
+    let parent: PathBuf = std::iter::once(OsStr::new("/"))
+        .chain(parents.iter().map(OsString::as_os_str))
+        .collect();
+    let forbidden = |shown: &Path| UploadError::Forbidden {
+        path: asked.to_owned(),
+        // For the message only: where the path leads when followed.
+        resolved: std::fs::canonicalize(shown).unwrap_or_else(|_| shown.to_owned()),
+        roots: roots.describe(),
+    };
+    let Some((root, rel)) = roots.locate(&parent) else {
+        return Err(forbidden(&parent));
+    };
+    let below: Vec<OsString> = rel.iter().map(OsStr::to_owned).collect();
+    let mut depth = below.len();
+    let mut dir = loop {
+        let prefix: PathBuf = below[..depth].iter().collect();
+        match fsroot::open_dir_beneath(root.fd(), &prefix) {
+            Ok(fd) => break fd,
             Err(Errno::ENOENT) if depth > 0 => depth -= 1,
             Err(Errno::ENOTDIR) => {
                 return Err(UploadError::Invalid(format!(
                     "path {asked:?}: {} is not a directory",
-                    prefix.display()
+                    root.path().join(prefix).display()
                 )))
             }
-            Err(errno) => return Err(path_error("opening", &prefix, io::Error::from(errno))),
+            Err(Errno::ELOOP | Errno::EXDEV) => {
+                return Err(through_symlink(asked, root.path(), &below[..depth]))
+            }
+            Err(errno) => {
+                return Err(path_error(
+                    "opening",
+                    &root.path().join(prefix),
+                    io::Error::from(errno),
+                ))
+            }
         }
     };
-    let inside = roots
-        .iter()
-        .filter_map(|root| std::fs::canonicalize(root).ok())
-        .any(|root| real.starts_with(root));
-    if !inside {
-        let roots = roots
-            .iter()
-            .map(|r| r.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(UploadError::Forbidden {
-            path: asked.to_owned(),
-            resolved: real,
-            roots,
-        });
-    }
     let mut created = Vec::new();
-    for name in &parents[depth..] {
+    for name in &below[depth..] {
         match mkdirat(
             Some(dir.as_raw_fd()),
             name.as_os_str(),
@@ -232,8 +254,8 @@ fn open_parent(
                 ));
             }
         }
-        // O_NOFOLLOW: a dir created just now cannot have become a symlink.
-        let next = match open_dir(Some(dir.as_raw_fd()), Path::new(name), OFlag::O_NOFOLLOW) {
+        // No symlink followed: a dir swapped for one in between is refused.
+        let next = match fsroot::open_dir_beneath(dir.as_fd(), Path::new(name)) {
             Ok(next) => next,
             Err(errno) => {
                 let opened = Opened { dir, created };
@@ -249,13 +271,6 @@ fn open_parent(
         dir = next;
     }
     Ok(Opened { dir, created })
-}
-
-fn open_dir(at: Option<RawFd>, path: &Path, extra: OFlag) -> Result<OwnedFd, Errno> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | extra;
-    let fd = openat(at, path, flags, Mode::empty())?;
-    // SAFETY: `openat` just returned this descriptor; nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Why a write failed, before the path is known to the message.

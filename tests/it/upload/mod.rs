@@ -5,6 +5,7 @@
 
 mod bundle;
 mod files;
+mod race;
 mod safety;
 mod url;
 

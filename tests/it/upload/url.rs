@@ -192,3 +192,57 @@ async fn bundles_from_urls() {
     }
     assert_nothing_escaped(&daemon, &["u1"]);
 }
+
+/// A bundle URL with `sha256`: the right digest commits the bundle; a
+/// wrong one is 424 bundle_checksum_mismatch, permanent, and leaves no
+/// work dir and no staging dir; a malformed digest is 400.
+#[tokio::test]
+async fn bundle_urls_with_sha256() {
+    use sha2::{Digest, Sha256};
+    let archive = Arc::new(Archive::new().file("checked.txt", b"integrity").gz());
+    let digest: String = Sha256::digest(&archive[..])
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let app = axum::Router::new().route(
+        "/b.tar.gz",
+        axum::routing::get({
+            let archive = archive.clone();
+            move || async move { archive.to_vec() }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/b.tar.gz", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let daemon = TestDaemon::start().await;
+
+    let wrong = "0".repeat(64);
+    let (status, body) = post_bundle(&daemon, "bad", json!({"url": url, "sha256": wrong})).await;
+    assert_eq!(status, StatusCode::FAILED_DEPENDENCY, "{body}");
+    assert_eq!(body["error"]["code"], "bundle_checksum_mismatch");
+    assert_eq!(body["error"]["permanent"], true);
+    assert!(body["error"]["message"].as_str().unwrap().contains(&digest));
+    assert!(
+        work_root_names(&daemon).is_empty(),
+        "nothing left: {:?}",
+        work_root_names(&daemon)
+    );
+
+    for malformed in ["abc", &"g".repeat(64)] {
+        let (status, body) =
+            post_bundle(&daemon, "bad", json!({"url": url, "sha256": malformed})).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{malformed}: {body}");
+    }
+
+    let (status, body) = post_bundle(
+        &daemon,
+        "good",
+        json!({"url": url, "sha256": digest.to_uppercase()}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        std::fs::read(daemon.work_root().join("good/checked.txt")).unwrap(),
+        b"integrity"
+    );
+}
