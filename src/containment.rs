@@ -108,6 +108,48 @@ impl Drop for RunCgroup {
     }
 }
 
+/// Removes the run cgroups (`sandboxd-run-<pid>`, `sandboxd-run-probe-<pid>`)
+/// left beside this process's cgroup by shims that were SIGKILLed: only an
+/// empty one (the kernel refuses to remove any other) whose pid is not a
+/// live `sandboxd` process. A live shim (one restored after a restart, or
+/// one creating its cgroup right now, which it names after itself) keeps
+/// its cgroup. Returns how many were removed.
+pub(crate) fn remove_leftover_cgroups() -> usize {
+    let Some(dir) = own_cgroup_dir() else {
+        return 0;
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("sandboxd-run-")) else {
+            continue;
+        };
+        let pid = rest.strip_prefix("probe-").unwrap_or(rest);
+        if pid.parse::<i32>().is_ok_and(is_live_sandboxd) {
+            continue;
+        }
+        // rmdir fails on a cgroup that still holds a process.
+        if std::fs::remove_dir(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Whether `pid` runs the sandboxd binary (a shim or a daemon).
+fn is_live_sandboxd(pid: i32) -> bool {
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        // Not readable (non-dumpable, for a daemon that is not root): a
+        // live process may be a shim, so its cgroup is kept.
+        return std::path::Path::new(&format!("/proc/{pid}")).exists();
+    };
+    let own = std::fs::read_link("/proc/self/exe").ok();
+    Some(&exe) == own.as_ref() || exe.to_string_lossy().ends_with("sandboxd")
+}
+
 /// Gives a run's work dir to the user it runs as (`--run-user`, or its
 /// own uid from `--run-uid-range`): the directory itself, not followed if
 /// it is a symlink. With a `share_gid` (the `--service-user`'s group) the

@@ -92,6 +92,10 @@ pub struct AgentServerView {
     pub healthy: bool,
     /// When it was last probed.
     pub checked_at: Option<DateTime<Utc>>,
+    /// Set when a process of another uid than the agent-server's listens
+    /// on its port (then `healthy` is false), in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub impostor: Option<String>,
 }
 
 /// The supervised service.
@@ -264,6 +268,7 @@ pub async fn get_status(State(state): State<AppState>) -> Json<StatusView> {
             url: health.url,
             healthy: health.healthy,
             checked_at: health.checked_at,
+            impostor: health.impostor,
         },
         service,
         work_root: WorkRootView {

@@ -33,6 +33,10 @@ pub(crate) async fn start(
         tracing::warn!("{}", containment.summary());
     }
     prepare_dirs(&config, &state_dir)?;
+    let removed = crate::containment::remove_leftover_cgroups();
+    if removed > 0 {
+        tracing::info!(removed, "removed the empty cgroups of shims that are gone");
+    }
     let config = Arc::new(config);
     let metrics = Metrics::new();
     let http = reqwest::Client::builder()
@@ -58,7 +62,10 @@ pub(crate) async fn start(
     runs.restore()
         .await
         .context("cannot restore runs from the state dir")?;
-    let agent = AgentProbe::start(config.agent_server_url.clone(), http.clone());
+    let agent_uid = config
+        .agent_server_uid
+        .unwrap_or_else(|| nix::unistd::geteuid().as_raw());
+    let agent = AgentProbe::start(config.agent_server_url.clone(), http.clone(), agent_uid);
     let service = Service::start(&config, service, metrics.clone(), agent.clone()).await?;
     Ok(AppState::new(StateInner {
         config,

@@ -169,6 +169,32 @@ pub fn listener_uids(host: IpAddr, port: u16) -> Vec<u32> {
     uids
 }
 
+/// The uids listening on the port of `url` when its host is loopback
+/// (`localhost`: both families); `None` for any other host, where the
+/// port's owner cannot be told.
+pub fn loopback_port_holders(url: &Url) -> Option<Vec<u32>> {
+    let port = url.port_or_known_default()?;
+    let hosts: Vec<IpAddr> = match url.host()? {
+        url::Host::Ipv4(ip) => vec![ip.into()],
+        url::Host::Ipv6(ip) => vec![ip.into()],
+        url::Host::Domain("localhost") => vec![
+            std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::Ipv6Addr::LOCALHOST.into(),
+        ],
+        url::Host::Domain(_) => return None,
+    };
+    if !hosts.iter().all(IpAddr::is_loopback) {
+        return None;
+    }
+    let mut uids: Vec<u32> = hosts
+        .iter()
+        .flat_map(|ip| listener_uids(*ip, port))
+        .collect();
+    uids.sort_unstable();
+    uids.dedup();
+    Some(uids)
+}
+
 /// One listening socket of a /proc/net/tcp table.
 #[derive(Debug, PartialEq, Eq)]
 struct Listener {

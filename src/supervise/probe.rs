@@ -1,4 +1,8 @@
-//! A periodic `GET /alive` of the agent-server, for `GET /v1/status`.
+//! A periodic `GET /alive` of the agent-server, for `GET /v1/status`,
+//! trusting the same port owner as the key-filled LookupSecret
+//! (`secrets::custody`): on a loopback URL the port must be held by the
+//! agent-server's uid (`--agent-server-uid`), or the listener is an
+//! impostor, reported as such and never as healthy.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,8 +17,11 @@ pub(super) const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 pub struct AgentHealth {
     /// The probed base URL.
     pub url: String,
-    /// Whether `/alive` answered 2xx.
+    /// Whether `/alive` answered 2xx and the port's owner is the
+    /// agent-server's uid.
     pub healthy: bool,
+    /// Set when another uid listens on the agent-server's port, in words.
+    pub impostor: Option<String>,
     /// When it was last probed.
     pub checked_at: Option<DateTime<Utc>>,
 }
@@ -27,8 +34,9 @@ pub struct AgentProbe {
 }
 
 impl AgentProbe {
-    /// Starts probing `url` every [`PROBE_INTERVAL`].
-    pub fn start(url: String, http: reqwest::Client) -> AgentProbe {
+    /// Starts probing `url` every [`PROBE_INTERVAL`]; `expected_uid` is the
+    /// uid the agent-server listens as.
+    pub fn start(url: String, http: reqwest::Client, expected_uid: u32) -> AgentProbe {
         let health = Arc::new(Mutex::new(AgentHealth {
             url: url.clone(),
             ..AgentHealth::default()
@@ -40,14 +48,17 @@ impl AgentProbe {
         };
         tokio::spawn(async move {
             let alive = format!("{url}/alive");
+            let parsed = reqwest::Url::parse(&url).ok();
             loop {
-                let healthy = matches!(
+                let answered = matches!(
                     http.get(&alive).timeout(Duration::from_secs(2)).send().await,
                     Ok(res) if res.status().is_success()
                 );
+                let impostor = parsed.as_ref().and_then(|url| impostor(url, expected_uid));
                 {
                     let mut health = health.lock().unwrap_or_else(|e| e.into_inner());
-                    health.healthy = healthy;
+                    health.healthy = answered && impostor.is_none();
+                    health.impostor = impostor;
                     health.checked_at = Some(Utc::now());
                 }
                 tokio::select! {
@@ -71,4 +82,23 @@ impl AgentProbe {
     pub fn probe_now(&self) {
         self.wake.notify_one();
     }
+}
+
+/// Who else holds the agent-server's port, in words; `None` when only
+/// `expected_uid` (or nothing) listens there, or the host is not loopback.
+fn impostor(url: &reqwest::Url, expected_uid: u32) -> Option<String> {
+    let holders = crate::secrets::custody::loopback_port_holders(url)?;
+    let others: Vec<String> = holders
+        .iter()
+        .filter(|uid| **uid != expected_uid)
+        .map(u32::to_string)
+        .collect();
+    if others.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the agent-server's port is held by uid {}, not the agent-server's uid {expected_uid} \
+         (--agent-server-uid): an impostor",
+        others.join(", ")
+    ))
 }
