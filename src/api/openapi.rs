@@ -24,7 +24,7 @@ use super::{runs, secrets, status, uploads};
     paths(
         status::get_healthz, status::get_status, status::get_metrics,
         runs::create_run, runs::list_runs, runs::get_run, runs::get_logs, runs::cancel_run,
-        runs::signal_run, runs::report_run, runs::relay::complete_run, runs::delete_run,
+        runs::signal_run, runs::report_run, runs::relay::complete_run, runs::relay::phase_run, runs::delete_run,
         uploads::put_bundle, uploads::post_bundle, uploads::put_file,
         secrets::resolve_secrets,
         get_openapi,

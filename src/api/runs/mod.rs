@@ -28,7 +28,7 @@ mod view;
 
 use create::create_run_request;
 pub use create::{check_run_id, parse_create_run, CallbackRequest, CommandSpec, CreateRunRequest};
-pub use relay::{complete_run, CompleteRequest, CompleteStatus};
+pub use relay::{complete_run, phase_run, CompleteRequest, CompleteStatus, PhaseRequest};
 use view::view;
 pub use view::{
     CallbackView, CancelRequest, ListQuery, LogsQuery, ReportView, RunList, RunStateView, RunView,
