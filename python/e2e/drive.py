@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 import tarfile
 import time
@@ -24,6 +25,8 @@ SCRIPTS = {
         '-d \'{"status":"COMPLETED","conversation_id":"0123456789abcdef0123456789abcdef",'
         '"cost":0.42}\' "$AUTOMATION_CALLBACK_URL"; date +%s.%N > /tmp/sbd-e2e-end-$AUTOMATION_RUN_ID'
     ),
+    "cancel": "echo $$ > /tmp/sbd-e2e-pid-$AUTOMATION_RUN_ID; exec sleep 60",
+    "timeout": "echo $$ > /tmp/sbd-e2e-pid-$AUTOMATION_RUN_ID; exec sleep 60",
     "env": "env | cut -d= -f1 | sort | tr '\\n' ' ' >&2; env | grep -c -e svc-key-abc -e sd-key-0123 >&2; exit 5",
 }
 
@@ -36,6 +39,33 @@ def tarball(script: str) -> bytes:
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     return out.getvalue()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def watch_pid(run_id: str, started: float, deadline: float) -> float | None:
+    """Seconds from ``started`` when the run's process was gone."""
+    path = f"/tmp/sbd-e2e-pid-{run_id}"
+    while time.time() < deadline and not os.path.exists(path):
+        time.sleep(0.05)
+    try:
+        with open(path) as f:
+            pid = int(f.read())
+    except (OSError, ValueError):
+        return None
+    while time.time() < deadline:
+        if not alive(pid):
+            return round(time.time() - started, 2)
+        time.sleep(0.05)
+    return None
 
 
 def scenario(api: httpx.Client, name: str, script: str, timeout: int = 60) -> dict[str, Any]:
@@ -62,6 +92,17 @@ def scenario(api: httpx.Client, name: str, script: str, timeout: int = 60) -> di
     automation_id = created.json()["id"]
     started = time.time()
     api.post(f"/v1/{automation_id}/dispatch").raise_for_status()
+    extra: dict[str, Any] = {}
+    if name == "cancel":
+        time.sleep(3)
+        run_id = api.get(f"/v1/{automation_id}/runs").json()["runs"][0]["id"]
+        api.post(f"/v1/runs/{run_id}/cancel").raise_for_status()
+        extra["cancelled_at_s"] = round(time.time() - started, 2)
+        extra["process_gone_s"] = watch_pid(run_id, started, started + 40)
+    elif name == "timeout":
+        time.sleep(1)
+        run_id = api.get(f"/v1/{automation_id}/runs").json()["runs"][0]["id"]
+        extra["process_gone_s"] = watch_pid(run_id, started, started + 40)
     while time.time() - started < timeout + 60:
         runs = api.get(f"/v1/{automation_id}/runs").json()
         items = runs["runs"]
@@ -70,9 +111,11 @@ def scenario(api: httpx.Client, name: str, script: str, timeout: int = 60) -> di
             run = items[0]
             try:
                 with open(f"/tmp/sbd-e2e-end-{run['id']}") as f:
-                    ended = float(f.read())
+                    ended: float | None = float(f.read())
             except OSError:
                 ended = None
+            if extra.get("process_gone_s") is not None:
+                ended = started + extra["process_gone_s"]
             return {
                 "scenario": name,
                 "status": run["status"],
@@ -81,6 +124,7 @@ def scenario(api: httpx.Client, name: str, script: str, timeout: int = 60) -> di
                 "script_ended_s": None if ended is None else round(ended - started, 2),
                 "service_knew_s": round(knew - started, 2),
                 "lag_s": None if ended is None else round(knew - ended, 2),
+                **extra,
             }
         time.sleep(0.1)
     return {"scenario": name, "status": "no end seen"}
@@ -95,7 +139,7 @@ def main() -> None:
         base_url=url + "/api/automation", headers={"Authorization": f"Bearer {key}"}, timeout=30
     ) as api:
         for name in which:
-            result = scenario(api, name, SCRIPTS[name])
+            result = scenario(api, name, SCRIPTS[name], timeout=10 if name == "timeout" else 60)
             print(json.dumps(result)[:600], flush=True)
             failures += [f"{name}: {problem}" for problem in judge(result)]
     if check:
@@ -113,9 +157,27 @@ def judge(result: dict[str, Any]) -> list[str]:
     name, problems = result["scenario"], []
     lag = result.get("lag_s")
     error = str(result.get("error") or "")
-    expected = {"exit0": "COMPLETED", "exit3": "FAILED", "callback": "COMPLETED", "env": "FAILED"}
+    expected = {
+        "exit0": "COMPLETED",
+        "exit3": "FAILED",
+        "callback": "COMPLETED",
+        "env": "FAILED",
+        "cancel": "CANCELLED",
+        "timeout": "FAILED",
+    }
     if result["status"] != expected[name]:
         problems.append(f"status {result['status']}")
+    if name == "cancel":
+        gone, at = result.get("process_gone_s"), result.get("cancelled_at_s")
+        if gone is None or at is None or gone - at > 10 + 1:
+            problems.append(f"process gone at {gone}s, cancelled at {at}s")
+        return problems
+    if name == "timeout":
+        gone = result.get("process_gone_s")
+        if gone is None or gone > 10 + 10 + 2:
+            problems.append(f"process gone at {gone}s")
+        if "time" not in error.lower():
+            problems.append(f"error {error!r}")
     if name != "env" and (lag is None or lag > 2):
         problems.append(f"the service knew {lag}s after the script ended")
     if name == "exit3" and not ("exit_code=3" in error and "broken-stderr" in error):
