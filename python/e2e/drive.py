@@ -130,8 +130,68 @@ def scenario(api: httpx.Client, name: str, script: str, timeout: int = 60) -> di
     return {"scenario": name, "status": "no end seen"}
 
 
+def down_start(api: httpx.Client) -> None:
+    """Dispatches a script that ends 4 s later; prints its automation id."""
+    script = "sleep 4; date +%s.%N > /tmp/sbd-e2e-end-$AUTOMATION_RUN_ID"
+    upload = api.post(
+        "/v1/uploads",
+        params={"name": "down"},
+        content=tarball(script),
+        headers={"Content-Type": "application/gzip"},
+    )
+    upload.raise_for_status()
+    created = api.post(
+        "/v1",
+        json={
+            "name": "down",
+            "trigger": {"type": "cron", "schedule": "0 0 1 1 *"},
+            "tarball_path": upload.json()["tarball_path"],
+            "entrypoint": "bash main.sh",
+            "timeout": 60,
+        },
+    )
+    created.raise_for_status()
+    automation_id = created.json()["id"]
+    api.post(f"/v1/{automation_id}/dispatch").raise_for_status()
+    while api.get(f"/v1/{automation_id}/runs").json()["runs"][0]["status"] != "RUNNING":
+        time.sleep(0.1)
+    print(automation_id)
+
+
+def down_check(api: httpx.Client, automation_id: str) -> None:
+    """The run's end as the service shows it once it is back."""
+    back = time.time()
+    while time.time() - back < 90:
+        run = api.get(f"/v1/{automation_id}/runs").json()["runs"][0]
+        if run["status"] != "RUNNING":
+            ok = run["status"] == "COMPLETED"
+            print(
+                json.dumps(
+                    {
+                        "scenario": "down",
+                        "status": run["status"],
+                        "known_after_back_s": round(time.time() - back, 2),
+                    }
+                )
+            )
+            print(f"{int(ok)} passed, {int(not ok)} failed")
+            sys.exit(0 if ok else 1)
+        time.sleep(0.2)
+    print("FAILED down: no end seen 90 s after the service came back\n0 passed, 1 failed")
+    sys.exit(1)
+
+
 def main() -> None:
     url, key = sys.argv[1], sys.argv[2]
+    if sys.argv[3:4] in (["down-start"], ["down-check"]):
+        with httpx.Client(
+            base_url=url + "/api/automation", headers={"Authorization": f"Bearer {key}"}, timeout=30
+        ) as api:
+            if sys.argv[3] == "down-start":
+                down_start(api)
+            else:
+                down_check(api, sys.argv[4])
+        return
     check = "--check" in sys.argv[3:]
     which = [a for a in sys.argv[3:] if a != "--check"] or list(SCRIPTS)
     failures = []

@@ -33,15 +33,26 @@ pids+=($!)
 for _ in $(seq 50); do grep -q '"addr"' "$work/sd.log" 2>/dev/null && break; sleep 0.1; done
 sdurl=$(grep -o '"addr":"[^"]*"' "$work/sd.log" | head -1 | cut -d'"' -f4)
 port=$("$venv/bin/python" -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+start_service() {
 env LITELLM_LOCAL_MODEL_COST_MAP=True OPENHANDS_SUPPRESS_BANNER=1 \
   AUTOMATION_DB_URL="sqlite+aiosqlite:///$work/a.db" AUTOMATION_AGENT_SERVER_URL=http://127.0.0.1:9 \
   AUTOMATION_AGENT_SERVER_API_KEY=agent-key-xyz AUTOMATION_LOCAL_API_KEY=svc-key-abc \
   AUTOMATION_SERVER_PORT="$port" AUTOMATION_WORKSPACE_BASE="$work/ws" \
   AUTOMATION_DISPATCHER_INTERVAL_SECONDS=1 AUTOMATION_WATCHDOG_INTERVAL_SECONDS=5 \
   SANDBOXD_URL="$sdurl" SANDBOXD_SESSION_KEY_FILE="$work/key" \
-  "$venv/bin/python" -m sandboxd.automation >"$work/svc.log" 2>&1 &
-pids+=($!)
+  "$venv/bin/python" -m sandboxd.automation >>"$work/svc.log" 2>&1 &
+service=$!
+pids+=($service)
 for _ in $(seq 90); do
   curl -sf -o /dev/null "http://127.0.0.1:$port/api/automation/openapi.json" && break; sleep 1
 done
-"$venv/bin/python" "$here/drive.py" "http://127.0.0.1:$port" svc-key-abc --check
+}
+start_service
+drive() { "$venv/bin/python" "$here/drive.py" "http://127.0.0.1:$port" svc-key-abc "$@"; }
+drive --check
+# The service is down when the run ends; the completion comes once it is back.
+automation=$(drive down-start)
+kill "$service"; wait "$service" 2>/dev/null || true
+sleep 6
+start_service
+drive down-check "$automation"
