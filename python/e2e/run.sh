@@ -8,7 +8,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 work="$(mktemp -d)"
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$work" /tmp/sbd-e2e-*; }
 trap cleanup EXIT
 export UV_PYTHON_DOWNLOADS=never
 command -v uv >/dev/null 2>&1 || python3 -m pip install -q uv
