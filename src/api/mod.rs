@@ -114,6 +114,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{run_id}/signal", post(runs::signal_run))
         .route("/v1/runs/{run_id}/report", post(runs::report_run))
         .route("/v1/runs/{run_id}/complete", post(runs::complete_run))
+        .route("/v1/runs/{run_id}/phase", post(runs::phase_run))
         .route(
             "/v1/runs/{run_id}/stdin",
             post(runs::post_stdin).layer(DefaultBodyLimit::disable()),

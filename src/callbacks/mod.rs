@@ -98,7 +98,7 @@ struct Shared {
     store: Store,
     entries: Mutex<HashMap<String, Entry>>,
     /// Phase queues of running runs, by callback URL.
-    phases: Mutex<HashMap<String, mpsc::UnboundedSender<&'static str>>>,
+    phases: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
     /// Something became due: a new entry, or a settled attempt.
     wake: Notify,
     /// An attempt settled (for [`Outbox::flush`]).
@@ -172,7 +172,7 @@ impl Shared {
         left
     }
 
-    fn lock_phases(&self) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<&'static str>>> {
+    fn lock_phases(&self) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<String>>> {
         self.phases.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -287,7 +287,8 @@ impl Outbox {
 
     /// Posts a phase report, best effort, in the background. Phases of one
     /// run go out in order.
-    pub fn phase(&self, target: &CallbackTarget, phase: &'static str) {
+    pub fn phase(&self, target: &CallbackTarget, phase: impl Into<String>) {
+        let phase: String = phase.into();
         // Keyed by the callback URL, which names the run on the service's
         // side; the run's completion closes the queue.
         let key = target.url.as_str();
@@ -302,9 +303,12 @@ impl Outbox {
             return;
         };
         let mut phases = self.shared.lock_phases();
+        let mut phase = phase;
         if let Some(queue) = phases.get(key) {
-            if queue.send(phase).is_ok() {
-                return;
+            match queue.send(phase) {
+                Ok(()) => return,
+                // The queue's task has ended: a new one takes the phase.
+                Err(mpsc::error::SendError(back)) => phase = back,
             }
         }
         let (queue, receiver) = mpsc::unbounded_channel();

@@ -251,7 +251,7 @@ pub(super) async fn phase_reports(
     run_id: String,
     url: String,
     token: Option<SecretString>,
-    mut phases: mpsc::UnboundedReceiver<&'static str>,
+    mut phases: mpsc::UnboundedReceiver<String>,
 ) {
     while let Some(phase) = phases.recv().await {
         let body = serde_json::json!({ "phase": phase })

@@ -192,6 +192,14 @@ pub enum Control {
         /// Told once the record holds them.
         done: oneshot::Sender<Result<(), RunError>>,
     },
+    /// A phase the run's script posted; queued for the service (when the
+    /// run has a completion callback) before `done`.
+    Phase {
+        /// The phase's name.
+        phase: String,
+        /// Told once it is queued.
+        done: oneshot::Sender<Result<(), RunError>>,
+    },
 }
 
 /// Live output counters and whether the run has ended.

@@ -30,7 +30,7 @@ mod view;
 use create::create_run_request;
 pub use create::{check_run_id, parse_create_run, CallbackRequest, CommandSpec, CreateRunRequest};
 pub use interactive::{attach, post_stdin, AttachControl, AttachQuery, StdinQuery};
-pub use relay::{complete_run, CompleteRequest, CompleteStatus};
+pub use relay::{complete_run, phase_run, CompleteRequest, CompleteStatus, PhaseRequest};
 use view::view;
 pub use view::{
     CallbackView, CancelRequest, ListQuery, LogsQuery, ReportView, RunList, RunStateView, RunView,

@@ -93,3 +93,37 @@ pub async fn complete_run(
         state.runs.report(&run_id, report).await?,
     )))
 }
+
+/// The automation service's `RunPhaseRequest`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PhaseRequest {
+    /// The phase the script is in, in its words (`"cloning"`).
+    pub phase: String,
+}
+
+/// Longest phase name taken.
+const MAX_PHASE_CHARS: usize = 256;
+
+/// From inside a run: a phase, forwarded to the service's phase URL (beside
+/// the callback's `/complete`), in the order posted.
+#[utoipa::path(post, path = "/v1/runs/{run_id}/phase", params(("run_id" = String, Path)),
+    request_body = PhaseRequest,
+    responses((status = 200, body = RunView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub async fn phase_run(
+    State(state): State<AppState>,
+    Extension(_caller): Extension<Caller>,
+    ApiPath(run_id): ApiPath<String>,
+    ApiJson(request): ApiJson<PhaseRequest>,
+) -> Result<Json<RunView>, ApiError> {
+    if request.phase.is_empty() || request.phase.chars().count() > MAX_PHASE_CHARS {
+        return Err(ApiError::BadRequest(format!(
+            "phase must be 1 to {MAX_PHASE_CHARS} characters"
+        )));
+    }
+    Ok(Json(view(
+        &state,
+        state.runs.phase(&run_id, request.phase).await?,
+    )))
+}

@@ -334,6 +334,16 @@ impl Registry {
         self.snapshot(run_id)
     }
 
+    /// Queues a phase the run's script posted for the automation service.
+    pub async fn phase(&self, run_id: &str, phase: String) -> Result<RunSnapshot, RunError> {
+        let (done, queued) = oneshot::channel();
+        self.send(run_id, Control::Phase { phase, done })?;
+        queued
+            .await
+            .map_err(|_| RunError::Ended(run_id.to_owned()))??;
+        self.snapshot(run_id)
+    }
+
     /// Adds values resolved during a run to the masker of its output, and
     /// returns once the run's shim masks them (or the run has no output
     /// left to mask). `false` when the shim did not confirm within

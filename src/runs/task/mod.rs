@@ -309,6 +309,12 @@ impl RunTask {
             Control::Mask { done, .. } => {
                 let _ = done.send(false);
             }
+            Control::Phase { phase, done } => {
+                if let Some(target) = self.cell.read(|run| run.callback.clone()) {
+                    self.context.outbox.phase(&target, phase);
+                }
+                let _ = done.send(Ok(()));
+            }
             Control::Report { report, done } => {
                 self.cell.change(|run| run.report.merge(report));
                 let saved = self.save(durable::Durability::Flush).map_err(|source| {

@@ -98,6 +98,38 @@ async fn relay_combines_the_scripts_status_with_the_exit() {
     );
 }
 
+/// Phases the script posts reach the service's phase URL in order, with
+/// the service's token, before the one completion.
+#[tokio::test]
+async fn relay_forwards_the_scripts_phases_in_order() {
+    let sink = CallbackSink::start().await;
+    let daemon = TestDaemon::start_with(fast(&[])).await;
+    let script = "for p in cloning building testing; do curl -s -o /dev/null -X POST \
+                  -H \"Authorization: Bearer $AUTOMATION_CALLBACK_API_KEY\" \
+                  -H 'Content-Type: application/json' -d \"{\\\"phase\\\": \\\"$p\\\"}\" \"$AUTOMATION_PHASE_URL\"; done";
+    relay_run(&daemon, &sink, "ph-1", json!(["sh", "-c", script])).await;
+    let got = sink.for_run("ph-1");
+    let phases: Vec<&Value> = got
+        .iter()
+        .filter(|r| r.is_phase())
+        .map(|r| &r.body["phase"])
+        .collect();
+    assert_eq!(
+        phases,
+        [&json!("cloning"), &json!("building"), &json!("testing")]
+    );
+    for post in got.iter().filter(|r| r.is_phase()) {
+        assert_eq!(
+            post.header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+    }
+    assert!(
+        got.last().unwrap().is_complete(),
+        "the completion comes last"
+    );
+}
+
 /// Only the service's shape is taken: an unknown field is refused and
 /// nothing is stored; an ended run takes none.
 #[tokio::test]
