@@ -81,6 +81,13 @@ if [[ -n "$(git status --porcelain --untracked-files=no -- . ':!BENCHMARKS.md' '
 fi
 export BENCH_REV="$rev"
 
+echo "== the exec path alone and the attach latency (cargo bench)"
+rm -f "$out/daemon.md" "$out/attach.md"
+BENCH_EXEC_ONLY=1 BENCH_OUT="$out/daemon.md" cargo bench --bench daemon >/dev/null ||
+    echo "cargo bench --bench daemon failed; its section is left out" >&2
+BENCH_OUT="$out/attach.md" cargo bench --bench attach >/dev/null ||
+    echo "cargo bench --bench attach failed; its section is left out" >&2
+
 echo "== running the scenarios"
 "$driver" &
 driver_pid=$!

@@ -723,6 +723,26 @@ are dropped.\n"
         None,
     );
 
+    // Tables of the smaller benches that bench/run.sh runs first.
+    for (file, title) in [
+        (
+            "daemon.md",
+            "## 7. The exec path alone: warm shims on and off, async start, 100 concurrent, idle tree\n\n\
+`cargo bench --bench daemon` with `BENCH_EXEC_ONLY=1`: one daemon keeping a warm shim and one \
+started with `--warm-shims 0`, exec-and-wait of `true` interleaved with a direct spawn; idle RSS \
+and PSS of the daemon and its warm shim (PSS counts pages shared between them once).",
+        ),
+        (
+            "attach.md",
+            "## 8. Keystroke to echo over attach\n\n`cargo bench --bench attach`: a run of `cat` on a \
+terminal; one byte sent as a WebSocket frame, timed until the terminal's echo comes back as output.",
+        ),
+    ] {
+        if let Ok(table) = std::fs::read_to_string(cfg.out.join(file)) {
+            let _ = writeln!(o, "\n{title}\n\n{}", table.trim_end());
+        }
+    }
+
     if !plots.is_empty() {
         let _ = writeln!(o, "\n## Plots\n");
         for p in plots {
