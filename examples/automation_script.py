@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """An automation script as it runs inside a sandbox, started by sandboxd.
 
-It talks back to sandboxd with its own run token (``SANDBOXD_RUN_TOKEN``,
+It uses the ``sandboxd`` package (``pip install ./python``) and talks back
+to sandboxd with its own run token (``SANDBOXD_RUN_TOKEN``,
 set by sandboxd), the way an OpenHands SDK script does:
 
 1. reads its own status (``GET /v1/runs/{id}``);
@@ -25,7 +26,7 @@ import os
 import sys
 import uuid
 
-from sandboxd_client import SandboxdClient, SandboxdError
+from sandboxd import Client, SandboxdError
 
 
 def main() -> int:
@@ -37,9 +38,9 @@ def main() -> int:
     args = parser.parse_args()
 
     try:
-        client = SandboxdClient.from_env()
+        client = Client.from_env()
         me = client.status()
-        print(f"run {me['run_id']} is {me['state']} (pid {me['pid']}) in {me['cwd']}")
+        print(f"run {me.run_id} is {me.state.value} (pid {me.pid}) in {me.cwd}")
 
         if args.secret:
             values = client.resolve_secrets(args.secret)
@@ -52,8 +53,7 @@ def main() -> int:
         print(f"driving conversation {conversation_id} ...")
 
         after = client.report(conversation_id=conversation_id, cost=args.cost)
-        report = after["report"]
-        print(f"reported conversation {report['conversation_id']} at cost {report['cost']}")
+        print(f"reported conversation {after.report.conversation_id} at cost {after.report.cost}")
     except SandboxdError as err:
         print(f"automation_script: {err}", file=sys.stderr)
         return 1

@@ -9,6 +9,8 @@ drives a sandbox through sandboxd:
    for the service's ``.../runs/{id}/complete`` endpoint);
 4. wait for sandboxd's callback and check its bearer token.
 
+It uses the ``sandboxd`` package (``pip install ./python``).
+
 Usage::
 
     SESSION_API_KEY=... python3 examples/dispatcher.py ./project -- python3 main.py
@@ -29,7 +31,7 @@ import tempfile
 import threading
 import uuid
 
-from sandboxd_client import DEFAULT_URL, SandboxdClient, SandboxdError
+from sandboxd import DEFAULT_URL, Client, SandboxdError
 
 
 class CallbackServer:
@@ -108,7 +110,7 @@ def main() -> int:
     if args.key_file:
         with open(args.key_file) as f:
             key = f.read().strip()
-    client = SandboxdClient(args.url, token=key)
+    client = Client(args.url, key)
     run_id = args.run_id or str(uuid.uuid4())
     callback_token = secrets.token_urlsafe(24)
     callbacks = CallbackServer(callback_token)
@@ -116,7 +118,7 @@ def main() -> int:
         with tempfile.TemporaryFile() as bundle:
             pack(args.directory, bundle)
             uploaded = client.upload_bundle(run_id, bundle)
-        print(f"uploaded {uploaded['entries']} entries ({uploaded['bytes']} bytes) into {uploaded['dir']}")
+        print(f"uploaded {uploaded.entries} entries ({uploaded.bytes} bytes) into {uploaded.dir}")
 
         run = client.start_run(
             args.command,
@@ -124,15 +126,15 @@ def main() -> int:
             timeout_s=args.timeout,
             callback={"url": callbacks.url(run_id), "token": callback_token, "run_id": run_id},
         )
-        print(f"started run {run['run_id']}: {' '.join(run['command'])}")
+        print(f"started run {run.run_id}: {' '.join(run.command)}")
 
         payload = callbacks.wait(args.timeout + 30)
         if payload is None:
-            print(f"no callback within {args.timeout + 30:.0f}s; run is {client.status(run_id)['state']}",
+            print(f"no callback within {args.timeout + 30:.0f}s; run is {client.status(run_id).state.value}",
                   file=sys.stderr)
             return 2
         final = client.status(run_id)
-        print(f"run {run_id} ended {final['state']}; output:")
+        print(f"run {run_id} ended {final.state.value}; output:")
         sys.stdout.write(client.logs(run_id, stream="both"))
         print("callback: " + json.dumps(payload, sort_keys=True))
         return 0 if payload.get("status") == "COMPLETED" else 1

@@ -108,21 +108,28 @@ impl Drop for RunCgroup {
     }
 }
 
-/// Gives a run's work dir to the run user (`--run-user`): the directory
-/// itself, not followed if it is a symlink, mode 0700. What a bundle put
-/// in it before keeps its owner (root) and its modes; the run owns the
+/// Gives a run's work dir to the user it runs as (`--run-user`, or its
+/// own uid from `--run-uid-range`): the directory itself, not followed if
+/// it is a symlink. With a `share_gid` (the `--service-user`'s group) the
+/// group is that one and the mode 2770, so the agent-server reads and
+/// writes the run's files and what the run creates keeps that group
+/// (setgid); otherwise the run's own group and mode 0700. What a bundle
+/// put in it before keeps its owner (root) and its modes; the run owns the
 /// directory, so it can add, rename and remove entries. A no-op without a
 /// run user.
 pub(crate) fn give_work_dir(
     dir: &Path,
     run_as: Option<crate::runs::shim::RunAs>,
+    share_gid: Option<u32>,
 ) -> io::Result<()> {
     let Some(user) = run_as else { return Ok(()) };
-    std::os::unix::fs::lchown(dir, Some(user.uid), Some(user.gid))?;
+    let gid = share_gid.unwrap_or(user.gid);
+    std::os::unix::fs::lchown(dir, Some(user.uid), Some(gid))?;
     let meta = std::fs::symlink_metadata(dir)?;
     if meta.is_dir() {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        let mode = if share_gid.is_some() { 0o2770 } else { 0o700 };
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
     }
     Ok(())
 }
@@ -161,6 +168,9 @@ impl KillMechanism {
 /// `containment` section of `GET /v1/status`.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// `uid_per_run` (`--run-uid-range`), `run_user` (`--run-user`) or
+    /// `same_uid` (runs have sandboxd's uid).
+    pub mode: &'static str,
     /// Runs execute as a different user than the daemon.
     pub run_user_separated: bool,
     /// The user runs execute as (`uid:gid`, with the name when known).
@@ -184,17 +194,29 @@ impl Report {
         if config.run_as.is_some() && daemon_uid != 0 {
             anyhow::bail!("--run-user needs sandboxd to run as root (it runs as uid {daemon_uid})");
         }
+        if config.run_uid_range.is_some() && daemon_uid != 0 {
+            anyhow::bail!(
+                "--run-uid-range needs sandboxd to run as root (it runs as uid {daemon_uid})"
+            );
+        }
         if config.service.run_as.is_some() && daemon_uid != 0 {
             anyhow::bail!(
                 "--service-user needs sandboxd to run as root (it runs as uid {daemon_uid})"
             );
         }
-        let run_user = match (config.run_as, &config.run_user_name) {
-            (Some(user), Some(name)) => format!("{name} ({}:{})", user.uid, user.gid),
-            (Some(user), None) => format!("{}:{}", user.uid, user.gid),
-            (None, _) => format!("uid {daemon_uid} (sandboxd's own)",),
+        let run_user = match (config.run_uid_range, config.run_as, &config.run_user_name) {
+            (Some(range), _, _) => format!("a uid of its own from {}-{}", range.first, range.last),
+            (None, Some(user), Some(name)) => format!("{name} ({}:{})", user.uid, user.gid),
+            (None, Some(user), None) => format!("{}:{}", user.uid, user.gid),
+            (None, None, _) => format!("uid {daemon_uid} (sandboxd's own)",),
         };
-        let separated = config.run_as.is_some_and(|user| user.uid != daemon_uid);
+        let per_run = config.run_uid_range.is_some();
+        let separated = per_run || config.run_as.is_some_and(|user| user.uid != daemon_uid);
+        let mode = match (per_run, separated) {
+            (true, _) => "uid_per_run",
+            (false, true) => "run_user",
+            (false, false) => "same_uid",
+        };
         let kill_mechanism = KillMechanism::probe();
         let fd_limit = fd_limit();
         let mut missing = Vec::new();
@@ -209,15 +231,16 @@ impl Report {
                 missing.push("runs execute as root".to_owned());
             }
         } else {
-            missing.push(
-                "runs share one run user: a run can reach another run's processes and \
-                 work dir"
-                    .to_owned(),
-            );
-            let service_apart = config
-                .service
-                .run_as
-                .is_some_and(|service| Some(service.uid) != config.run_as.map(|run| run.uid));
+            if !per_run {
+                missing.push(
+                    "runs share one run user: a run can reach another run's processes and \
+                     work dir (set --run-uid-range)"
+                        .to_owned(),
+                );
+            }
+            let service_apart = config.service.run_as.is_some_and(|service| {
+                service.uid != daemon_uid && Some(service.uid) != config.run_as.map(|run| run.uid)
+            });
             if !service_apart {
                 missing.push(
                     "the supervised service runs as sandboxd: set --service-user so no \
@@ -241,6 +264,7 @@ impl Report {
             );
         }
         Ok(Report {
+            mode,
             run_user_separated: separated,
             run_user,
             daemon_uid,
@@ -260,11 +284,7 @@ impl Report {
         format!(
             "containment: runs as {} ({}); kill: {}; fd limit {}; missing: {}",
             self.run_user,
-            if self.run_user_separated {
-                "separate user"
-            } else {
-                "same uid as sandboxd"
-            },
+            self.mode,
             self.kill_mechanism.as_str(),
             self.fd_limit,
             missing

@@ -95,6 +95,32 @@ pub(crate) fn descendants_of(root: i32) -> Vec<i32> {
     found
 }
 
+/// Live processes (not zombies) any of whose uids (real, effective,
+/// saved, filesystem) is `uid`, from `/proc/<pid>/status` (the owner of
+/// `/proc/<pid>` is root for a non-dumpable process, so it is not used).
+pub(crate) fn live_pids_of_uid(uid: u32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let wanted = uid.to_string();
+    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                return false;
+            };
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let zombie = field("State:").trim_start().starts_with('Z');
+            !zombie && field("Uid:").split_whitespace().any(|id| id == wanted)
+        })
+        .collect()
+}
+
 /// Children listed by the kernel per thread (CONFIG_PROC_CHILDREN); `None`
 /// when the kernel has no such files.
 fn children_from_tasks(parent: i32) -> Option<Vec<i32>> {

@@ -8,6 +8,7 @@
 //! <state-dir>/runs/<run_id>/output.idx    arrival order of the two streams
 //! <state-dir>/runs/<run_id>/exit.json     how the run ended, written by its shim
 //! <state-dir>/runs/<run_id>/shim.log      the shim's own diagnostics
+//! <state-dir>/runs/<run_id>/stdin.sock    the run's input socket (its shim's)
 //! <state-dir>/outbox/                     one file per completion callback
 //! <state-dir>/bundles/<run_id>.json       an extracted bundle's summary
 //! <state-dir>/service.json                pid of the supervised service
@@ -134,6 +135,12 @@ impl RunDir {
     /// `shim.log`: the shim's own diagnostics.
     pub fn shim_log(&self) -> PathBuf {
         self.path.join("shim.log")
+    }
+
+    /// `stdin.sock`: the input socket of a run that takes input, the
+    /// shim's while the command runs.
+    pub fn stdin_socket(&self) -> PathBuf {
+        self.path.join("stdin.sock")
     }
 }
 

@@ -161,17 +161,24 @@ pub(crate) async fn start_sandboxd(cfg: &Config, tag: &str) -> anyhow::Result<(D
     let log_name = format!("sandboxd-{tag}.log");
     let log = log_file(cfg, &log_name)?;
     let mut cmd = Command::new(&cfg.sandboxd_bin);
-    cmd.args(["serve", "--max-running", "256"])
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--work-root")
-        .arg(dir.join("work"))
-        .env("SESSION_API_KEY", KEY)
-        .current_dir(&dir)
-        .stdout(log.try_clone()?)
-        .stderr(log);
+    // Scenario 4 captures 1 GiB whole: above the default output cap.
+    cmd.args([
+        "serve",
+        "--max-running",
+        "256",
+        "--max-output-bytes",
+        "2GiB",
+    ])
+    .arg("--listen")
+    .arg(format!("127.0.0.1:{port}"))
+    .arg("--state-dir")
+    .arg(dir.join("state"))
+    .arg("--work-root")
+    .arg(dir.join("work"))
+    .env("SESSION_API_KEY", KEY)
+    .current_dir(&dir)
+    .stdout(log.try_clone()?)
+    .stderr(log);
     let started = Instant::now();
     let mut daemon = Daemon::spawn(
         cfg,

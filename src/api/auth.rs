@@ -22,10 +22,13 @@ pub enum Caller {
 
 /// Routes a run token may call: (method, route, whether `{run_id}` must be
 /// the token's own run).
-const RUN_TOKEN_ROUTES: [(Method, &str); 4] = [
+const RUN_TOKEN_ROUTES: [(Method, &str); 7] = [
     (Method::POST, "/v1/runs/{run_id}/report"),
+    (Method::POST, "/v1/runs/{run_id}/complete"),
     (Method::GET, "/v1/runs/{run_id}"),
     (Method::GET, "/v1/runs/{run_id}/files"),
+    (Method::POST, "/v1/runs/{run_id}/stdin"),
+    (Method::GET, "/v1/runs/{run_id}/attach"),
     (Method::POST, "/v1/secrets/resolve"),
 ];
 
@@ -106,7 +109,7 @@ fn check_run_scope(req: &Request, run_id: &str) -> Result<(), ApiError> {
         .any(|(method, path)| method == req.method() && *path == route);
     if !allowed {
         return Err(ApiError::Forbidden(format!(
-            "a run token may only call its own run's report, status, files and secret resolution, not {} {route}",
+            "a run token may only call its own run's report, completion, status, files, stdin, attach and secret resolution, not {} {route}",
             req.method()
         )));
     }

@@ -71,6 +71,8 @@ pub struct StateInner {
     pub started: Instant,
     /// The protections on and missing (`/v1/status` `containment`).
     pub containment: crate::containment::Report,
+    /// Which runs have an attached writer (one per run).
+    pub writers: crate::runs::input::Writers,
 }
 
 impl std::ops::Deref for AppState {
@@ -111,6 +113,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/runs/{run_id}/cancel", post(runs::cancel_run))
         .route("/v1/runs/{run_id}/signal", post(runs::signal_run))
         .route("/v1/runs/{run_id}/report", post(runs::report_run))
+        .route("/v1/runs/{run_id}/complete", post(runs::complete_run))
+        .route(
+            "/v1/runs/{run_id}/stdin",
+            post(runs::post_stdin).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/runs/{run_id}/attach", get(runs::attach))
         .route(
             "/v1/runs/{run_id}/bundle",
             put(uploads::put_bundle)

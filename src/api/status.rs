@@ -44,6 +44,17 @@ pub struct StatusView {
     /// Which protections keep runs from the daemon, the service and each
     /// other, and which are missing here.
     pub containment: ContainmentView,
+    /// Shims started ahead of need (`--warm-shims`).
+    pub warm_shims: WarmShimsView,
+}
+
+/// Shims waiting for a run.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WarmShimsView {
+    /// How many the daemon keeps (0: every shim starts on demand).
+    pub target: usize,
+    /// How many are ready now.
+    pub ready: usize,
 }
 
 /// Runs by state.
@@ -127,6 +138,10 @@ pub struct ServiceOutputLine {
 /// What keeps runs from the daemon and from each other on this host.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ContainmentView {
+    /// How runs are kept apart: `uid_per_run` (`--run-uid-range`: each
+    /// run a uid of its own), `run_user` (`--run-user`: one user for all
+    /// runs) or `same_uid` (runs have sandboxd's uid).
+    pub mode: &'static str,
     /// Runs execute as a different user than the daemon.
     pub run_user_separated: bool,
     /// The user runs execute as (`uid:gid`, with the name when known).
@@ -144,6 +159,7 @@ pub struct ContainmentView {
 impl From<&crate::containment::Report> for ContainmentView {
     fn from(report: &crate::containment::Report) -> ContainmentView {
         ContainmentView {
+            mode: report.mode,
             run_user_separated: report.run_user_separated,
             run_user: report.run_user.clone(),
             daemon_uid: report.daemon_uid,
@@ -262,6 +278,10 @@ pub async fn get_status(State(state): State<AppState>) -> Json<StatusView> {
             pruned_total: state.metrics.runs_pruned_total(),
         },
         containment: ContainmentView::from(&state.containment),
+        warm_shims: {
+            let (target, ready) = state.runs.warm_shims();
+            WarmShimsView { target, ready }
+        },
     })
 }
 

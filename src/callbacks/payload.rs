@@ -35,29 +35,58 @@ pub(crate) struct Payload {
     pub status: PayloadStatus,
     /// The automation service's run id (`callback.run_id`).
     pub run_id: String,
-    /// What happened and the output tails; `FAILED` only.
+    /// What happened and the output tails, or the error the script itself
+    /// posted (an SDK error event); `FAILED` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<serde_json::Value>,
     /// Reported by the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conversation_id: Option<String>,
     /// Reported by the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,
+    /// Posted by the script to its `AUTOMATION_CALLBACK_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocking_factor: Option<serde_json::Value>,
+    /// Posted by the script to its `AUTOMATION_CALLBACK_URL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_outcome: Option<serde_json::Value>,
 }
 
-/// Builds the payload of a run's completion.
+/// Builds the payload of a run's completion: the run's end combined with
+/// what its script posted to its `AUTOMATION_CALLBACK_URL`. The exit
+/// decides, the script may only make it worse: exit 0 is `COMPLETED`
+/// unless the script said `FAILED` (then its error); any other end is
+/// `FAILED` whatever the script said, with the script's own error when it
+/// said `FAILED` with one and the process exited non-zero, else sandboxd's
+/// text (exit code, signal, timeout, cancel, and the output tails).
 pub(crate) fn build(completion: &Completion) -> Payload {
+    let script = &completion.report;
+    let script_failed = script.status.as_deref() == Some("FAILED");
     let (status, error) = match completion.outcome {
-        Outcome::Succeeded => (PayloadStatus::Completed, None),
-        _ => (PayloadStatus::Failed, Some(error_text(completion))),
+        Outcome::Succeeded if !script_failed => (PayloadStatus::Completed, None),
+        Outcome::Succeeded => (
+            PayloadStatus::Failed,
+            Some(script.error.clone().unwrap_or_else(|| {
+                serde_json::Value::String("the script reported FAILED, then exited 0".into())
+            })),
+        ),
+        Outcome::Failed if script_failed && script.error.is_some() => {
+            (PayloadStatus::Failed, script.error.clone())
+        }
+        _ => (
+            PayloadStatus::Failed,
+            Some(serde_json::Value::String(error_text(completion))),
+        ),
     };
     Payload {
         status,
         run_id: completion.target.run_id.clone(),
         error,
-        conversation_id: completion.report.conversation_id.clone(),
-        cost: completion.report.cost.filter(|c| c.is_finite()),
+        conversation_id: script.conversation_id.clone(),
+        cost: script.cost.filter(|c| c.is_finite()),
+        blocking_factor: script.blocking_factor.clone(),
+        task_outcome: script.task_outcome.clone(),
     }
 }
 

@@ -168,6 +168,8 @@ mod tests {
                 error: None,
                 conversation_id: None,
                 cost: None,
+                blocking_factor: None,
+                task_outcome: None,
             },
             created_at: Utc::now(),
             state: DeliveryState::Pending,

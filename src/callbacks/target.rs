@@ -64,6 +64,19 @@ pub struct RunReport {
     pub conversation_id: Option<String>,
     /// What it cost.
     pub cost: Option<f64>,
+    /// The status the script posted to its `AUTOMATION_CALLBACK_URL`
+    /// (`COMPLETED` or `FAILED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The error the script posted (a string or an SDK error event).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<serde_json::Value>,
+    /// The task outcome the script posted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_outcome: Option<serde_json::Value>,
+    /// The blocking factor the script posted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocking_factor: Option<serde_json::Value>,
 }
 
 impl RunReport {
@@ -74,6 +87,17 @@ impl RunReport {
         }
         if newer.cost.is_some() {
             self.cost = newer.cost;
+        }
+        if newer.status.is_some() {
+            self.status = newer.status;
+            // A new status comes with its own error (or none).
+            self.error = newer.error;
+        }
+        if newer.task_outcome.is_some() {
+            self.task_outcome = newer.task_outcome;
+        }
+        if newer.blocking_factor.is_some() {
+            self.blocking_factor = newer.blocking_factor;
         }
     }
 }

@@ -197,6 +197,9 @@ fn client_command(
 
 fn serve(args: &ServeArgs, service: Vec<String>) -> ExitCode {
     let init_child = crate::supervise::init::take_marker();
+    if init_child {
+        crate::supervise::handover::restore_into_env();
+    }
     let log_masks = crate::telemetry::init(args.log_format, args.verbose);
     if !init_child && crate::supervise::init::wanted(args.subreaper) {
         return crate::supervise::init::main();

@@ -107,6 +107,17 @@ pub struct ServeArgs {
     #[arg(help_heading = "Runs", long, env = "SANDBOXD_KILL_GRACE", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub kill_grace: Duration,
 
+    /// Shims started ahead of need and waiting for a run: a new run takes
+    /// one instead of starting a process. 0 starts every shim on demand.
+    #[arg(
+        help_heading = "Runs",
+        long,
+        env = "SANDBOXD_WARM_SHIMS",
+        default_value_t = 1,
+        value_name = "COUNT"
+    )]
+    pub warm_shims: usize,
+
     /// Size of the stdout and of the stderr tails returned by an exec-and-wait
     /// (`wait: true`): bytes, or with a unit (1MiB, 64KiB).
     #[arg(help_heading = "Runs", long, env = "SANDBOXD_WAIT_OUTPUT_BYTES", default_value = "1MiB", value_parser = parse_size, value_name = "SIZE")]
@@ -168,6 +179,20 @@ pub struct ServeArgs {
         value_name = "USER[:GROUP]"
     )]
     pub run_user: Option<String>,
+
+    /// Give each run a uid (and gid) of its own from this range
+    /// (`FIRST-LAST`, e.g. `61184-65519`), held until the run is removed,
+    /// when sandboxd runs as root: runs cannot reach each other, and every
+    /// process of that uid dies with the run. No other user may own a uid
+    /// in the range. Excludes --run-user.
+    #[arg(
+        help_heading = "Containment",
+        long,
+        env = "SANDBOXD_RUN_UID_RANGE",
+        value_name = "FIRST-LAST",
+        value_parser = super::parse::parse_uid_range
+    )]
+    pub run_uid_range: Option<super::parse::UidRange>,
 
     /// Run the supervised service (the agent-server after `--`) as this
     /// user (`USER[:GROUP]`) when sandboxd runs as root, so runs cannot

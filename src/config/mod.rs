@@ -20,7 +20,8 @@ mod args;
 mod parse;
 
 pub use args::ServeArgs;
-use parse::{parse_base_url, parse_origin};
+pub use parse::UidRange;
+use parse::{parse_base_url, parse_origin, parse_user};
 pub use parse::{parse_duration, parse_listen, parse_retention_age, parse_size, RetentionAge};
 
 /// How log lines are written.
@@ -108,6 +109,8 @@ pub struct Config {
     pub default_timeout: Duration,
     /// SIGTERM to SIGKILL on timeout.
     pub kill_grace: Duration,
+    /// Idle shims kept ready for new runs.
+    pub warm_shims: usize,
     /// Tail size of exec-and-wait output.
     pub wait_output_bytes: u64,
     /// Which ended runs are kept.
@@ -159,6 +162,8 @@ pub struct Config {
     pub run_as: Option<RunAs>,
     /// `--run-user` as given, for logs and `/v1/status`.
     pub run_user_name: Option<String>,
+    /// `--run-uid-range`: a uid (and gid) of its own for each run.
+    pub run_uid_range: Option<UidRange>,
     /// Most open connections at once.
     pub max_connections: usize,
     /// Most open connections from one peer address.
@@ -235,6 +240,17 @@ impl Config {
             Some(spec) if !spec.is_empty() => Some(parse_user("--run-user", spec)?),
             _ => None,
         };
+        if args.run_uid_range.is_some() && run_as.is_some() {
+            bail!("--run-uid-range and --run-user exclude each other: pick one");
+        }
+        if let (Some(range), Some(service)) = (args.run_uid_range, service_as) {
+            if range.contains(service.uid) {
+                bail!(
+                    "--run-uid-range must not hold --service-user's uid {}",
+                    service.uid
+                );
+            }
+        }
         for (flag, value) in [
             ("--max-connections", args.max_connections),
             ("--max-connections-per-peer", args.max_connections_per_peer),
@@ -278,6 +294,7 @@ impl Config {
             max_running: args.max_running,
             default_timeout: args.default_timeout,
             kill_grace: args.kill_grace,
+            warm_shims: args.warm_shims,
             wait_output_bytes: args.wait_output_bytes,
             retention: Retention {
                 max_runs: (args.retain_runs > 0).then_some(args.retain_runs),
@@ -321,6 +338,7 @@ impl Config {
             shim_exe,
             run_as,
             run_user_name: args.run_user.clone().filter(|s| !s.is_empty()),
+            run_uid_range: args.run_uid_range,
             max_connections: args.max_connections,
             max_connections_per_peer: args.max_connections_per_peer,
             callback_token_from_flag,
@@ -372,42 +390,6 @@ fn read_secret_file(flag: &str, path: &Path) -> anyhow::Result<String> {
         bail!("{flag} {}: the file is empty", path.display());
     }
     Ok(value.to_owned())
-}
-
-/// `USER[:GROUP]`, each a name or a number; the group defaults to the
-/// user's primary group. Root is refused: it would separate nothing.
-fn parse_user(flag: &str, spec: &str) -> anyhow::Result<RunAs> {
-    use nix::unistd::{Group, Uid, User};
-    let (user, group) = match spec.split_once(':') {
-        Some((user, group)) => (user, Some(group)),
-        None => (spec, None),
-    };
-    let found = match user.parse::<u32>() {
-        Ok(uid) => User::from_uid(Uid::from_raw(uid)).ok().flatten(),
-        Err(_) => User::from_name(user).ok().flatten(),
-    };
-    let uid = match (&found, user.parse::<u32>()) {
-        (Some(found), _) => found.uid.as_raw(),
-        (None, Ok(uid)) => uid,
-        (None, Err(_)) => bail!("{flag} {spec}: no user named {user}"),
-    };
-    let gid = match group {
-        Some(group) => match group.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => match Group::from_name(group).ok().flatten() {
-                Some(found) => found.gid.as_raw(),
-                None => bail!("{flag} {spec}: no group named {group}"),
-            },
-        },
-        None => match &found {
-            Some(found) => found.gid.as_raw(),
-            None => uid,
-        },
-    };
-    if uid == 0 || gid == 0 {
-        bail!("{flag} {spec}: must not be root (uid and gid must not be 0)");
-    }
-    Ok(RunAs { uid, gid })
 }
 
 fn absolute(flag: &str, path: &Path) -> anyhow::Result<PathBuf> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use super::Listen;
+use super::{Listen, RunAs};
 
 /// How long ended runs are kept: `None` for as long as the count allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +20,34 @@ pub fn parse_retention_age(value: &str) -> Result<RetentionAge, String> {
         "off" | "0" | "" => Ok(RetentionAge(None)),
         text => parse_duration(text).map(|age| RetentionAge(Some(age))),
     }
+}
+
+/// `--run-uid-range`: the uids (each also the gid) runs get one of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UidRange {
+    /// The first uid.
+    pub first: u32,
+    /// The last uid (included).
+    pub last: u32,
+}
+
+impl UidRange {
+    /// Whether `uid` is in the range.
+    pub fn contains(self, uid: u32) -> bool {
+        (self.first..=self.last).contains(&uid)
+    }
+}
+
+/// Parses `FIRST-LAST` (both above 0, FIRST <= LAST).
+pub(super) fn parse_uid_range(value: &str) -> Result<UidRange, String> {
+    let bad = || format!("{value:?} is not FIRST-LAST, two uids above 0 (e.g. 61184-65519)");
+    let (first, last) = value.trim().split_once('-').ok_or_else(bad)?;
+    let first: u32 = first.trim().parse().map_err(|_| bad())?;
+    let last: u32 = last.trim().parse().map_err(|_| bad())?;
+    if first == 0 || first > last || last == u32::MAX {
+        return Err(bad());
+    }
+    Ok(UidRange { first, last })
 }
 
 /// Parses `HOST:PORT` or `unix:/path`.
@@ -100,9 +128,58 @@ pub(super) fn parse_base_url(flag: &str, value: &str) -> anyhow::Result<String> 
     Ok(value.trim_end_matches('/').to_owned())
 }
 
+/// `USER[:GROUP]`, each a name or a number; the group defaults to the
+/// user's primary group. Root is refused: it would separate nothing.
+pub(super) fn parse_user(flag: &str, spec: &str) -> anyhow::Result<RunAs> {
+    use nix::unistd::{Group, Uid, User};
+    let (user, group) = match spec.split_once(':') {
+        Some((user, group)) => (user, Some(group)),
+        None => (spec, None),
+    };
+    let found = match user.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)).ok().flatten(),
+        Err(_) => User::from_name(user).ok().flatten(),
+    };
+    let uid = match (&found, user.parse::<u32>()) {
+        (Some(found), _) => found.uid.as_raw(),
+        (None, Ok(uid)) => uid,
+        (None, Err(_)) => bail!("{flag} {spec}: no user named {user}"),
+    };
+    let gid = match group {
+        Some(group) => match group.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => match Group::from_name(group).ok().flatten() {
+                Some(found) => found.gid.as_raw(),
+                None => bail!("{flag} {spec}: no group named {group}"),
+            },
+        },
+        None => match &found {
+            Some(found) => found.gid.as_raw(),
+            None => uid,
+        },
+    };
+    if uid == 0 || gid == 0 {
+        bail!("{flag} {spec}: must not be root (uid and gid must not be 0)");
+    }
+    Ok(RunAs { uid, gid })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `FIRST-LAST` with both above 0 and in order; anything else names
+    /// the form.
+    #[test]
+    fn uid_ranges() {
+        let range = parse_uid_range("61184-65519").unwrap();
+        assert_eq!((range.first, range.last), (61184, 65519));
+        assert!(range.contains(61184) && range.contains(65519) && !range.contains(65520));
+        for bad in ["0-10", "10-5", "10", "a-b", "5-4294967295"] {
+            let err = parse_uid_range(bad).unwrap_err();
+            assert!(err.contains("FIRST-LAST"), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn listen_forms() {

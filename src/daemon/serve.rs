@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use nix::sys::signal::Signal;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
@@ -88,7 +87,11 @@ pub async fn run_logged(
         stop_signal.clone(),
     ));
     let service_stop = state.service_exit_token();
-    let graceful = GracefulShutdown::new();
+    // Each connection's task, and the token that asks them all to finish
+    // their request and close (hyper-util's GracefulShutdown cannot watch
+    // a connection that may be upgraded to a WebSocket, `attach`).
+    let connection_tasks = tokio_util::task::TaskTracker::new();
+    let closing = tokio_util::sync::CancellationToken::new();
     // HTTP/1.1 only. Its header read timeout (`--header-timeout`) runs from
     // the moment a request head is awaited: on a new connection, and again
     // between requests on a kept-alive one, so a silent, slow or idle
@@ -145,13 +148,19 @@ pub async fn run_logged(
                 Ok::<_, std::convert::Infallible>(api::hold_until_sent(res, marker))
             }
         });
-        let conn = graceful.watch(builder.serve_connection(io, hyper_service));
-        tokio::spawn(async move {
+        let conn = builder.serve_connection(io, hyper_service).with_upgrades();
+        let closing = closing.clone();
+        connection_tasks.spawn(async move {
             let place = admitted.guard;
+            tokio::pin!(conn);
             tokio::select! {
-                _ = conn => {}
+                _ = conn.as_mut() => {}
                 // A newer connection took this idle one's place.
                 _ = admitted.evict.cancelled() => {}
+                () = closing.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
             }
             drop(place);
         });
@@ -171,7 +180,9 @@ pub async fn run_logged(
     let left = deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_millis(200));
-    if tokio::time::timeout(left, graceful.shutdown())
+    closing.cancel();
+    connection_tasks.close();
+    if tokio::time::timeout(left, connection_tasks.wait())
         .await
         .is_err()
     {

@@ -73,6 +73,7 @@ pub(crate) async fn start(
         service,
         started: Instant::now(),
         containment,
+        writers: Default::default(),
     }))
 }
 

@@ -69,6 +69,11 @@ fn status_and_code_table() {
             "run_ended",
         ),
         (
+            RunError::NoInput(s()).into(),
+            StatusCode::CONFLICT,
+            "run_without_stdin",
+        ),
+        (
             RunError::UploadInProgress(s()).into(),
             StatusCode::CONFLICT,
             "upload_in_progress",

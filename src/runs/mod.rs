@@ -8,10 +8,12 @@
 //! and hands the run to its [`task`]: the only writer of the run from then
 //! on. Handlers talk to it through [`Control`] messages. [`finish`] turns
 //! the shim's exit report into the run's end; [`restore`] loads runs after
-//! a restart and re-attaches to shims that are still alive.
+//! a restart and re-attaches to shims that are still alive; [`input`]
+//! reaches a run's stdin through its shim's socket.
 
 pub mod env;
 mod finish;
+pub mod input;
 pub mod logs;
 pub mod record;
 mod registry;
@@ -23,6 +25,7 @@ mod spawn;
 mod start;
 mod task;
 pub mod token;
+mod warm;
 
 pub use registry::{ListCursor, ListFilter, Registry, UploadProbe};
 pub use retention::PruneReport;
@@ -66,12 +69,23 @@ pub enum RunError {
         /// The limit.
         limit: usize,
     },
+    /// Every uid of `--run-uid-range` is held by a run not yet removed.
+    #[error("every uid of --run-uid-range {first}-{last} is held by a run; delete ended runs or widen the range")]
+    NoRunUid {
+        /// The range's first uid.
+        first: u32,
+        /// Its last uid.
+        last: u32,
+    },
     /// The request is wrong.
     #[error("{0}")]
     Invalid(String),
     /// A sensitive name in `env` was not allowed.
     #[error("env sets sensitive variable(s) {0}; list them in allow_sensitive_env to pass them on purpose")]
     SensitiveEnv(String),
+    /// The run takes no input.
+    #[error("run {0:?} reads no input; start it with stdin \"pipe\" or \"pty\"")]
+    NoInput(String),
     /// Not a signal sandboxd can send.
     #[error("unknown signal {0:?}; use a name like SIGTERM or SIGINT, or a number")]
     BadSignal(String),
@@ -143,6 +157,10 @@ pub struct NewRun {
     /// How durably the first record is written: an exec-and-wait caller
     /// gets its answer directly, so its record is not flushed before spawn.
     pub record_sync: durable::Durability,
+    /// What the command reads: `/dev/null`, a pipe or a terminal.
+    pub stdin: shim::StdinMode,
+    /// `TERM` for a terminal run.
+    pub term: Option<String>,
 }
 
 /// A message to a run's task.

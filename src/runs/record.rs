@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::callbacks::{CallbackTarget, RunReport, StoredToken};
 use crate::durable;
+use crate::runs::shim::StdinMode;
 use crate::runs::token::TokenDigest;
 use crate::state_dir::RunDir;
 
@@ -82,6 +83,10 @@ pub struct RunRecord {
     pub timeout_s: f64,
     /// The shim's pid and start time, to re-attach after a restart.
     pub shim: Option<ShimIdentity>,
+    /// The uid (and gid) of the run's own (`--run-uid-range`): in use
+    /// until the run is removed, also across a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_uid: Option<u32>,
     /// Version 1 only: the run's token itself. Read (as its digest), never
     /// written.
     #[serde(default, skip_serializing)]
@@ -109,6 +114,13 @@ pub struct RunRecord {
     /// Why output was not stored, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub truncation: Option<String>,
+    /// What the command reads (absent: `/dev/null`).
+    #[serde(default, skip_serializing_if = "is_null_stdin")]
+    pub stdin: StdinMode,
+}
+
+fn is_null_stdin(mode: &StdinMode) -> bool {
+    *mode == StdinMode::Null
 }
 
 /// One shim process, named for good by pid and start time.

@@ -134,7 +134,7 @@ impl Registry {
         let Some(cell) = self.take_prunable(run_id) else {
             return false;
         };
-        let default_cwd = cell.read(|run| run.default_cwd);
+        let (default_cwd, run_uid) = cell.read(|run| (run.default_cwd, run.run_uid));
         let work_dir = self.work_dir(run_id);
         let run_dir = self.run_dir(run_id);
         let result = (|| {
@@ -150,10 +150,14 @@ impl Registry {
             rename_if_present(run_dir, &trash)?;
             remove_tree(&trash)
         })();
-        if let Err(err) = result {
+        match result {
+            // Its uid serves later runs only once nothing of it is left.
+            Ok(()) => self.free_run_uid(run_uid),
             // The run is out of memory already; what is left on disk is
             // finished at the next start (restore removes `.pruned-` dirs).
-            tracing::warn!(run_id, "cannot remove an ended run past retention: {err}");
+            Err(err) => {
+                tracing::warn!(run_id, "cannot remove an ended run past retention: {err}")
+            }
         }
         true
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::record::{RecordState, RunRecord, ShimIdentity, StopReason, RECORD_VERSION};
+use super::shim::StdinMode;
 use super::token::TokenDigest;
 use crate::callbacks::{CallbackTarget, Outcome, RunReport};
 
@@ -115,6 +116,9 @@ pub struct Run {
     pub shim: Option<ShimIdentity>,
     /// The digest of its own token for its calls back to sandboxd.
     pub token_digest: TokenDigest,
+    /// The uid (and gid) of its own (`--run-uid-range`), held until the
+    /// run is removed.
+    pub run_uid: Option<u32>,
     /// Where its completion goes.
     pub callback: Option<CallbackTarget>,
     /// What its script reported.
@@ -123,6 +127,8 @@ pub struct Run {
     pub stop_reason: Option<StopReason>,
     /// Where it is in its life.
     pub status: RunStatus,
+    /// What its command reads: nothing, a pipe or a terminal.
+    pub stdin: StdinMode,
 }
 
 impl Run {
@@ -179,6 +185,7 @@ impl Run {
             error: end.and_then(|e| e.error.clone()),
             timeout_s: self.timeout.as_secs_f64(),
             shim: self.shim,
+            run_uid: self.run_uid,
             token: None,
             token_sha256: Some(self.token_digest.to_hex()),
             callback: self.callback.clone(),
@@ -189,6 +196,7 @@ impl Run {
             stdout_truncated_bytes: end.map_or(0, |e| e.stdout_truncated_bytes),
             stderr_truncated_bytes: end.map_or(0, |e| e.stderr_truncated_bytes),
             truncation: end.and_then(|e| e.truncation.clone()),
+            stdin: self.stdin,
         }
     }
 
@@ -226,10 +234,12 @@ impl Run {
             timeout: Duration::try_from_secs_f64(record.timeout_s).unwrap_or(Duration::MAX),
             shim: record.shim,
             token_digest,
+            run_uid: record.run_uid,
             callback: record.callback,
             report: record.report,
             stop_reason: record.stop_reason,
             status,
+            stdin: record.stdin,
         }
     }
 }
@@ -281,10 +291,12 @@ mod tests {
                 start_ticks: 9,
             }),
             token_digest: TokenDigest::of("tok"),
+            run_uid: Some(61200),
             callback: None,
             report: RunReport::default(),
             stop_reason: Some(StopReason::Cancel),
             status,
+            stdin: StdinMode::Pty { cols: 80, rows: 24 },
         }
     }
 

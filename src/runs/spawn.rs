@@ -2,6 +2,10 @@
 //! group, the spec on stdin (one line; stdin stays open for
 //! [`ShimControl`](super::shim::protocol::ShimControl) lines) and its events on stdout.
 //!
+//! Starting the process ([`start_idle_shim`]) and handing it its spec
+//! ([`hand_spec`]) are two steps, so a shim can be started ahead of need
+//! (`runs::warm`) and a run only pays for the second.
+//!
 //! The shim's stdin is one end of a unix socketpair, not a pipe: the spec
 //! and the control lines carry secret values, and a socket cannot be
 //! opened again through `/proc/<shim>/fd/0` (the kernel answers ENXIO),
@@ -28,9 +32,26 @@ pub(super) struct ShimProcess {
     pub(super) identity: ShimIdentity,
 }
 
-/// Starts the shim and hands it the spec. The error is a sentence for the
+/// A shim waiting for its spec. Dropping it closes its spec channel, and
+/// the shim ends.
+pub(super) struct IdleShim(ShimProcess);
+
+impl IdleShim {
+    /// Whether the shim is still running (it may have been killed while
+    /// idle).
+    pub(super) fn is_alive(&mut self) -> bool {
+        matches!(self.0.child.try_wait(), Ok(None))
+    }
+
+    /// The shim's pid and start time.
+    pub(super) fn identity(&self) -> ShimIdentity {
+        self.0.identity
+    }
+}
+
+/// Starts a shim that waits for its spec. The error is a sentence for the
 /// run's `error` field.
-pub(super) async fn spawn_shim(exe: &Path, spec: &ShimSpec) -> Result<ShimProcess, String> {
+pub(super) fn start_idle_shim(exe: &Path) -> Result<IdleShim, String> {
     let (daemon_end, shim_end) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| format!("cannot make the run's spec channel: {e}"))?;
     let shim_stdin = std::os::fd::OwnedFd::from(shim_end);
@@ -47,27 +68,34 @@ pub(super) async fn spawn_shim(exe: &Path, spec: &ShimSpec) -> Result<ShimProces
         .spawn()
         .map_err(|e| format!("cannot start the run's shim {}: {e}", exe.display()))?;
     let identity = ShimIdentity::of(child.id().unwrap_or(0) as i32);
-    let mut stdin = daemon_end
+    let control = daemon_end
         .set_nonblocking(true)
         .and_then(|()| UnixStream::from_std(daemon_end))
         .map_err(|e| format!("cannot use the run's spec channel: {e}"))?;
+    let events = child.stdout.take().ok_or("the shim has no stdout")?;
+    Ok(IdleShim(ShimProcess {
+        child,
+        events,
+        control,
+        identity,
+    }))
+}
+
+/// Hands `spec` to an idle shim, which starts the run. On an error the
+/// shim is killed and reaped.
+pub(super) async fn hand_spec(shim: IdleShim, spec: &ShimSpec) -> Result<ShimProcess, String> {
+    let IdleShim(mut shim) = shim;
     let bytes = spec
         .encode()
         .map_err(|e| format!("cannot encode the run spec: {e}"))?;
     let write = async {
-        stdin.write_all(&bytes).await?;
-        stdin.flush().await
+        shim.control.write_all(&bytes).await?;
+        shim.control.flush().await
     };
     if let Err(err) = write.await {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
+        let _ = shim.child.start_kill();
+        let _ = shim.child.wait().await;
         return Err(format!("cannot hand the run to its shim: {err}"));
     }
-    let events = child.stdout.take().ok_or("the shim has no stdout")?;
-    Ok(ShimProcess {
-        child,
-        events,
-        control: stdin,
-        identity,
-    })
+    Ok(shim)
 }

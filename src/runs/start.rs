@@ -1,7 +1,8 @@
 //! Starting a reserved run: resolve its secrets, write its first record
 //! (write-ahead: the record exists before any process), build its masker,
 //! its child env and its shim spec, spawn the shim and hand the run to its
-//! task. Collaborators come in as arguments; nothing here keeps state.
+//! task. Collaborators come in as arguments; the only state kept here is
+//! the pool of warm shims.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 
 use super::task::{RunCell, RunTask, TaskContext};
+use super::warm::WarmPool;
 use super::{daemon_credentials, env, env_policy, shim, spawn, Control, NewRun, RunError};
 use crate::config::Config;
 use crate::durable;
@@ -24,12 +26,15 @@ pub(super) struct Starter {
     /// The daemon's URL, given to runs as `SANDBOXD_URL`.
     url: String,
     resolver: Resolver,
+    /// Shims started ahead of need (`--warm-shims`).
+    warm: WarmPool,
 }
 
 impl Starter {
     pub(super) fn new(config: Arc<Config>, url: String, resolver: Resolver) -> Starter {
         Starter {
             state_dir: StateDir::new(&config.state_dir),
+            warm: WarmPool::start(&config.shim_exe, config.warm_shims),
             config,
             url,
             resolver,
@@ -54,10 +59,36 @@ impl Starter {
         let resolved = self.resolver.resolve_all(&new.secrets).await?;
         let run = cell.run();
         let run_dir = self.state_dir.run(&run.run_id);
+        let credentials = daemon_credentials(&self.config);
+        let secret_values: Vec<&SecretString> = resolved
+            .iter()
+            .map(|(_, v)| v)
+            .chain(&credentials)
+            .collect();
+        let masker = Masker::new(secret_values.iter().map(|v| v.expose_secret().as_bytes()));
+        let task = RunTask::new(
+            cell.clone(),
+            control,
+            context.clone(),
+            masker,
+            new.record_sync,
+        );
+        // A warm shim is known before the first record, which names it: a
+        // daemon restarted after a crash finds the shim and re-attaches.
+        let warm = self.warm.take();
+        if let Some(shim) = &warm {
+            task.note_shim(shim.identity());
+        }
         write_ahead(&cell, &run.cwd, run.default_cwd, &run_dir, new.record_sync)
             .map_err(|(action, path, err)| RunError::io(&run.run_id, action, &path, err))?;
+        // Its own uid (and gid) from --run-uid-range, else --run-user.
+        let run_as = match run.run_uid {
+            Some(uid) => Some(shim::RunAs { uid, gid: uid }),
+            None => self.config.run_as,
+        };
         if run.default_cwd {
-            crate::containment::give_work_dir(&run.cwd, self.config.run_as).map_err(|err| {
+            let share_gid = self.config.service.run_as.map(|service| service.gid);
+            crate::containment::give_work_dir(&run.cwd, run_as, share_gid).map_err(|err| {
                 RunError::io(
                     &run.run_id,
                     "giving the work dir to the run user",
@@ -66,46 +97,84 @@ impl Starter {
                 )
             })?;
         }
-        let credentials = daemon_credentials(&self.config);
-        let secret_values: Vec<&SecretString> = resolved
+        let env = self.child_env(&new, &resolved, &token);
+        // The shim masks the run's secrets, and sandboxd's own credentials
+        // (the session key, the default callback token) only when the run
+        // was handed one on purpose (in its env through
+        // `allow_sensitive_env`, or in its command): a credential the run
+        // does not have never enters a shim.
+        let handed = |credential: &&SecretString| {
+            let credential = credential.expose_secret();
+            let in_env = env.iter().any(|(_, value)| value.contains(credential));
+            in_env || run.command.iter().any(|arg| arg.contains(credential))
+        };
+        let shim_mask: Vec<String> = resolved
             .iter()
             .map(|(_, v)| v)
-            .chain(&credentials)
+            .chain(credentials.iter().filter(handed))
+            .map(|v| v.expose_secret().to_owned())
             .collect();
-        let masker = Masker::new(secret_values.iter().map(|v| v.expose_secret().as_bytes()));
         let spec = shim::ShimSpec {
             run_dir: run_dir.path().to_owned(),
             argv: run.command.clone(),
             cwd: run.cwd.clone(),
-            env: self.child_env(&new, &resolved, &token),
+            env,
             setup: new.setup,
             timeout_ms: new.timeout.as_millis().min(u64::MAX as u128) as u64,
             kill_grace_ms: self.config.kill_grace.as_millis() as u64,
             oom_score_adj: self.config.child_oom_score_adj,
             // Plain copies for the shim; the spec zeroizes them when dropped.
-            mask: secret_values
-                .iter()
-                .map(|v| v.expose_secret().to_owned())
-                .collect(),
+            mask: shim_mask,
             durable: new.record_sync == durable::Durability::Flush || new.callback.is_some(),
             max_output_bytes: self.config.max_output_bytes,
-            run_as: self.config.run_as,
+            run_as,
+            // A uid of the run's own: whatever runs as it is the run's.
+            kill_uid: run.run_uid,
+            stdin: new.stdin,
         };
         context
             .log_masks
             .mask(&run.run_id, resolved.iter().map(|(_, v)| v));
         context.metrics.run_started();
-        let shim = spawn::spawn_shim(&self.config.shim_exe, &spec).await;
+        let noted = warm.as_ref().map(spawn::IdleShim::identity);
+        let shim = self.hand_over(warm, &spec).await;
         drop(spec);
         drop(resolved);
-        let task = RunTask::new(cell, control, context, masker, new.record_sync);
         if let Ok(shim) = &shim {
-            // In the record before the run is acknowledged: a daemon
-            // restarted after a crash finds the shim and re-attaches.
-            task.record_shim(shim.identity);
+            if noted != Some(shim.identity) {
+                // In the record before the run is acknowledged.
+                task.record_shim(shim.identity);
+            }
         }
         tokio::spawn(task.follow_new(shim));
         Ok(())
+    }
+
+    /// Hands the spec to the warm shim when there is one, else (or when the
+    /// warm shim died before it got the spec) to a shim started now.
+    async fn hand_over(
+        &self,
+        warm: Option<spawn::IdleShim>,
+        spec: &shim::ShimSpec,
+    ) -> Result<spawn::ShimProcess, String> {
+        if let Some(idle) = warm {
+            match spawn::hand_spec(idle, spec).await {
+                Ok(shim) => return Ok(shim),
+                Err(err) => tracing::debug!("warm shim unusable, starting one: {err}"),
+            }
+        }
+        let idle = spawn::start_idle_shim(&self.config.shim_exe)?;
+        spawn::hand_spec(idle, spec).await
+    }
+
+    /// How many warm shims are kept, and how many are ready now.
+    pub(super) fn warm_shims(&self) -> (usize, usize) {
+        self.warm.counts()
+    }
+
+    /// Ends the idle warm shims and stops starting new ones.
+    pub(super) fn close_warm_shims(&self) {
+        self.warm.close();
     }
 
     /// The run's complete environment: the daemon's, sanitized like the
@@ -127,9 +196,23 @@ impl Starter {
                 zeroize::Zeroize::zeroize(&mut replaced);
             }
         }
+        if let Some(term) = &new.term {
+            child.insert("TERM".to_owned(), term.clone());
+        }
         child.insert("SANDBOXD_RUN_ID".to_owned(), new.run_id.clone());
         child.insert("SANDBOXD_URL".to_owned(), self.url.clone());
         let token = token.expose_secret().to_owned();
+        if new.callback.is_some() && self.url.starts_with("http") {
+            // The completion relay: the script's SDK reports to sandboxd,
+            // with the run's own token, never to the service with its key.
+            let base = format!("{}/v1/runs/{}", self.url, new.run_id);
+            child.insert(
+                "AUTOMATION_CALLBACK_URL".to_owned(),
+                format!("{base}/complete"),
+            );
+            child.insert("AUTOMATION_PHASE_URL".to_owned(), format!("{base}/phase"));
+            child.insert("AUTOMATION_CALLBACK_API_KEY".to_owned(), token.clone());
+        }
         child.insert("SANDBOXD_RUN_TOKEN".to_owned(), token);
         child.into_iter().collect()
     }

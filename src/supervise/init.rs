@@ -147,6 +147,15 @@ pub(crate) fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The daemon gets the credentials through an inherited memfd, never
+    // its environment (see `handover`).
+    let credentials = match super::handover::take_from_env() {
+        Ok(credentials) => credentials,
+        Err(err) => {
+            eprintln!("sandboxd: cannot hand the credentials over: {err}");
+            return ExitCode::from(1);
+        }
+    };
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     tracing::info!(
         pid1,
@@ -155,6 +164,7 @@ pub(crate) fn main() -> ExitCode {
     let mut init = Init {
         exe,
         args,
+        credentials,
         waited,
         daemon: None,
         stopping: false,
@@ -167,6 +177,8 @@ pub(crate) fn main() -> ExitCode {
 struct Init {
     exe: std::path::PathBuf,
     args: Vec<OsString>,
+    /// The memfd each daemon inherits its credentials from.
+    credentials: Option<std::fs::File>,
     waited: SigSet,
     daemon: Option<Pid>,
     /// SIGTERM/SIGINT seen: no more restarts.
@@ -224,9 +236,19 @@ impl Init {
         use std::os::unix::process::CommandExt;
         let mut command = Command::new(&self.exe);
         command.args(&self.args).env(CHILD_MARKER, "1");
+        let credentials = self.credentials.as_ref().map(|file| {
+            command.env(
+                super::handover::CREDENTIALS_FD,
+                super::handover::number(file),
+            );
+            std::os::fd::AsRawFd::as_raw_fd(file)
+        });
         // SAFETY: the closure only makes async-signal-safe calls.
         unsafe {
-            command.pre_exec(|| {
+            command.pre_exec(move || {
+                if let Some(fd) = credentials {
+                    super::handover::inherit(fd)?;
+                }
                 reset_signals();
                 // If the init is killed, the daemon is left without a
                 // reaper: it shuts down in order instead.

@@ -19,6 +19,7 @@
 //! left behind before it starts its own (it would hold the port).
 
 mod backoff;
+pub(crate) mod handover;
 pub(crate) mod init;
 pub(crate) mod output;
 mod probe;

@@ -3,6 +3,7 @@
 //! that is down or hangs, run reports, run-token scope, phases, shutdown,
 //! and `kill -9` of sandboxd with callbacks pending and runs running.
 
+mod relay;
 mod rules;
 pub mod sink;
 

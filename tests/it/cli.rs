@@ -548,7 +548,21 @@ async fn completions_generate() {
         ] {
             assert!(script.contains(word), "{shell} completion lacks {word}");
         }
-        assert!(!script.contains("shim"), "hidden commands stay hidden");
+        // Where each shell lists the commands (help texts may say "shim").
+        let listed = match shell {
+            "bash" => script.contains("sandboxd,shim)") || script.contains(" shim "),
+            "zsh" => script.contains("'shim:"),
+            _ => script.contains("-a \"shim\""),
+        };
+        assert!(!listed, "{shell}: hidden commands stay hidden");
+        assert!(
+            match shell {
+                "bash" => script.contains("sandboxd,logs)"),
+                "zsh" => script.contains("'logs:"),
+                _ => script.contains("-a \"logs\""),
+            },
+            "{shell}: the listing checked above is where commands are"
+        );
         if shell == "bash" {
             let path = tempfile::NamedTempFile::new().unwrap();
             std::fs::write(path.path(), &script).unwrap();

@@ -2,6 +2,7 @@
 //! credentials and of other runs.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -494,4 +495,190 @@ async fn a_run_cannot_reach_the_service_run_as_its_own_user() {
         !stdout.contains("can-signal"),
         "a run can signal the service: {stdout}"
     );
+}
+
+/// Whether the memory of process `pid` holds `needle`: every readable
+/// mapping read through `/proc/<pid>/mem` (root reads a non-dumpable
+/// process's memory too).
+fn memory_holds(pid: i32, needle: &[u8]) -> bool {
+    use std::os::unix::fs::FileExt;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if !perms.starts_with('r') || line.ends_with("[vvar]") || line.ends_with("[vsyscall]") {
+            continue;
+        }
+        let (start, end) = range.split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let mut region = vec![0u8; (end - start) as usize];
+        if mem.read_exact_at(&mut region, start).is_err() {
+            continue;
+        }
+        if region.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+    }
+    false
+}
+
+/// A live shim's memory holds the run's own secret (it masks it) but
+/// neither the session key nor the default callback token: neither is in
+/// its spec or mask list unless the run's env holds it. Needs root (to
+/// read a non-dumpable process's memory).
+#[tokio::test]
+async fn a_shim_holds_no_credential_of_the_daemon() {
+    if !support::is_root() {
+        eprintln!("needs root (reads a shim's memory); skipped");
+        return;
+    }
+    const CALLBACK_TOKEN: &str = "callback-token-of-the-daemon-5";
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let token_file = dir.path().join("callback-token");
+    std::fs::write(&token_file, CALLBACK_TOKEN).unwrap();
+    let daemon = TestDaemon::start_with(Options {
+        dir: Some(dir.clone()),
+        args: vec![
+            "--callback-token-file".into(),
+            token_file.display().to_string(),
+        ],
+        binary: true,
+        ..Options::default()
+    })
+    .await;
+    daemon
+        .start_run(json!({"run_id": "held", "command": "echo up; sleep 30",
+                          "secrets": {"RUN_SECRET": {"kind": "StaticSecret", "value": "run-secret-value-3"}}}))
+        .await;
+    daemon
+        .wait_run("held", "its output", |run| {
+            run["stdout_bytes"].as_u64() > Some(0)
+        })
+        .await;
+    let record = std::fs::read_to_string(daemon.state_dir().join("runs/held/record.json")).unwrap();
+    let record: Value = serde_json::from_str(&record).unwrap();
+    let shim = record["shim"]["pid"].as_i64().unwrap() as i32;
+    assert!(
+        memory_holds(shim, b"run-secret-value-3"),
+        "the scan finds the run's own secret"
+    );
+    assert!(
+        !memory_holds(shim, support::KEY.as_bytes()),
+        "the shim holds the session key"
+    );
+    assert!(
+        !memory_holds(shim, CALLBACK_TOKEN.as_bytes()),
+        "the shim holds the callback token"
+    );
+    daemon.post("/v1/runs/held/cancel", json!({})).await;
+}
+
+/// The `serve` processes the init (`init`) has as children.
+fn daemons_of(init: i32) -> Vec<i32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).unwrap_or_default();
+    children
+        .split_whitespace()
+        .filter_map(|pid| pid.parse::<i32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            cmdline.split(|b| *b == 0).nth(1) == Some(b"serve".as_slice())
+        })
+        .collect()
+}
+
+/// In `--subreaper` mode the daemon the init (re-)executes gets the
+/// session key and the callback token through an inherited descriptor:
+/// a reader polling `/proc/<daemon>/environ` of every new daemon while the
+/// daemon is SIGKILLed again and again never sees either, nor does the
+/// init's own environ show them; the restarted daemon accepts the key and
+/// the service still gets it in its env.
+#[tokio::test]
+async fn a_restarted_daemon_has_no_credential_in_its_environ() {
+    const TOKEN: &str = "callback-token-in-env-9";
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let seen_by_service = dir.path().join("service-key");
+    let daemon = TestDaemon::start_with(Options {
+        dir: Some(dir.clone()),
+        args: vec!["--subreaper".into()],
+        env: vec![
+            ("SESSION_API_KEY".into(), support::KEY.into()),
+            ("OPENHANDS_API_KEY".into(), TOKEN.into()),
+        ],
+        service: vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "echo \"$SESSION_API_KEY\" > {}; exec sleep 60",
+                seen_by_service.display()
+            ),
+        ],
+        ..Options::default()
+    })
+    .await;
+    let init = daemon.pid();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut reads, mut leaks) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for pid in daemons_of(init).into_iter().chain([init]) {
+                    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+                    reads += 1;
+                    let text = String::from_utf8_lossy(&environ);
+                    if text.contains(support::KEY) || text.contains(TOKEN) {
+                        leaks.push(pid);
+                    }
+                }
+            }
+            (reads, leaks)
+        })
+    };
+    for round in 0..3 {
+        // Killed once its service runs: a daemon killed half-way through
+        // starting its service is another test's matter.
+        wait_serving(&daemon, round, round).await;
+        let pids = daemons_of(init);
+        assert_eq!(pids.len(), 1, "round {round}: daemons {pids:?}");
+        unsafe { libc::kill(pids[0], libc::SIGKILL) };
+        wait_serving(&daemon, round + 1, round).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (reads, leaks) = reader.join().unwrap();
+    assert!(reads > 10, "the reader read {reads} times");
+    assert!(leaks.is_empty(), "environ showed a credential: {leaks:?}");
+    let service_key = std::fs::read_to_string(&seen_by_service).unwrap_or_default();
+    assert_eq!(service_key.trim(), support::KEY, "the service has the key");
+}
+
+/// Waits until the daemon that logged the `index`th "listening" line
+/// accepts the session key and has started its service.
+async fn wait_serving(daemon: &TestDaemon, index: usize, round: usize) {
+    let client = reqwest::Client::new();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut seen = Value::Null;
+        if let Some(addr) = daemon.listening().get(index) {
+            let request = client
+                .get(format!("{addr}/v1/status"))
+                .header("X-Session-API-Key", support::KEY);
+            if let Ok(response) = request.send().await {
+                seen = response.json().await.unwrap_or_default();
+            }
+        }
+        if seen["service"]["pid"].is_number() {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "round {round}: daemon {index} never served with the key ({seen}): {}",
+            daemon.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

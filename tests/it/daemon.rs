@@ -394,30 +394,42 @@ async fn daemon_is_not_dumpable() {
 
 /// `run()` installs no signal handler: after an in-process daemon served a
 /// run and was stopped through its signal stream, SIGTERM, SIGINT, SIGHUP,
-/// SIGQUIT, SIGUSR1 and SIGUSR2 are still at their default disposition in
+/// SIGQUIT, SIGUSR1 and SIGUSR2 have the disposition they had before in
 /// this process (a tokio signal stream would have installed a handler for
 /// good), and the stream's SIGTERM stopped it cleanly.
 #[tokio::test]
 async fn run_installs_no_signal_handler() {
-    let mut daemon = TestDaemon::start().await;
-    let run = daemon.exec(json!({"command": ["true"]})).await;
-    assert_eq!(run["exit_code"], 0, "{run}");
-    let code = daemon.stop_in_process(nix::sys::signal::Signal::SIGTERM);
-    assert_eq!(code, std::process::ExitCode::SUCCESS);
-    for signal in [
+    let signals = [
         libc::SIGTERM,
         libc::SIGINT,
         libc::SIGHUP,
         libc::SIGQUIT,
         libc::SIGUSR1,
         libc::SIGUSR2,
-    ] {
-        // SAFETY: a query (null new action) into a zeroed struct we own.
-        let handler = unsafe {
-            let mut old: libc::sigaction = std::mem::zeroed();
-            assert_eq!(libc::sigaction(signal, std::ptr::null(), &mut old), 0);
-            old.sa_sigaction
-        };
-        assert_eq!(handler, libc::SIG_DFL, "signal {signal} has a handler");
+    ];
+    // SAFETY: a query (null new action) into a zeroed struct we own.
+    let disposition = |signal: i32| unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        assert_eq!(libc::sigaction(signal, std::ptr::null(), &mut old), 0);
+        old.sa_sigaction
+    };
+    // What the test process started with (a shell running it in the
+    // background ignores SIGINT and SIGQUIT): default or ignored, never a
+    // handler.
+    let before: Vec<usize> = signals.iter().map(|s| disposition(*s)).collect();
+    assert!(before
+        .iter()
+        .all(|d| *d == libc::SIG_DFL || *d == libc::SIG_IGN));
+    let mut daemon = TestDaemon::start().await;
+    let run = daemon.exec(json!({"command": ["true"]})).await;
+    assert_eq!(run["exit_code"], 0, "{run}");
+    let code = daemon.stop_in_process(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    for (signal, before) in signals.iter().zip(before) {
+        assert_eq!(
+            disposition(*signal),
+            before,
+            "signal {signal} has a handler"
+        );
     }
 }

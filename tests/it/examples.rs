@@ -1,6 +1,8 @@
-//! The Python examples under `examples/`, run with python3 against a real
-//! daemon: the in-sandbox client module, the automation script and the
-//! dispatcher.
+//! The Python examples under `examples/`, run against a real daemon with
+//! an interpreter that has the `sandboxd` package (`python/`) installed:
+//! the package's client from inside a run, the automation script and the
+//! dispatcher. The venv is made once per test process (uv when present,
+//! else `python3 -m venv`) under the target dir.
 //!
 //! `examples_automation_script_resolves_its_secrets` needs
 //! `POST /v1/secrets/resolve` (the secrets branch);
@@ -12,7 +14,91 @@ use std::process::Output;
 
 use serde_json::{json, Value};
 
-use crate::support::{TestDaemon, KEY, TIMEOUT};
+use crate::support::{Options, TestDaemon, KEY, TIMEOUT};
+
+/// The venv with the `sandboxd` package, made (or refreshed) once.
+fn venv() -> &'static PathBuf {
+    static VENV: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    VENV.get_or_init(|| {
+        let venv = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("examples-venv");
+        let package = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python");
+        let python = venv.join("bin/python");
+        let has_uv = std::process::Command::new("uv")
+            .arg("--version")
+            .output()
+            .is_ok_and(|out| out.status.success());
+        let steps: Vec<Vec<String>> = if has_uv {
+            vec![
+                vec![
+                    "uv".into(),
+                    "venv".into(),
+                    "-q".into(),
+                    "--allow-existing".into(),
+                    "--python".into(),
+                    "python3".into(),
+                    venv.display().to_string(),
+                ],
+                vec![
+                    "uv".into(),
+                    "pip".into(),
+                    "install".into(),
+                    "-q".into(),
+                    "--python".into(),
+                    python.display().to_string(),
+                    package.display().to_string(),
+                ],
+            ]
+        } else {
+            vec![
+                vec![
+                    "python3".into(),
+                    "-m".into(),
+                    "venv".into(),
+                    venv.display().to_string(),
+                ],
+                vec![
+                    python.display().to_string(),
+                    "-m".into(),
+                    "pip".into(),
+                    "install".into(),
+                    "-q".into(),
+                    package.display().to_string(),
+                ],
+            ]
+        };
+        for step in steps {
+            let out = std::process::Command::new(&step[0])
+                .args(&step[1..])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{step:?}: {}", text(&out.stderr));
+        }
+        venv
+    })
+}
+
+/// The venv's interpreter.
+fn python_bin() -> String {
+    venv().join("bin/python3").display().to_string()
+}
+
+/// `PATH` with the venv's `bin` first: `python3` is the venv's.
+fn venv_path() -> String {
+    format!(
+        "{}:{}",
+        venv().join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// A daemon whose runs find the venv's `python3` first on their `PATH`.
+async fn daemon() -> TestDaemon {
+    TestDaemon::start_with(Options {
+        env: vec![("PATH".into(), venv_path())],
+        ..Options::default()
+    })
+    .await
+}
 
 fn examples_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples")
@@ -23,7 +109,7 @@ fn example(name: &str) -> String {
 }
 
 async fn python(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = tokio::process::Command::new("python3");
+    let mut command = tokio::process::Command::new(python_bin());
     command
         .args(args)
         .env("PYTHONPATH", examples_dir())
@@ -65,7 +151,7 @@ async fn run_automation_script(daemon: &TestDaemon, run_id: &str, extra: Value) 
 /// conversation id and cost with its run token; the report is on the run.
 #[tokio::test]
 async fn examples_automation_script_reports_and_reads_its_status() {
-    let daemon = TestDaemon::start().await;
+    let daemon = daemon().await;
     let run = run_automation_script(
         &daemon,
         "ex-auto",
@@ -89,7 +175,7 @@ async fn examples_automation_script_reports_and_reads_its_status() {
 /// matches its env var and never shows in its output.
 #[tokio::test]
 async fn examples_automation_script_resolves_its_secrets() {
-    let daemon = TestDaemon::start().await;
+    let daemon = daemon().await;
     let value = "s3cret-value-for-the-example";
     let run = run_automation_script(
         &daemon,
@@ -117,22 +203,22 @@ async fn examples_automation_script_resolves_its_secrets() {
 /// daemon that is down is SandboxdUnavailable.
 #[tokio::test]
 async fn examples_client_module_raises_the_daemons_errors() {
-    let daemon = TestDaemon::start().await;
+    let daemon = daemon().await;
     let script = r#"
 import os, sys
-from sandboxd_client import SandboxdClient, SandboxdError, SandboxdUnavailable
-client = SandboxdClient.from_env()
-print("own status:", client.status()["state"])
+from sandboxd import Client, SandboxdError, SandboxdUnavailable
+client = Client.from_env()
+print("own status:", client.status().state.value)
 try:
     client.daemon_status()
 except SandboxdError as err:
     print("daemon status:", err.status, err.code)
 try:
-    SandboxdClient(os.environ["SANDBOXD_URL"], token="wrong").daemon_status()
+    Client(os.environ["SANDBOXD_URL"], "wrong").daemon_status()
 except SandboxdError as err:
     print("wrong key:", err.status, err.code)
 try:
-    SandboxdClient("http://127.0.0.1:9", token="x").daemon_status()
+    Client("http://127.0.0.1:9", "x").daemon_status()
 except SandboxdUnavailable as err:
     print("down:", err.code)
 print(repr(client))
@@ -151,7 +237,7 @@ print(repr(client))
         "daemon status: 403 forbidden",
         "wrong key: 401 unauthorized",
         "down: unreachable",
-        "SandboxdClient(url=",
+        "Client(url=",
     ] {
         assert!(stdout.contains(line), "{line:?} in {stdout}");
     }
@@ -162,11 +248,13 @@ print(repr(client))
 /// carries what the bundled automation script reported.
 #[tokio::test]
 async fn examples_dispatcher_uploads_runs_and_receives_the_callback() {
-    let daemon = TestDaemon::start().await;
+    let daemon = daemon().await;
     let project = tempfile::tempdir().unwrap();
-    for name in ["automation_script.py", "sandboxd_client.py"] {
-        std::fs::copy(examples_dir().join(name), project.path().join(name)).unwrap();
-    }
+    std::fs::copy(
+        example("automation_script.py"),
+        project.path().join("automation_script.py"),
+    )
+    .unwrap();
     std::fs::write(project.path().join("setup.sh"), "echo setup done\n").unwrap();
     let out = python(
         &[
@@ -217,7 +305,7 @@ async fn examples_dispatcher_uploads_runs_and_receives_the_callback() {
 /// A failing bundled command gives a FAILED callback and exit 1.
 #[tokio::test]
 async fn examples_dispatcher_reports_a_failed_run() {
-    let daemon = TestDaemon::start().await;
+    let daemon = daemon().await;
     let project = tempfile::tempdir().unwrap();
     std::fs::write(project.path().join("fail.sh"), "echo broken >&2; exit 4\n").unwrap();
     let out = python(
@@ -259,8 +347,8 @@ async fn examples_dispatcher_reports_a_failed_run() {
 /// dispatcher's `--help` shows its whole description.
 #[tokio::test]
 async fn examples_unreachable_and_help_read_well() {
-    let script = "import sandboxd_client as s\n\
-                  try:\n    s.SandboxdClient('http://127.0.0.1:1', token='k').daemon_status()\n\
+    let script = "import sandboxd as s\n\
+                  try:\n    s.Client('http://127.0.0.1:1', 'k').daemon_status()\n\
                   except s.SandboxdUnavailable as e:\n    print(e)\n";
     let out = python(&["-c", script], &[]).await;
     let said = text(&out.stdout);
@@ -282,7 +370,7 @@ async fn examples_unreachable_and_help_read_well() {
 /// repository's root.
 #[tokio::test]
 async fn examples_automation_script_docstring_command_works() {
-    let daemon = TestDaemon::start().await;
+    let daemon = daemon().await;
     let source = std::fs::read_to_string(example("automation_script.py")).unwrap();
     let (_, after) = source.split_once("for example").unwrap();
     let command: String = after
@@ -300,10 +388,7 @@ async fn examples_automation_script_docstring_command_works() {
     let out = tokio::process::Command::new("bash")
         .args(["-c", &command])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .env(
-            "PATH",
-            format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
-        )
+        .env("PATH", format!("{}:{}", bin_dir.display(), venv_path()))
         .env("SANDBOXD_URL", &daemon.url)
         .env("SESSION_API_KEY", crate::support::KEY)
         .kill_on_drop(true)

@@ -841,6 +841,21 @@ async fn silent_slow_and_idle_clients_are_closed() {
     })
     .await;
     let crowded_addr = crowded.url.trim_start_matches("http://").to_owned();
+    // The baseline holds the warm shim's channels (started just after
+    // the daemon listens).
+    let mut warm = Value::Null;
+    support::wait_for(
+        "the warm shim ready",
+        || async {
+            let (_, status) = crowded.get("/v1/status").await;
+            (
+                status["warm_shims"]["ready"] == 1,
+                status["warm_shims"].clone(),
+            )
+        },
+        &mut warm,
+    )
+    .await;
     let baseline = open_fds(crowded.pid());
     let mut crowd = Vec::new();
     for _ in 0..300 {

@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use crate::callbacks::{CallbackTarget, StoredToken};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::runs::shim::StdinMode;
 use crate::runs::{NewRun, RunError};
 
 /// The command: an argv executed directly, or a string run by `bash -c`.
@@ -85,6 +86,67 @@ pub struct CreateRunRequest {
     /// Answer only when the run has ended.
     #[serde(default)]
     pub wait: bool,
+    /// The command's stdin: `null` (default: `/dev/null`), `pipe` (written
+    /// through `POST .../stdin` or `GET .../attach`) or `pty` (a terminal:
+    /// stdin, stdout and stderr, its output stored as stdout).
+    #[schema(value_type = Option<String>, pattern = "^(null|pipe|pty)$")]
+    pub stdin: Option<String>,
+    /// Terminal columns (`stdin: "pty"` only; default 80).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub cols: Option<u32>,
+    /// Terminal rows (`stdin: "pty"` only; default 24).
+    #[schema(minimum = 1, maximum = 1000)]
+    pub rows: Option<u32>,
+    /// `TERM` of a terminal run (`stdin: "pty"` only; default `xterm`).
+    pub term: Option<String>,
+}
+
+/// Largest terminal side, in columns or rows.
+const MAX_TERMINAL_SIDE: u32 = 1000;
+
+/// The `stdin`, `cols`, `rows` and `term` fields as the run's stdin mode
+/// and `TERM`.
+fn stdin_mode(request: &CreateRunRequest) -> Result<(StdinMode, Option<String>), ApiError> {
+    let invalid = |msg: String| ApiError::Run(RunError::Invalid(msg));
+    let mode = request.stdin.as_deref().unwrap_or("null");
+    if mode != "pty" {
+        let given = [
+            ("cols", request.cols.is_some()),
+            ("rows", request.rows.is_some()),
+            ("term", request.term.is_some()),
+        ];
+        if let Some((name, _)) = given.iter().find(|(_, given)| *given) {
+            return Err(invalid(format!(
+                "{name} is for a terminal; give it with stdin \"pty\""
+            )));
+        }
+    }
+    let side = |name: &str, value: Option<u32>, default: u16| match value {
+        None => Ok(default),
+        Some(n) if (1..=MAX_TERMINAL_SIDE).contains(&n) => Ok(n as u16),
+        Some(n) => Err(invalid(format!(
+            "{name} {n} must be between 1 and {MAX_TERMINAL_SIDE}"
+        ))),
+    };
+    match mode {
+        "null" => Ok((StdinMode::Null, None)),
+        "pipe" => Ok((StdinMode::Pipe, None)),
+        "pty" => {
+            let cols = side("cols", request.cols, 80)?;
+            let rows = side("rows", request.rows, 24)?;
+            let term = request.term.clone().unwrap_or_else(|| "xterm".to_owned());
+            let printable = term.bytes().all(|b| b.is_ascii_graphic());
+            if term.is_empty() || term.len() > 64 || !printable {
+                return Err(invalid(format!(
+                    "term {term:?} must be 1 to 64 printable characters without spaces"
+                )));
+            }
+            Ok((StdinMode::Pty { cols, rows }, Some(term)))
+        }
+        other => Err(invalid(format!(
+            "stdin {other:?} must be null, \"pipe\" or \"pty\""
+        ))),
+    }
 }
 
 fn yes() -> bool {
@@ -215,6 +277,7 @@ fn validate(
     // every path.
     let secrets = crate::secrets::parse_map(std::mem::take(&mut request.secrets), config)?;
     let invalid = |msg: String| ApiError::Run(RunError::Invalid(msg));
+    let (stdin, term) = stdin_mode(&request)?;
     let run_id = match request.run_id {
         Some(id) => {
             check_run_id(&id)?;
@@ -272,6 +335,8 @@ fn validate(
         callback,
         fingerprint,
         record_sync: crate::durable::Durability::Flush,
+        stdin,
+        term,
     })
 }
 

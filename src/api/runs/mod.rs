@@ -1,5 +1,5 @@
-//! `/v1/runs...`: start, list, read, follow, cancel, signal, report and
-//! delete runs. Wire types live here; the domain is in [`crate::runs`].
+//! `/v1/runs...`: start, list, read, follow, cancel, signal, report,
+//! complete (the relay, in [`relay`]) and delete runs. Wire types live here; the domain is in [`crate::runs`].
 //!
 //! Layout: [`create`] parses and validates the `POST /v1/runs` body,
 //! [`mod@view`] holds the answers' and queries' wire types; the handlers are
@@ -23,10 +23,14 @@ use crate::runs::{parse_signal, RunError};
 use crate::runs::{ListCursor, ListFilter, RunState};
 
 mod create;
+pub mod relay;
+pub mod interactive;
 mod view;
 
 use create::create_run_request;
 pub use create::{check_run_id, parse_create_run, CallbackRequest, CommandSpec, CreateRunRequest};
+pub use relay::{complete_run, CompleteRequest, CompleteStatus};
+pub use interactive::{attach, post_stdin, AttachControl, AttachQuery, StdinQuery};
 use view::view;
 pub use view::{
     CallbackView, CancelRequest, ListQuery, LogsQuery, ReportView, RunList, RunStateView, RunView,
@@ -231,6 +235,7 @@ pub async fn report_run(
     let report = RunReport {
         conversation_id: request.conversation_id,
         cost: request.cost,
+        ..RunReport::default()
     };
     Ok(Json(view(
         &state,

@@ -107,6 +107,9 @@ pub struct RunView {
     pub report: ReportView,
     /// Completion callback delivery.
     pub callback: CallbackView,
+    /// What the command reads: `pipe` or `pty` (absent: `/dev/null`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
     /// Exec-and-wait only: the last `--wait-output-bytes` of stdout, masked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stdout: Option<String>,
@@ -240,6 +243,7 @@ pub(super) fn view(state: &AppState, snapshot: RunSnapshot) -> RunView {
         callback,
         run_id: run.run_id,
         command: run.command,
+        stdin: run.stdin.takes_input().then(|| run.stdin.name().to_owned()),
         stdout: None,
         stderr: None,
     }

@@ -143,6 +143,7 @@ fn every_terminal_state_has_a_valid_payload() {
             RunReport {
                 conversation_id: Some("conv".into()),
                 cost: Some(0.25),
+                ..RunReport::default()
             },
         ] {
             c.report = report.clone();
@@ -174,6 +175,7 @@ fn every_terminal_state_has_a_valid_payload() {
     ok.report = RunReport {
         conversation_id: Some("c".into()),
         cost: Some(0.0),
+        ..RunReport::default()
     };
     let value = body(&ok);
     rules::validate(&value).unwrap();

@@ -19,6 +19,7 @@ mod removal;
 pub use listing::{ListCursor, ListFilter};
 mod shutdown;
 mod tokens;
+mod uids;
 
 use super::record::StopReason;
 use super::run::{Run, RunState, RunStatus};
@@ -61,6 +62,8 @@ struct Inner {
     starter: Starter,
     runs: Mutex<HashMap<String, RunSlot>>,
     tokens: tokens::RunTokens,
+    /// The uids of `--run-uid-range` runs hold.
+    uids: uids::RunUids,
     shutting_down: AtomicBool,
     /// Bundle uploads under way: a run is not started while its bundle is
     /// being put in place. Asked under the run map's lock, so an upload
@@ -97,6 +100,7 @@ impl Registry {
             inner: Arc::new(Inner {
                 starter: Starter::new(config.clone(), url, resolver),
                 state_dir: StateDir::new(&config.state_dir),
+                uids: uids::RunUids::new(config.run_uid_range),
                 config,
                 runs: Mutex::default(),
                 tokens: tokens::RunTokens::default(),
@@ -105,6 +109,11 @@ impl Registry {
                 context,
             }),
         }
+    }
+
+    /// How many warm shims are kept, and how many are ready now.
+    pub fn warm_shims(&self) -> (usize, usize) {
+        self.inner.starter.warm_shims()
     }
 
     /// The daemon's configuration.
@@ -158,7 +167,10 @@ impl Registry {
             .await;
         if let Err(err) = started {
             self.lock_runs().remove(&run_id);
-            cell.read(|run| self.inner.tokens.remove(run.token_digest));
+            cell.read(|run| {
+                self.inner.tokens.remove(run.token_digest);
+                self.inner.uids.free(run.run_uid);
+            });
             return Err(err);
         }
         if let Some(slot) = self.lock_runs().get_mut(&run_id) {
@@ -189,6 +201,10 @@ impl Registry {
                 limit: self.inner.config.max_running,
             });
         }
+        let run_uid = self.inner.uids.take().map_err(|range| RunError::NoRunUid {
+            first: range.first,
+            last: range.last,
+        })?;
         let (token, token_digest) = new_token();
         let run = Run {
             run_id: new.run_id.clone(),
@@ -204,10 +220,12 @@ impl Registry {
             timeout: new.timeout,
             shim: None,
             token_digest,
+            run_uid,
             callback: new.callback.clone(),
             report: RunReport::default(),
             stop_reason: None,
             status: RunStatus::Starting,
+            stdin: new.stdin,
         };
         let cell = Arc::new(RunCell::new(
             run,
@@ -233,6 +251,7 @@ impl Registry {
     ) {
         let run_id = cell.read(|run| {
             self.inner.tokens.insert(run.token_digest, &run.run_id);
+            self.inner.uids.mark(run.run_uid);
             run.run_id.clone()
         });
         self.lock_runs().insert(run_id, RunSlot { cell, control });

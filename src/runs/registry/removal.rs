@@ -43,6 +43,12 @@ impl Registry {
         Some(slot.cell)
     }
 
+    /// Frees the uid of a run taken out by retention, once its work dir
+    /// is gone: no later run of that uid finds anything of it.
+    pub(in crate::runs) fn free_run_uid(&self, run_uid: Option<u32>) {
+        self.inner.uids.free(run_uid);
+    }
+
     /// Removes an ended run's record, logs and default work dir.
     pub fn delete(&self, run_id: &str) -> Result<(), RunError> {
         let slot = {
@@ -55,9 +61,9 @@ impl Registry {
             }
             runs.remove(run_id).expect("checked above")
         };
-        let default_cwd = slot.cell.read(|run| {
+        let (default_cwd, run_uid) = slot.cell.read(|run| {
             self.inner.tokens.remove(run.token_digest);
-            run.default_cwd
+            (run.default_cwd, run.run_uid)
         });
         self.inner.context.unsaved.forget(&run_id.to_owned());
         self.inner.context.outbox.forget(run_id);
@@ -71,6 +77,7 @@ impl Registry {
         let state_dir = &self.inner.config.state_dir;
         crate::upload::forget_bundle(state_dir, run_id)
             .map_err(|e| RunError::io(run_id, "removing the bundle record of", state_dir, e))?;
+        self.inner.uids.free(run_uid);
         Ok(())
     }
 }

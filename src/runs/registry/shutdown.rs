@@ -14,6 +14,7 @@ impl Registry {
     /// now on.
     pub async fn shutdown(&self, deadline: Instant) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
+        self.inner.starter.close_warm_shims();
         // Past the deadline, SIGKILL has been sent; allow a moment to record.
         let hard_deadline = tokio::time::Instant::from_std(deadline + Duration::from_secs(2));
         let mut stopped = HashSet::new();

@@ -6,17 +6,20 @@
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use super::protocol::{RunAs, ShimSpec};
+use super::pty::{self, ChildInput};
 
 /// Starts `argv` for the run, moved into the run's cgroup (`cgroup_procs`,
 /// the cgroup's `cgroup.procs` opened for writing) when it has one, and as
-/// `spec.run_as` when set. The error is a sentence for the report.
+/// `spec.run_as` when set, with `input` as its stdio. The error is a
+/// sentence for the report.
 pub(super) fn spawn_child(
     argv: &[String],
     spec: &ShimSpec,
     cgroup_procs: Option<RawFd>,
+    input: &ChildInput,
 ) -> Result<Child, String> {
     let Some((program, args)) = argv.split_first() else {
         return Err("the command is empty".to_owned());
@@ -34,11 +37,10 @@ pub(super) fn spawn_child(
         .args(args)
         .env_clear()
         .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&spec.cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .current_dir(&spec.cwd);
+    let terminal = input
+        .configure(&mut command)
+        .map_err(|err| format!("cannot set up the command's stdin: {err}"))?;
     // SAFETY: the closure only makes async-signal-safe system calls on
     // memory allocated before the fork (see `reset_child`).
     unsafe {
@@ -51,6 +53,9 @@ pub(super) fn spawn_child(
                 }
             }
             reset_child(&oom);
+            if terminal {
+                pty::take_terminal()?;
+            }
             match run_as {
                 Some(user) => drop_privileges(user),
                 None => Ok(()),

@@ -1,13 +1,17 @@
 //! The run shim: `sandboxd shim`, one small process per run that owns the
 //! run's processes, so a run outlives a crash or restart of the daemon.
 //!
-//! The daemon writes a [`ShimSpec`] (JSON) to the shim's stdin. The shim
-//! then:
+//! The daemon writes a [`ShimSpec`] (JSON) to the shim's stdin, perhaps
+//! long after starting it (a warm shim, `runs::warm`, waits for it; it
+//! ends quietly if the channel closes first). The shim then:
 //! - becomes a child subreaper, so the run's orphans are reparented to it
 //!   and reaped by it, never left as zombies;
 //! - runs `bash setup.sh` (when asked and present) and the command, each as
 //!   the leader of its own process group, with default signal dispositions,
 //!   an empty signal mask, stdin `/dev/null` and no inherited descriptors;
+//!   a run that takes input gives its command a pipe or a terminal instead
+//!   (`pty`; a terminal's output is captured as stdout) and listens for the
+//!   input on the run dir's `stdin.sock` (`stdin`, frames of `input`);
 //! - captures stdout and stderr through the masker into `stdout.log`,
 //!   `stderr.log` and `output.idx` (arrival order of chunks) in the run dir;
 //! - enforces the deadline (SIGTERM to the group, SIGKILL after the grace);
@@ -34,14 +38,18 @@
 //! process: this file (`main` and the phases), `child` (starting a phase's
 //! process), `capture` (pipes, masking, output files, progress events),
 //! `events` (the non-blocking event pipe), `children` (subreaper duties)
-//! and `deadline` (the deadline and signal threads).
+//! `deadline` (the deadline and signal threads), and `pty` and `stdin`
+//! (the command's pipe or terminal and the input socket feeding it).
 
 mod capture;
 mod child;
 mod children;
 mod deadline;
 mod events;
+pub mod input;
 pub mod protocol;
+mod pty;
+mod stdin;
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -57,7 +65,9 @@ use nix::unistd::Pid;
 
 use self::capture::{spawn_reader, OutputFiles, Stream};
 use self::events::EventPipe;
-pub use self::protocol::{ExitReport, Phase, RunAs, ShimEvent, ShimSpec};
+pub use self::protocol::{ExitReport, Phase, RunAs, ShimEvent, ShimSpec, StdinMode};
+use self::pty::ChildInput;
+use self::stdin::RunInput;
 use crate::containment::RunCgroup;
 use crate::durable;
 use crate::secrets::mask::{LiveMasker, Masker};
@@ -129,8 +139,12 @@ fn run_shim() -> io::Result<()> {
     }
     forwarded.thread_block().map_err(io::Error::from)?;
 
-    // The spec is the first line; stdin stays open for control lines.
-    let spec = ShimSpec::read_from(io::stdin().lock())?;
+    // The spec is the first line; stdin stays open for control lines. A
+    // warm shim waits here; the channel closing first means it was never
+    // used (the daemon stopped or died), and it ends having done nothing.
+    let Some(spec) = ShimSpec::read_from(io::stdin().lock())? else {
+        return Ok(());
+    };
     let _ = SHIM_LOG.set(RunDir::new(&spec.run_dir).shim_log());
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -207,52 +221,74 @@ fn run_phases(
     cgroup: Option<&RunCgroup>,
 ) -> ExitReport {
     let mut report = ExitReport::not_started();
-    if spec.setup && spec.cwd.join("setup.sh").is_file() {
-        let argv = ["bash".to_owned(), "setup.sh".to_owned()];
-        let ok = run_phase(
-            Phase::Setup,
-            &argv,
-            spec,
-            shared,
-            masker,
-            cgroup,
-            &mut report,
-        );
-        if !ok {
+    // The input socket listens from the start: a client may attach (and
+    // type ahead) while setup runs.
+    let mut input = match RunInput::open(spec) {
+        Ok(input) => input,
+        Err(err) => {
+            report.spawn_error = Some(format!("cannot open the run's stdin: {err}"));
             report.finished_at = Utc::now();
             return report;
         }
-    }
-    if !shared.stopping() {
+    };
+    let setup_ok = !(spec.setup && spec.cwd.join("setup.sh").is_file()) || {
+        let argv = ["bash".to_owned(), "setup.sh".to_owned()];
+        let phase = PhaseRun {
+            phase: Phase::Setup,
+            argv: &argv,
+            input: ChildInput::Null,
+            terminal: None,
+        };
+        run_phase(phase, spec, shared, masker, cgroup, &mut report)
+    };
+    if setup_ok && !shared.stopping() {
         report.started_at = Some(Utc::now());
-        run_phase(
-            Phase::Command,
-            &spec.argv,
-            spec,
-            shared,
-            masker,
-            cgroup,
-            &mut report,
-        );
+        let phase = PhaseRun {
+            phase: Phase::Command,
+            argv: &spec.argv,
+            input: std::mem::replace(&mut input.child, ChildInput::Null),
+            terminal: input.terminal.take(),
+        };
+        run_phase(phase, spec, shared, masker, cgroup, &mut report);
     }
+    input.close();
     report.finished_at = Utc::now();
     report
 }
 
+/// One phase to run: its argv, its stdio, and for a terminal, the
+/// master its output is read from.
+struct PhaseRun<'a> {
+    phase: Phase,
+    argv: &'a [String],
+    input: ChildInput,
+    terminal: Option<std::fs::File>,
+}
+
 /// Runs one phase to its end; true when it exited 0.
 fn run_phase(
-    phase: Phase,
-    argv: &[String],
+    run: PhaseRun<'_>,
     spec: &ShimSpec,
     shared: &Arc<Shared>,
     masker: &LiveMasker,
     cgroup: Option<&RunCgroup>,
     report: &mut ExitReport,
 ) -> bool {
+    let PhaseRun {
+        phase,
+        argv,
+        input,
+        terminal,
+    } = run;
     report.phase = phase;
     report.exit_code = None;
     report.signal = None;
-    let mut child = match child::spawn_child(argv, spec, cgroup.map(RunCgroup::procs_fd)) {
+    let procs = cgroup.map(RunCgroup::procs_fd);
+    let spawned = child::spawn_child(argv, spec, procs, &input);
+    // The child has its ends; a terminal's master reads the end of its
+    // output only once no copy of the slave is left here.
+    drop(input);
+    let mut child = match spawned {
         Ok(child) => child,
         Err(message) => {
             report.spawn_error = Some(message);
@@ -268,6 +304,7 @@ fn run_phase(
     if shared.stopping() {
         let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
     }
+    // A terminal's output is the run's stdout.
     let readers = [
         child
             .stdout
@@ -277,10 +314,11 @@ fn run_phase(
             .stderr
             .take()
             .map(|pipe| spawn_reader(pipe, Stream::Stderr, shared, masker)),
+        terminal.map(|master| spawn_reader(master, Stream::Stdout, shared, masker)),
     ];
     let status = children::wait_for_leader(pid);
     shared.current_pgid.store(0, Ordering::SeqCst);
-    children::kill_leftovers(pid, cgroup);
+    children::kill_leftovers(pid, cgroup, spec.kill_uid);
     children::reap_all();
     for reader in readers.into_iter().flatten() {
         let _ = reader.join();

@@ -44,6 +44,49 @@ pub struct ShimSpec {
     /// shim runs as root; `None`: the shim's own uid.
     #[serde(default)]
     pub run_as: Option<RunAs>,
+    /// A uid no other run has (`--run-uid-range`): every process of it is
+    /// killed when the run's processes are, wherever it went.
+    #[serde(default)]
+    pub kill_uid: Option<u32>,
+    /// The command's stdin: `/dev/null`, a pipe or a terminal, fed
+    /// through the run's input socket (`shim::stdin`).
+    #[serde(default)]
+    pub stdin: StdinMode,
+}
+
+/// What a run's command reads as stdin.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum StdinMode {
+    /// `/dev/null` (the default).
+    #[default]
+    Null,
+    /// A pipe whose write end the shim holds.
+    Pipe,
+    /// A pseudo-terminal: the command gets its slave as stdin, stdout and
+    /// stderr and as its controlling terminal; the shim holds the master.
+    Pty {
+        /// Columns.
+        cols: u16,
+        /// Rows.
+        rows: u16,
+    },
+}
+
+impl StdinMode {
+    /// Whether the run takes input (a pipe or a terminal).
+    pub fn takes_input(self) -> bool {
+        self != StdinMode::Null
+    }
+
+    /// The mode's name on the wire: `null`, `pipe` or `pty`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StdinMode::Null => "null",
+            StdinMode::Pipe => "pipe",
+            StdinMode::Pty { .. } => "pty",
+        }
+    }
 }
 
 /// A uid and gid a run executes as (its only group).
@@ -74,13 +117,17 @@ impl ShimSpec {
     }
 
     /// Reads the spec, the first line of `input` (the shim's stdin),
-    /// wiping the text it was parsed from.
-    pub fn read_from(mut input: impl io::BufRead) -> io::Result<ShimSpec> {
+    /// wiping the text it was parsed from. `None`: the channel closed
+    /// before a byte came (a warm shim that was never used).
+    pub fn read_from(mut input: impl io::BufRead) -> io::Result<Option<ShimSpec>> {
         let mut text = String::new();
-        input.read_line(&mut text)?;
+        if input.read_line(&mut text)? == 0 {
+            return Ok(None);
+        }
         let spec = serde_json::from_str::<ShimSpec>(&text);
         text.zeroize();
-        spec.map_err(|e| io::Error::other(format!("bad spec: {e}")))
+        spec.map(Some)
+            .map_err(|e| io::Error::other(format!("bad spec: {e}")))
     }
 }
 

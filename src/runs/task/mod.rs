@@ -172,6 +172,12 @@ impl RunTask {
     }
 
     /// Notes the run's shim in its record.
+    /// Notes the run's shim without writing the record: the first record,
+    /// written next, carries it (a warm shim is known before it).
+    pub(super) fn note_shim(&self, identity: ShimIdentity) {
+        self.cell.change(|run| run.shim = Some(identity));
+    }
+
     pub(super) fn record_shim(&self, identity: ShimIdentity) {
         self.update(durable::Durability::NoFlush, |run| {
             run.shim = Some(identity)

@@ -19,6 +19,11 @@ fn spec() -> ShimSpec {
         durable: false,
         max_output_bytes: 1 << 20,
         run_as: None,
+        kill_uid: None,
+        stdin: StdinMode::Pty {
+            cols: 100,
+            rows: 30,
+        },
     }
 }
 
@@ -28,7 +33,7 @@ fn spec_round_trips() {
     let spec = spec();
     let bytes = spec.encode().unwrap();
     assert_eq!(bytes.len(), bytes.capacity());
-    let back = ShimSpec::read_from(&bytes[..]).unwrap();
+    let back = ShimSpec::read_from(&bytes[..]).unwrap().unwrap();
     assert_eq!(back.run_dir, spec.run_dir);
     assert_eq!(back.argv, spec.argv);
     assert_eq!(back.cwd, spec.cwd);
@@ -41,10 +46,16 @@ fn spec_round_trips() {
     assert_eq!(back.durable, spec.durable);
 }
 
+/// A closed channel is no spec (an unused warm shim ends quietly).
+#[test]
+fn closed_channel_is_no_spec() {
+    assert!(ShimSpec::read_from(&b""[..]).unwrap().is_none());
+}
+
 /// A spec that is not one is refused with a message that holds none of it.
 #[test]
 fn bad_specs_are_refused() {
-    for text in ["", "{}", "{\"run_dir\": 1}", "not json"] {
+    for text in ["\n", "{}", "{\"run_dir\": 1}", "not json"] {
         let err = ShimSpec::read_from(text.as_bytes()).unwrap_err();
         assert!(err.to_string().starts_with("bad spec: "), "{text:?}: {err}");
     }

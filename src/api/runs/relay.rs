@@ -1,0 +1,95 @@
+//! The completion relay: `POST /v1/runs/{run_id}/complete`, where a run
+//! with a completion callback finds its `AUTOMATION_CALLBACK_URL`. It takes
+//! exactly the automation service's `RunCompleteRequest` (unknown fields
+//! refused), authenticated by the run's own token, and stores it as the
+//! run's report; the one completion sandboxd posts when the run ends
+//! carries it (see `callbacks::payload::build` for how it combines with
+//! the exit).
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::super::extract::{ApiJson, ApiPath};
+use super::super::{AppState, Caller};
+use super::view::view;
+use super::RunView;
+use crate::callbacks::RunReport;
+use crate::error::{ApiError, ErrorBody};
+
+/// `status` of a `RunCompleteRequest`.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CompleteStatus {
+    /// The script finished its work.
+    Completed,
+    /// The script failed.
+    Failed,
+}
+
+/// The automation service's `RunCompleteRequest`, as an SDK script posts it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteRequest {
+    /// `COMPLETED` or `FAILED`.
+    pub status: CompleteStatus,
+    /// The service's run id (ignored: the path names the run).
+    #[serde(default)]
+    pub run_id: Option<String>,
+    /// The conversation the script drove.
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    /// A text or the SDK's `ConversationErrorEvent`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<serde_json::Value>,
+    /// What the run cost.
+    #[serde(default)]
+    pub cost: Option<f64>,
+    /// Why the task could not go on.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub blocking_factor: Option<serde_json::Value>,
+    /// How the task ended, in the script's words.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub task_outcome: Option<serde_json::Value>,
+}
+
+/// From inside a run: its SDK's completion, relayed in the run's one
+/// completion callback.
+#[utoipa::path(post, path = "/v1/runs/{run_id}/complete", params(("run_id" = String, Path)),
+    request_body = CompleteRequest,
+    responses((status = 200, body = RunView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody)))]
+pub async fn complete_run(
+    State(state): State<AppState>,
+    Extension(_caller): Extension<Caller>,
+    ApiPath(run_id): ApiPath<String>,
+    ApiJson(request): ApiJson<CompleteRequest>,
+) -> Result<Json<RunView>, ApiError> {
+    if let Some(cost) = request.cost {
+        if !cost.is_finite() {
+            return Err(ApiError::BadRequest(format!(
+                "cost {cost} must be a number"
+            )));
+        }
+    }
+    let status = match request.status {
+        CompleteStatus::Completed => "COMPLETED",
+        CompleteStatus::Failed => "FAILED",
+    };
+    let report = RunReport {
+        conversation_id: request.conversation_id,
+        cost: request.cost,
+        status: Some(status.to_owned()),
+        error: request.error.filter(|e| !e.is_null()),
+        task_outcome: request.task_outcome.filter(|v| !v.is_null()),
+        blocking_factor: request.blocking_factor.filter(|v| !v.is_null()),
+    };
+    Ok(Json(view(
+        &state,
+        state.runs.report(&run_id, report).await?,
+    )))
+}

@@ -1,0 +1,142 @@
+//! The completion relay: a run with a callback finds
+//! `AUTOMATION_CALLBACK_URL` pointing at sandboxd and its own token as
+//! `AUTOMATION_CALLBACK_API_KEY`; what it posts there is merged into the
+//! one completion the service receives, with the service's real token.
+
+use serde_json::{json, Value};
+
+use super::sink::CallbackSink;
+use super::{assert_valid, callback, fast, TOKEN};
+use crate::support::TestDaemon;
+
+/// A shell script posting `body` to its `AUTOMATION_CALLBACK_URL` the way
+/// the SDK does (`Authorization: Bearer $AUTOMATION_CALLBACK_API_KEY`),
+/// printing the HTTP status, then exiting `code`.
+fn posts_then_exits(body: &Value, code: i32) -> Value {
+    let script = format!(
+        "curl -s -o /dev/null -w '%{{http_code}}\\n' -X POST -H \"Authorization: Bearer $AUTOMATION_CALLBACK_API_KEY\" \
+         -H 'Content-Type: application/json' -d '{body}' \"$AUTOMATION_CALLBACK_URL\"; exit {code}"
+    );
+    json!(["sh", "-c", script])
+}
+
+async fn relay_run(daemon: &TestDaemon, sink: &CallbackSink, id: &str, command: Value) -> Value {
+    daemon
+        .start_run(json!({"run_id": id, "command": command, "callback": callback(sink, id)}))
+        .await;
+    let got = sink.wait_completions(id, 1).await;
+    assert_valid(&got);
+    assert_eq!(
+        got[0].header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    got[0].body.clone()
+}
+
+/// The env points at sandboxd for this run, with the run's own token and
+/// never the service's.
+#[tokio::test]
+async fn relay_env_points_at_sandboxd_with_the_run_token() {
+    let sink = CallbackSink::start().await;
+    let daemon = TestDaemon::start_with(fast(&[])).await;
+    let script = "echo \"$AUTOMATION_CALLBACK_URL\"; echo \"$AUTOMATION_PHASE_URL\"; \
+                  [ \"$AUTOMATION_CALLBACK_API_KEY\" = \"$SANDBOXD_RUN_TOKEN\" ] && echo same-token; env";
+    let run = daemon
+        .exec(json!({"run_id": "env-1", "command": ["sh", "-c", script],
+                     "callback": callback(&sink, "env-1")}))
+        .await;
+    let stdout = run["stdout"].as_str().unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], format!("{}/v1/runs/env-1/complete", daemon.url));
+    assert_eq!(lines[1], format!("{}/v1/runs/env-1/phase", daemon.url));
+    assert_eq!(lines[2], "same-token");
+    assert!(!stdout.contains(TOKEN), "{stdout}");
+}
+
+/// An SDK-shaped completion with a conversation id and cost, then exit 0:
+/// one COMPLETED completion carrying them.
+#[tokio::test]
+async fn relay_carries_the_scripts_completion() {
+    let sink = CallbackSink::start().await;
+    let daemon = TestDaemon::start_with(fast(&[])).await;
+    let body = json!({"status": "COMPLETED", "run_id": "x", "conversation_id": "0123abcd", "cost": 0.42,
+                      "task_outcome": {"kind": "done"}});
+    let payload = relay_run(&daemon, &sink, "ok-1", posts_then_exits(&body, 0)).await;
+    assert_eq!(
+        payload,
+        json!({"status": "COMPLETED", "run_id": "ok-1", "conversation_id": "0123abcd", "cost": 0.42,
+               "task_outcome": {"kind": "done"}})
+    );
+    assert_eq!(sink.completions("ok-1").len(), 1, "exactly one completion");
+}
+
+/// The exit decides: COMPLETED then exit 1 is FAILED with the exit code;
+/// FAILED with an SDK error event then exit 0 is FAILED with that event.
+#[tokio::test]
+async fn relay_combines_the_scripts_status_with_the_exit() {
+    let sink = CallbackSink::start().await;
+    let daemon = TestDaemon::start_with(fast(&[])).await;
+    let said_ok = json!({"status": "COMPLETED", "conversation_id": "c1"});
+    let payload = relay_run(&daemon, &sink, "lie-1", posts_then_exits(&said_ok, 1)).await;
+    assert_eq!(payload["status"], "FAILED");
+    assert_eq!(payload["conversation_id"], "c1");
+    assert!(
+        payload["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("exit_code=1"),
+        "{payload}"
+    );
+
+    let event =
+        json!({"kind": "ConversationErrorEvent", "code": "ValueError", "detail": "disk full"});
+    let said_failed = json!({"status": "FAILED", "error": event});
+    let payload = relay_run(&daemon, &sink, "fail-0", posts_then_exits(&said_failed, 0)).await;
+    assert_eq!(
+        payload,
+        json!({"status": "FAILED", "run_id": "fail-0", "error": event})
+    );
+}
+
+/// Only the service's shape is taken: an unknown field is refused and
+/// nothing is stored; an ended run takes none.
+#[tokio::test]
+async fn relay_refuses_other_shapes() {
+    let sink = CallbackSink::start().await;
+    let daemon = TestDaemon::start_with(fast(&[])).await;
+    let extra = json!({"status": "COMPLETED", "surprise": 1});
+    let lower = json!({"status": "completed"});
+    let script = format!(
+        "for b in '{extra}' '{lower}'; do curl -s -X POST -H \"Authorization: Bearer $AUTOMATION_CALLBACK_API_KEY\" \
+         -H 'Content-Type: application/json' -d \"$b\" \"$AUTOMATION_CALLBACK_URL\"; echo; done"
+    );
+    let run = daemon
+        .exec(json!({"run_id": "shape-1", "command": ["sh", "-c", script],
+                     "callback": callback(&sink, "shape-1")}))
+        .await;
+    let answers: Vec<Value> = run["stdout"]
+        .as_str()
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(answers[0]["error"]["code"], "bad_json", "{answers:?}");
+    assert!(answers[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("surprise"));
+    assert_eq!(answers[1]["error"]["code"], "bad_json", "{answers:?}");
+    let got = sink.wait_completions("shape-1", 1).await;
+    assert_eq!(
+        got[0].body,
+        json!({"status": "COMPLETED", "run_id": "shape-1"})
+    );
+    let (status, _) = daemon
+        .post("/v1/runs/shape-1/complete", json!({"status": "FAILED"}))
+        .await;
+    assert_eq!(
+        status,
+        reqwest::StatusCode::CONFLICT,
+        "an ended run takes no completion"
+    );
+}

@@ -1,0 +1,246 @@
+//! Warm shims (`--warm-shims N`): a run takes a shim started ahead of need,
+//! the pool refills, a dead idle shim is never used and is replaced, idle
+//! shims never outlive the daemon (kill -9, shutdown, subreaper restart),
+//! and `--warm-shims 0` starts every shim on demand.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::{self, Options, TestDaemon};
+
+/// A daemon (the real binary, so its pid is its own) with these flags.
+async fn binary_daemon(args: &[&str]) -> TestDaemon {
+    TestDaemon::start_with(Options {
+        args: args.iter().map(|a| (*a).to_owned()).collect(),
+        binary: true,
+        ..Options::default()
+    })
+    .await
+}
+
+/// The parent pid of `pid`, from `/proc/<pid>/stat`.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Live `sandboxd shim` children of `parent`.
+fn shims_of(parent: i32) -> Vec<i32> {
+    let mut shims: Vec<i32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| parent_of(*pid) == Some(parent) && support::alive(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.split(|b| *b == 0).any(|arg| arg == b"shim"))
+        })
+        .collect();
+    shims.sort_unstable();
+    shims
+}
+
+/// The daemon's pid, from its status.
+async fn daemon_pid(daemon: &TestDaemon) -> i32 {
+    let (_, status) = daemon.get("/v1/status").await;
+    status["pid"].as_i64().unwrap() as i32
+}
+
+/// Waits until the status says `ready` warm shims and that many idle shims
+/// are the daemon's children; returns their pids.
+async fn wait_ready(daemon: &TestDaemon, ready: usize) -> Vec<i32> {
+    wait_ready_beside(daemon, ready, &[]).await
+}
+
+/// [`wait_ready`], with `busy` shims (running a run) beside the idle ones.
+async fn wait_ready_beside(daemon: &TestDaemon, ready: usize, busy: &[i32]) -> Vec<i32> {
+    let pid = daemon_pid(daemon).await;
+    let mut last = (Value::Null, Vec::new());
+    support::wait_for(
+        "the warm pool full",
+        || async {
+            let (_, status) = daemon.get("/v1/status").await;
+            let mut shims = shims_of(pid);
+            shims.retain(|shim| !busy.contains(shim));
+            let done = status["warm_shims"]["ready"] == ready && shims.len() == ready;
+            (done, (status["warm_shims"].clone(), shims))
+        },
+        &mut last,
+    )
+    .await;
+    last.1
+}
+
+/// Waits until none of `pids` exists any more (exited and reaped).
+async fn wait_gone(pids: &[i32], what: &str) {
+    let mut last = Vec::new();
+    support::wait_for(
+        what,
+        || async {
+            let left: Vec<i32> = pids
+                .iter()
+                .copied()
+                .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+                .collect();
+            (left.is_empty(), left)
+        },
+        &mut last,
+    )
+    .await;
+}
+
+/// A run's processes are the children of a shim that was already waiting
+/// before the run was asked for; the pool then refills with a new shim.
+#[tokio::test]
+async fn a_run_takes_a_warm_shim_and_the_pool_refills() {
+    let daemon = binary_daemon(&["--warm-shims", "1"]).await;
+    let (_, status) = daemon.get("/v1/status").await;
+    assert_eq!(status["warm_shims"]["target"], 1, "{status}");
+    let waiting = wait_ready(&daemon, 1).await;
+
+    daemon
+        .start_run(json!({"run_id": "w1", "command": "sleep 30"}))
+        .await;
+    let run = daemon
+        .wait_run("w1", "running", |r| r["pid"].is_number())
+        .await;
+    let child = run["pid"].as_i64().unwrap() as i32;
+    assert_eq!(
+        parent_of(child),
+        Some(waiting[0]),
+        "the run is on the warm shim"
+    );
+
+    let refilled = wait_ready_beside(&daemon, 1, &waiting).await;
+    assert_ne!(refilled, waiting, "a new shim waits for the next run");
+    let (code, _) = daemon.post("/v1/runs/w1/cancel", json!({})).await;
+    assert!(code.is_success(), "{code}");
+    let ended = daemon.wait_ended("w1").await;
+    assert_eq!(ended["state"], "cancelled", "{ended}");
+}
+
+/// Idle shims killed behind the daemon's back are never handed a run: the
+/// next run starts and succeeds, and the pool is full again soon after.
+#[tokio::test]
+async fn a_warm_shim_that_died_idle_is_skipped_and_replaced() {
+    let daemon = binary_daemon(&["--warm-shims", "2"]).await;
+    let killed = wait_ready(&daemon, 2).await;
+    for pid in &killed {
+        // SAFETY: kill with plain integers.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    wait_gone(&killed, "the killed shims reaped").await;
+
+    let run = daemon
+        .exec(json!({"command": "echo still-works", "wait": true}))
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    assert!(
+        run["stdout"].as_str().unwrap().contains("still-works"),
+        "{run}"
+    );
+
+    let replaced = wait_ready(&daemon, 2).await;
+    assert!(
+        replaced.iter().all(|pid| !killed.contains(pid)),
+        "{replaced:?}"
+    );
+}
+
+/// Idle shims end with their daemon: after kill -9 (their spec channel
+/// closes with the daemon) and after an ordered shutdown.
+#[tokio::test]
+async fn idle_warm_shims_never_outlive_the_daemon() {
+    let mut killed = binary_daemon(&["--warm-shims", "3"]).await;
+    let orphans = wait_ready(&killed, 3).await;
+    killed.kill9();
+    wait_gone(&orphans, "idle shims gone after kill -9 of the daemon").await;
+
+    let mut stopped = binary_daemon(&["--warm-shims", "3"]).await;
+    let idle = wait_ready(&stopped, 3).await;
+    stopped.signal(libc::SIGTERM);
+    assert!(stopped.wait_exit().success());
+    wait_gone(&idle, "idle shims gone after the shutdown").await;
+}
+
+/// In subreaper mode a killed daemon's idle shim exits and is reaped by
+/// the init (no zombie is left), while the restarted daemon warms a new
+/// pool.
+#[tokio::test]
+async fn the_init_reaps_the_idle_shims_of_a_killed_daemon() {
+    let daemon = binary_daemon(&["--subreaper", "--warm-shims", "2"]).await;
+    let inner = daemon_pid(&daemon).await;
+    let idle = wait_ready(&daemon, 2).await;
+    // SAFETY: kill with plain integers.
+    unsafe { libc::kill(inner, libc::SIGKILL) };
+    wait_gone(&idle, "the old idle shims exited and reaped").await;
+    let mut last = Vec::new();
+    support::wait_for(
+        "the daemon listening again",
+        || async {
+            let urls = daemon.listening();
+            (urls.len() >= 2, urls)
+        },
+        &mut last,
+    )
+    .await;
+    let url = last[1].clone();
+    let mut status = Value::Null;
+    support::wait_for(
+        "the new daemon's pool full",
+        || async {
+            let (_, status) = support::send(
+                reqwest::Client::new()
+                    .get(format!("{url}/v1/status"))
+                    .header("X-Session-API-Key", support::KEY),
+            )
+            .await;
+            (status["warm_shims"]["ready"] == 2, status)
+        },
+        &mut status,
+    )
+    .await;
+    assert_ne!(status["pid"], inner, "{status}");
+}
+
+/// More concurrent runs than warm shims: the rest start cold, every run is
+/// right, and each run's output is its own.
+#[tokio::test]
+async fn a_burst_beyond_the_pool_starts_shims_cold() {
+    let daemon = TestDaemon::start_with(Options {
+        args: vec!["--warm-shims".into(), "1".into()],
+        ..Options::default()
+    })
+    .await;
+    let runs = (0..24).map(|i| {
+        let daemon = &daemon;
+        async move {
+            let body = json!({"command": format!("echo run-{i}; exit {}", i % 3), "wait": true});
+            (i, daemon.exec(body).await)
+        }
+    });
+    for (i, run) in futures::future::join_all(runs).await {
+        assert_eq!(run["exit_code"], i % 3, "{run}");
+        assert_eq!(run["stdout"], format!("run-{i}\n"), "{run}");
+    }
+}
+
+/// `--warm-shims 0`: no shim waits while the daemon is idle, and runs work.
+#[tokio::test]
+async fn zero_warm_shims_start_every_shim_on_demand() {
+    let daemon = binary_daemon(&["--warm-shims", "0"]).await;
+    let run = daemon
+        .exec(json!({"command": "echo cold", "wait": true}))
+        .await;
+    assert_eq!(run["stdout"], "cold\n", "{run}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, status) = daemon.get("/v1/status").await;
+    assert_eq!(status["warm_shims"], json!({"target": 0, "ready": 0}));
+    assert!(shims_of(daemon_pid(&daemon).await).is_empty());
+}
