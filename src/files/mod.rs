@@ -4,10 +4,12 @@
 //! ([`crate::fsroot`]): no symlink below a root is followed, nothing
 //! outside the roots (nor `/proc`, `/sys`, `/dev`) is served.
 //!
+//! - `archive`: a directory as a tar.gz built on the fly.
 //! - `meta`: what a stat or a listing says of one entry.
 //! - `ops`: delete, mkdir and move under the upload roots.
 //! - `range`: the `Range` header (pure, table-tested).
 
+mod archive;
 mod meta;
 mod ops;
 pub mod range;

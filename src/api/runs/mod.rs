@@ -23,14 +23,14 @@ use crate::runs::{parse_signal, RunError};
 use crate::runs::{ListCursor, ListFilter, RunState};
 
 mod create;
-pub mod relay;
 pub mod interactive;
+pub mod relay;
 mod view;
 
 use create::create_run_request;
 pub use create::{check_run_id, parse_create_run, CallbackRequest, CommandSpec, CreateRunRequest};
-pub use relay::{complete_run, CompleteRequest, CompleteStatus};
 pub use interactive::{attach, post_stdin, AttachControl, AttachQuery, StdinQuery};
+pub use relay::{complete_run, CompleteRequest, CompleteStatus};
 use view::view;
 pub use view::{
     CallbackView, CancelRequest, ListQuery, LogsQuery, ReportView, RunList, RunStateView, RunView,
