@@ -1,5 +1,5 @@
 //! `sandboxd download`, `ls` and `rm`, run as the real binary against a
-//! real daemon.
+//! real daemon; and a run racing symlink swaps against the reading routes.
 
 use std::sync::Arc;
 
@@ -110,4 +110,97 @@ async fn download_ls_and_rm() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("path_not_allowed"));
+}
+
+/// A run swaps a directory for a symlink to a dir outside and back, as
+/// fast as it can, while downloads, listings and tar downloads run: each
+/// answer is the inside content or a refusal, never the outside's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_racing_symlink_swaps_never_gets_outside_content() {
+    use reqwest::{Method, StatusCode};
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let root = dir.path().join("files");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(root.join("tree/sub")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(root.join("tree/sub/data.txt"), b"inside").unwrap();
+    std::fs::write(outside.join("data.txt"), b"OUTSIDE").unwrap();
+    std::fs::write(outside.join("outside-only.txt"), b"OUTSIDE").unwrap();
+    let daemon = TestDaemon::start_with(Options {
+        args: vec![format!("--upload-root={}", root.display())],
+        dir: Some(dir),
+        ..Options::default()
+    })
+    .await;
+    let tree = root.join("tree");
+    let script = format!(
+        "cd {tree} && while :; do mv -T sub real && ln -sT {out} sub && rm sub && mv -T real sub; done",
+        tree = tree.display(),
+        out = outside.display()
+    );
+    daemon
+        .start_run(serde_json::json!({"run_id": "swapper", "command": script}))
+        .await;
+    let file = tree.join("sub/data.txt").display().to_string();
+    let sub = tree.join("sub").display().to_string();
+    let (mut served, mut refused) = (0, 0);
+    for _ in 0..150 {
+        let res = daemon
+            .request(Method::GET, "/v1/files")
+            .query(&[("path", &file)])
+            .send()
+            .await
+            .unwrap();
+        match res.status() {
+            StatusCode::OK => {
+                assert_eq!(res.bytes().await.unwrap(), &b"inside"[..]);
+                served += 1;
+            }
+            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND => refused += 1,
+            other => panic!("download: {other}: {}", res.text().await.unwrap()),
+        }
+        let res = daemon
+            .request(Method::GET, "/v1/files/list")
+            .query(&[("path", &sub)])
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        assert!(!text.contains("outside-only"), "listing: {text}");
+        assert!(
+            matches!(
+                status,
+                StatusCode::OK
+                    | StatusCode::FORBIDDEN
+                    | StatusCode::NOT_FOUND
+                    | StatusCode::BAD_REQUEST
+            ),
+            "listing: {status} {text}"
+        );
+        // A walk that meets a swapped dir ends the stream early (the
+        // connection is cut): a truncated archive, never a wrong one.
+        let res = daemon
+            .request(Method::GET, "/v1/files")
+            .query(&[("path", &tree.display().to_string())])
+            .send()
+            .await;
+        let bytes = match res {
+            Ok(res) => res.bytes().await.unwrap_or_default(),
+            Err(_) => Default::default(),
+        };
+        let mut tar = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut tar);
+        assert!(
+            !tar.windows(7).any(|w| w == b"OUTSIDE"),
+            "a tar of the tree holds outside content"
+        );
+    }
+    daemon
+        .post("/v1/runs/swapper/cancel", serde_json::json!({}))
+        .await;
+    assert!(
+        served + refused == 150,
+        "{served} served, {refused} refused"
+    );
 }
