@@ -204,3 +204,72 @@ async fn a_run_racing_symlink_swaps_never_gets_outside_content() {
         "{served} served, {refused} refused"
     );
 }
+
+/// A watch streams server-sent events for a create-modify-rename-delete
+/// sequence in order; a path outside the roots is refused.
+#[tokio::test]
+async fn watch_streams_create_modify_move_delete() {
+    use reqwest::{Method, StatusCode};
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let root = dir.path().join("files");
+    std::fs::create_dir_all(root.join("w")).unwrap();
+    let daemon = TestDaemon::start_with(Options {
+        args: vec![format!("--upload-root={}", root.display())],
+        dir: Some(dir),
+        ..Options::default()
+    })
+    .await;
+    let watched = root.join("w");
+    let mut res = daemon
+        .request(Method::GET, "/v1/files/watch")
+        .query(&[("path", watched.display().to_string())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    std::fs::write(watched.join("a.txt"), b"1").unwrap();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(watched.join("a.txt"))
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"2"))
+        .unwrap();
+    std::fs::rename(watched.join("a.txt"), watched.join("b.txt")).unwrap();
+    std::fs::remove_file(watched.join("b.txt")).unwrap();
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + support::TIMEOUT;
+    while !text.contains("event: delete") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "events so far: {text}"
+        );
+        let chunk = tokio::time::timeout(support::TIMEOUT, res.chunk())
+            .await
+            .expect("an event in time")
+            .unwrap()
+            .expect("the stream stays open");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let kinds: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    let first = |kind: &str| kinds.iter().position(|k| *k == kind).unwrap_or(usize::MAX);
+    assert!(
+        first("create") < first("modify")
+            && first("modify") < first("move")
+            && first("move") < first("delete"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"{"name":"b.txt","from":"a.txt"}"#),
+        "{text}"
+    );
+    let (status, _) = support::send(
+        daemon
+            .request(Method::GET, "/v1/files/watch")
+            .query(&[("path", "/etc")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
