@@ -5,6 +5,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -110,4 +111,51 @@ pub async fn move_file(
         path: request.to,
         created: None,
     }))
+}
+
+/// Query of `GET /v1/files/watch`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WatchQuery {
+    /// Absolute path of a directory under a readable root.
+    pub path: String,
+}
+
+/// Data of one watch event.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WatchEventView {
+    /// The entry's name (for a move, the new one); empty for `overflow`.
+    pub name: String,
+    /// For a `move` within the directory: the old name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// Watch a directory: server-sent events named `create`, `modify`,
+/// `delete`, `move` and `overflow` (events were dropped: the client read
+/// too slowly), each with a JSON `WatchEventView`.
+#[utoipa::path(get, path = "/v1/files/watch", tag = "files", params(WatchQuery),
+    responses((status = 200, description = "server-sent events", content_type = "text/event-stream", body = String),
+              (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn watch_files(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<WatchQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use axum::response::IntoResponse;
+    let files = state.files.clone();
+    let mut changes = blocking(move || files.watch(&query.path)).await?;
+    let stream = futures::stream::poll_fn(move |cx| changes.poll_recv(cx)).map(|change| {
+        let view = WatchEventView {
+            name: change.name,
+            from: change.from,
+        };
+        Event::default()
+            .event(change.kind)
+            .json_data(&view)
+            .or_else(|_| Ok::<_, std::convert::Infallible>(Event::default().event(change.kind)))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
 }

@@ -87,8 +87,10 @@ pub struct ListingView {
 
 /// Download a file: streamed, with a single `Range` (206; 416 when
 /// unsatisfiable), `ETag` and `Last-Modified`, and `If-None-Match` (304).
+/// A directory streams as a tar.gz built on the fly.
 #[utoipa::path(get, path = "/v1/files", tag = "files", params(PathQuery),
-    responses((status = 200, description = "the file", content_type = "application/octet-stream", body = Vec<u8>),
+    responses((status = 200, description = "the file (octet-stream), or a directory as a tar.gz (application/gzip)",
+               content((Vec<u8> = "application/octet-stream"), (Vec<u8> = "application/gzip"))),
               (status = 206, description = "the asked range", content_type = "application/octet-stream", body = Vec<u8>),
               (status = 304, description = "If-None-Match matched the ETag"),
               (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -99,8 +101,35 @@ pub async fn get_file(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let files = state.files.clone();
-    let opened = blocking(move || files.open(&query.path)).await?;
-    download(opened, &headers).await
+    let path = query.path.clone();
+    let opened = blocking(move || files.open(&path)).await;
+    match opened {
+        Err(ApiError::Files(FilesError::WrongKind { what, .. }))
+            if what.starts_with("is a directory") =>
+        {
+            archive(&state, &query.path).await
+        }
+        opened => download(opened?, &headers).await,
+    }
+}
+
+/// A directory as a tar.gz, streamed as it is built.
+async fn archive(state: &AppState, path: &str) -> Result<Response, ApiError> {
+    let files = state.files.clone();
+    let path = path.to_owned();
+    let chunks = blocking(move || files.archive(&path)).await?;
+    let stream = tokio_stream_from(chunks);
+    let headers = [(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/gzip"),
+    )];
+    Ok((StatusCode::OK, headers, Body::from_stream(stream)).into_response())
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// Download a file of a run's work dir; a run's own token may call it.

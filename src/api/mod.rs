@@ -134,6 +134,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(file_ops::delete_file),
         )
         .route("/v1/files/mkdir", post(file_ops::make_dir))
+        .route("/v1/files/watch", get(file_ops::watch_files))
         .route("/v1/files/move", post(file_ops::move_file))
         .route("/v1/files/stat", get(files::stat_file))
         .route("/v1/files/list", get(files::list_files))

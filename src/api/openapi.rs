@@ -27,7 +27,7 @@ use super::{file_ops, files, runs, secrets, status, uploads};
         runs::signal_run, runs::report_run, runs::relay::complete_run, runs::relay::phase_run, runs::delete_run, runs::interactive::post_stdin, runs::interactive::attach,
         uploads::put_bundle, uploads::post_bundle, uploads::put_file,
         files::get_file, files::stat_file, files::list_files, files::get_run_file,
-        file_ops::delete_file, file_ops::make_dir, file_ops::move_file,
+        file_ops::delete_file, file_ops::make_dir, file_ops::move_file, file_ops::watch_files,
         secrets::resolve_secrets,
         get_openapi,
     ),

@@ -7,9 +7,12 @@ pub mod attach;
 pub mod cancel;
 pub mod client;
 pub mod docs;
+pub mod download;
 pub mod exec;
 mod format;
 pub mod logs;
+pub mod ls;
+pub mod rm;
 pub mod run;
 pub mod runs;
 pub mod status;
@@ -103,6 +106,12 @@ pub enum Command {
     Attach(attach::AttachArgs),
     /// Show the daemon's state.
     Status(status::StatusArgs),
+    /// Download a file from the daemon's roots (resumes a `.part` left behind).
+    Download(download::DownloadArgs),
+    /// List a directory under the daemon's roots.
+    Ls(ls::LsArgs),
+    /// Remove a file or (with -r) a directory under the upload roots.
+    Rm(rm::RmArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(docs::CompletionsArgs),
     /// Print the man page (roff) of sandboxd or of one of its commands.
@@ -147,6 +156,18 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Status(mut args) => {
             args.client = args.client.or(outer);
             client_command(EXIT_ERROR, status::main(args))
+        }
+        Command::Download(mut args) => {
+            args.client = args.client.or(outer);
+            client_command(EXIT_ERROR, download::main(args))
+        }
+        Command::Ls(mut args) => {
+            args.client = args.client.or(outer);
+            client_command(EXIT_ERROR, ls::main(args))
+        }
+        Command::Rm(mut args) => {
+            args.client = args.client.or(outer);
+            client_command(EXIT_ERROR, rm::main(args))
         }
         Command::Completions(args) => docs::completions(&args),
         Command::Man(args) => docs::man(&args),

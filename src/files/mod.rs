@@ -4,13 +4,17 @@
 //! ([`crate::fsroot`]): no symlink below a root is followed, nothing
 //! outside the roots (nor `/proc`, `/sys`, `/dev`) is served.
 //!
+//! - `archive`: a directory as a tar.gz built on the fly.
 //! - `meta`: what a stat or a listing says of one entry.
 //! - `ops`: delete, mkdir and move under the upload roots.
 //! - `range`: the `Range` header (pure, table-tested).
+//! - `watch`: a directory watch (inotify), bounded.
 
+mod archive;
 mod meta;
 mod ops;
 pub mod range;
+mod watch;
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -24,6 +28,7 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 pub use meta::{EntryKind, Meta};
+pub use watch::Change;
 
 use crate::fsroot::{self, FileRoots};
 

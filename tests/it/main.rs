@@ -17,6 +17,7 @@ mod docs;
 mod examples;
 mod faults;
 mod files;
+mod files_cli;
 mod hostile;
 mod interactive;
 mod interactive_cli;

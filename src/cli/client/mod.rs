@@ -139,6 +139,14 @@ impl Client {
         Err(self.api_error(res).await)
     }
 
+    /// An answer already received; a non-2xx one becomes [`ClientError::Api`].
+    pub async fn send_checked(&self, res: Response) -> Result<Response, ClientError> {
+        if res.status().is_success() {
+            return Ok(res);
+        }
+        Err(self.api_error(res).await)
+    }
+
     /// Sends `req` and reads the JSON answer as `T`.
     pub async fn json<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, ClientError> {
         let res = self.send(req).await?;
@@ -255,7 +263,7 @@ impl Client {
         }
     }
 
-    fn transport_error(&self, err: reqwest::Error) -> ClientError {
+    pub(crate) fn transport_error(&self, err: reqwest::Error) -> ClientError {
         if err.is_connect() || (err.is_timeout() && err.status().is_none()) {
             return ClientError::Unreachable {
                 url: self.url.clone(),
