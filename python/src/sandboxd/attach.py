@@ -13,7 +13,7 @@ from types import TracebackType
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect, unix_connect
-from websockets.exceptions import ConnectionClosedOK, InvalidStatus
+from websockets.exceptions import ConnectionClosedError, ConnectionClosedOK, InvalidStatus
 
 from .errors import SandboxdError, error_from_answer
 from .models import AttachMessage
@@ -91,6 +91,8 @@ class Attachment:
             frame = await self._connection().recv()
         except ConnectionClosedOK:
             raise StopAsyncIteration from None
+        except ConnectionClosedError as err:
+            raise SandboxdError(0, "transport_error", f"attach {self._url}: {err}") from None
         if isinstance(frame, bytes):
             return frame
         message = AttachMessage.model_validate_json(frame)
