@@ -48,6 +48,9 @@ def test_files_round_trip(client: Client, daemon: Daemon, tmp_path: Path) -> Non
     assert client.download(root + "/sub/data.bin", sink) == len(content)
     assert sink.getvalue() == content
 
+    fresh = tmp_path / "fresh.bin"
+    assert client.download(root + "/sub/data.bin", fresh) == len(content)
+    assert fresh.read_bytes() == content
     # A partial file at the destination is resumed, a complete one left as is.
     dest = tmp_path / "copy.bin"
     dest.write_bytes(content[:1000])
