@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import sys
 import tarfile
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import Daemon
 
@@ -250,3 +252,15 @@ def _wait_running(client: Client, run_id: str) -> None:
     while client.status(run_id).state != RunState.RUNNING:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+
+
+def test_bundle_url_checked_against_its_sha256(client: Client, archive_server: str) -> None:
+    url = archive_server + "/bundle.tar.gz"
+    digest = hashlib.sha256(httpx.get(url).content).hexdigest()
+    with pytest.raises(SandboxdError) as mismatch:
+        client.upload_bundle("sum-bad", url, sha256="0" * 64)
+    assert (mismatch.value.status, mismatch.value.code) == (424, "bundle_checksum_mismatch")
+    assert mismatch.value.permanent is True
+    assert client.upload_bundle("sum-ok", url, sha256=digest).entries == 1
+    done = client.start_run(["bash", "main.sh"], run_id="sum-ok", wait=True)
+    assert done.stdout == "from-url\n"

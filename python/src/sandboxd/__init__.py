@@ -13,16 +13,21 @@ Inside a run, ``Client.from_env()`` talks with the run's own token
 backend of the OpenHands automation service.
 """
 
-from ._calls import DEFAULT_URL, BundleSource, Stream
+from ._calls import DEFAULT_URL, BundleSource, Destination, StdinMode, Stream
 from .async_client import AsyncClient
+from .attach import Attachment
 from .client import Client
 from .errors import SandboxdError, SandboxdUnavailable
 from .models import (
+    AttachMessage,
     BundleInfo,
     Callback,
     CallbackStatus,
     DaemonStatus,
+    DirPage,
     FileInfo,
+    FileStat,
+    PathInfo,
     Report,
     Run,
     RunPage,
@@ -32,19 +37,26 @@ from .models import (
 __all__ = [
     "DEFAULT_URL",
     "AsyncClient",
+    "AttachMessage",
+    "Attachment",
     "BundleInfo",
     "BundleSource",
     "Callback",
     "CallbackStatus",
     "Client",
     "DaemonStatus",
+    "Destination",
+    "DirPage",
     "FileInfo",
+    "FileStat",
+    "PathInfo",
     "Report",
     "Run",
     "RunPage",
     "RunState",
     "SandboxdError",
     "SandboxdUnavailable",
+    "StdinMode",
     "Stream",
 ]
 

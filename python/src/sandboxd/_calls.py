@@ -27,6 +27,8 @@ DEFAULT_URL = "http://127.0.0.1:60001"
 """Where ``sandboxd serve`` listens unless told otherwise."""
 
 Stream = Literal["stdout", "stderr", "both"]
+StdinMode = Literal["pipe", "pty"]
+"""What a run's command reads: a pipe, or a terminal (``None``: ``/dev/null``)."""
 BundleSource = bytes | str | os.PathLike[str]
 """Bytes of an archive, the path of an archive or of a directory, or an http(s) URL."""
 
@@ -81,6 +83,10 @@ def start_run(
     timeout_s: float | str | None,
     callback: Callback | Mapping[str, Any] | None,
     wait: bool,
+    stdin: StdinMode | None = None,
+    cols: int | None = None,
+    rows: int | None = None,
+    term: str | None = None,
 ) -> Call:
     """``POST /v1/runs``."""
     if isinstance(callback, Callback):
@@ -98,6 +104,10 @@ def start_run(
             "timeout_s": timeout_s,
             "callback": dict(callback) if callback is not None else None,
             "wait": True if wait else None,
+            "stdin": stdin,
+            "cols": cols,
+            "rows": rows,
+            "term": term,
         }
     )
     return Call("POST", "/v1/runs", json=body)
@@ -147,11 +157,21 @@ def resolve_sources(sources: Mapping[str, Any]) -> Call:
 
 
 def fetch_bundle(
-    run_id: str, url: str, headers: Mapping[str, str] | None, timeout_s: float | None
+    run_id: str,
+    url: str,
+    headers: Mapping[str, str] | None,
+    timeout_s: float | None,
+    sha256: str | None = None,
 ) -> Call:
-    """``POST /v1/runs/{id}/bundle``: the daemon downloads the archive."""
+    """``POST /v1/runs/{id}/bundle``: the daemon downloads the archive
+    (and, with ``sha256``, keeps it only when its digest matches)."""
     body = drop_none(
-        {"url": url, "headers": dict(headers) if headers else None, "timeout_s": timeout_s}
+        {
+            "url": url,
+            "headers": dict(headers) if headers else None,
+            "timeout_s": timeout_s,
+            "sha256": sha256,
+        }
     )
     return Call("POST", run_path(run_id, "/bundle"), json=body)
 
@@ -210,6 +230,99 @@ def put_file_call(path: str, mode: int | None, length: int | None) -> Call:
     if length is not None:
         call.headers["Content-Length"] = str(length)
     return call
+
+
+def write_stdin(run_id: str, close: bool) -> Call:
+    """``POST /v1/runs/{id}/stdin`` without its body."""
+    call = Call("POST", run_path(run_id, "/stdin"))
+    call.headers["Content-Type"] = "application/octet-stream"
+    if close:
+        call.params["close"] = "true"
+    return call
+
+
+def read_file(path: str) -> Call:
+    """``GET /v1/files``: an absolute path."""
+    return Call("GET", "/v1/files", params={"path": path})
+
+
+def read_run_file(run_id: str, path: str) -> Call:
+    """``GET /v1/runs/{id}/files``: a path relative to the run's work dir."""
+    return Call("GET", run_path(run_id, "/files"), params={"path": path})
+
+
+def stat(path: str) -> Call:
+    """``GET /v1/files/stat``."""
+    return Call("GET", "/v1/files/stat", params={"path": path})
+
+
+def list_dir(path: str, limit: int | None, after: str | None) -> Call:
+    """``GET /v1/files/list``: one page."""
+    params = drop_none(
+        {"path": path, "limit": str(limit) if limit is not None else None, "after": after}
+    )
+    return Call("GET", "/v1/files/list", params=params)
+
+
+def delete_file(path: str, recursive: bool) -> Call:
+    """``DELETE /v1/files``."""
+    call = Call("DELETE", "/v1/files", params={"path": path})
+    if recursive:
+        call.params["recursive"] = "true"
+    return call
+
+
+def mkdir(path: str) -> Call:
+    """``POST /v1/files/mkdir``."""
+    return Call("POST", "/v1/files/mkdir", json={"path": path})
+
+
+def move(src: str, dst: str) -> Call:
+    """``POST /v1/files/move``."""
+    return Call("POST", "/v1/files/move", json={"from": src, "to": dst})
+
+
+def resume_from(dest: str | os.PathLike[str]) -> int:
+    """Bytes already in a partial download at ``dest`` (0 when none)."""
+    try:
+        return os.path.getsize(dest)
+    except FileNotFoundError:
+        return 0
+
+
+def with_range(call: Call, start: int) -> Call:
+    """The call asking for the bytes from ``start`` on (a resumed download)."""
+    if start > 0:
+        call.headers["Range"] = f"bytes={start}-"
+    return call
+
+
+def already_complete(response: httpx.Response, start: int) -> bool:
+    """Whether a resumed download's answer says the file is all there
+    (``416`` with ``Content-Range: bytes */SIZE`` and SIZE == ``start``)."""
+    if response.status_code != 416 or start == 0:
+        return False
+    content_range: str | None = response.headers.get("Content-Range")
+    return content_range == f"bytes */{start}"
+
+
+Destination = str | os.PathLike[str] | IO[bytes]
+"""Where a download goes: a file path (resumed when partly there) or an open binary file."""
+
+
+def download_mode(response: httpx.Response, start: int) -> str | None:
+    """How to open a download's file for this answer: ``"ab"`` to append
+    to a resumed one, ``"wb"`` to write it whole, ``None`` when it is
+    already complete. Raises the daemon's error for other answers (their
+    body already read)."""
+    if already_complete(response, start):
+        return None
+    check(response)
+    if start > 0 and response.status_code == 206:
+        if not response.headers.get("Content-Range", "").startswith(f"bytes {start}-"):
+            raise SandboxdError(206, "bad_answer", "the daemon answered another range")
+        return "ab"
+    return "wb"
 
 
 def check(response: httpx.Response) -> None:

@@ -5,16 +5,28 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, overload
 
 import httpx
 
 from . import _calls as calls
-from ._calls import DEFAULT_URL, BundleSource, Stream
-from .models import BundleInfo, Callback, DaemonStatus, FileInfo, Run, RunPage
+from ._calls import DEFAULT_URL, BundleSource, Destination, StdinMode, Stream
+from .attach import Attachment, attach_url
+from .models import (
+    BundleInfo,
+    Callback,
+    DaemonStatus,
+    DirPage,
+    FileInfo,
+    FileStat,
+    PathInfo,
+    Run,
+    RunPage,
+)
 
 __all__ = ["AsyncClient"]
 
@@ -110,16 +122,19 @@ class AsyncClient:
         replace: bool = False,
         headers: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
+        sha256: str | None = None,
     ) -> BundleInfo:
         """Puts a bundle into the run's work dir, before the run starts.
 
         ``source``: archive bytes; an open binary file; the path of a tar,
         tar.gz or tar.zst archive; a directory (packed on the fly); or an
         http(s) URL, which the daemon downloads itself (``headers`` and
-        ``timeout_s`` apply to that download). Uploads are streamed.
+        ``timeout_s`` apply to that download; with ``sha256``, the bundle is
+        kept only when the downloaded archive has that digest). Uploads are
+        streamed.
         """
         if isinstance(source, str) and calls.is_url(source):
-            call = calls.fetch_bundle(run_id, source, headers, timeout_s)
+            call = calls.fetch_bundle(run_id, source, headers, timeout_s, sha256)
             return calls.parse(await self._send(call), BundleInfo)
         if isinstance(source, bytes | bytearray):
             call = calls.upload_call(run_id, replace, len(source))
@@ -143,6 +158,104 @@ class AsyncClient:
         call = calls.put_file_call(path, mode, calls.file_size(data))
         return calls.parse(await self._send(call, content=_achunks(data)), FileInfo)
 
+    @overload
+    async def download(self, path: str, dest: None = None) -> bytes: ...
+    @overload
+    async def download(self, path: str, dest: Destination) -> int: ...
+    async def download(self, path: str, dest: Destination | None = None) -> bytes | int:
+        """``GET /v1/files``: the file at the absolute ``path``, streamed.
+
+        ``dest`` is a file path (a partial file there is resumed with a
+        ``Range`` request) or an open binary file; the answer is then the
+        bytes at ``dest`` (for a path) or written (for a file). Without
+        ``dest`` the answer is the content itself (for small files)."""
+        return await self._download(calls.read_file(path), dest)
+
+    @overload
+    async def run_file(self, run_id: str | None, path: str, dest: None = None) -> bytes: ...
+    @overload
+    async def run_file(self, run_id: str | None, path: str, dest: Destination) -> int: ...
+    async def run_file(
+        self, run_id: str | None, path: str, dest: Destination | None = None
+    ) -> bytes | int:
+        """``GET /v1/runs/{id}/files``: ``path`` relative to the run's work
+        dir (a run's own token may read its own run's), as :meth:`download`."""
+        return await self._download(calls.read_run_file(self._run(run_id), path), dest)
+
+    async def stat(self, path: str) -> FileStat:
+        """``GET /v1/files/stat``: the entry at ``path`` (a symlink is not followed)."""
+        return calls.parse(await self._send(calls.stat(path)), FileStat)
+
+    async def list_dir_page(
+        self, path: str, *, limit: int | None = None, after: str | None = None
+    ) -> DirPage:
+        """``GET /v1/files/list``: one page of the directory, sorted by name."""
+        return calls.parse(await self._send(calls.list_dir(path, limit, after)), DirPage)
+
+    async def list_dir(self, path: str, *, limit: int | None = None) -> AsyncIterator[FileStat]:
+        """Every entry of the directory, sorted by name, ``limit`` a page."""
+        after: str | None = None
+        while True:
+            page = await self.list_dir_page(path, limit=limit, after=after)
+            for entry in page.entries:
+                yield entry
+            if page.next is None:
+                return
+            after = page.next
+
+    async def delete(self, path: str, *, recursive: bool = False) -> PathInfo:
+        """``DELETE /v1/files``: a file, a symlink, an empty dir, or with
+        ``recursive`` a dir and everything in it."""
+        return calls.parse(await self._send(calls.delete_file(path, recursive)), PathInfo)
+
+    async def mkdir(self, path: str) -> PathInfo:
+        """``POST /v1/files/mkdir``: the dir and its missing parents
+        (``created`` says whether it was made)."""
+        return calls.parse(await self._send(calls.mkdir(path)), PathInfo)
+
+    async def move(self, src: str, dst: str) -> PathInfo:
+        """``POST /v1/files/move``: renames, never over an existing entry."""
+        return calls.parse(await self._send(calls.move(src, dst)), PathInfo)
+
+    async def _download(self, call: calls.Call, dest: Destination | None) -> bytes | int:
+        if dest is None:
+            response = await self._send(call, timeout=calls.WAIT_TIMEOUT)
+            calls.check(response)
+            return response.content
+        if not isinstance(dest, str | os.PathLike):
+            async with self._stream(call) as response:
+                calls.check(response)
+                return await _awrite_all(response.aiter_bytes(), dest)
+        start = calls.resume_from(dest)
+        async with self._stream(calls.with_range(call, start)) as response:
+            mode = calls.download_mode(response, start)
+            if mode is not None:
+                # Opening is instant; the writes go to a worker thread.
+                with open(dest, mode) as out:
+                    await _awrite_all(response.aiter_bytes(), out)
+        return os.path.getsize(dest)
+
+    @asynccontextmanager
+    async def _stream(self, call: calls.Call) -> AsyncIterator[httpx.Response]:
+        """The answer with its body unread (an error answer's body is read)."""
+        request = self._http.build_request(
+            call.method,
+            call.path,
+            params=call.params,
+            headers=call.headers or None,
+            timeout=calls.WAIT_TIMEOUT,
+        )
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.TransportError as err:
+            raise calls.transport_failure(self.url, err) from None
+        try:
+            if response.status_code >= 400:
+                await response.aread()
+            yield response
+        finally:
+            await response.aclose()
+
     # Runs.
 
     async def start_run(
@@ -159,11 +272,18 @@ class AsyncClient:
         timeout_s: float | str | None = None,
         callback: Callback | Mapping[str, Any] | None = None,
         wait: bool = False,
+        stdin: StdinMode | None = None,
+        cols: int | None = None,
+        rows: int | None = None,
+        term: str | None = None,
     ) -> Run:
         """``POST /v1/runs``: starts ``command`` (an argv, or a string for
         ``bash -c``). The same ``run_id`` with the same request answers the
         existing run (a retried start never starts twice). ``wait=True``
-        answers once the run has ended, with its ``stdout`` and ``stderr``."""
+        answers once the run has ended, with its ``stdout`` and ``stderr``.
+        ``stdin`` gives the command an input: ``"pipe"``, or ``"pty"`` (a
+        terminal of ``cols`` by ``rows``, ``TERM=term``); write it with
+        :meth:`write_stdin`, or drive it with :meth:`attach`."""
         call = calls.start_run(
             command,
             run_id=run_id,
@@ -176,6 +296,10 @@ class AsyncClient:
             timeout_s=timeout_s,
             callback=callback,
             wait=wait,
+            stdin=stdin,
+            cols=cols,
+            rows=rows,
+            term=term,
         )
         return calls.parse(
             await self._send(call, timeout=calls.WAIT_TIMEOUT if wait else None), Run
@@ -256,6 +380,42 @@ class AsyncClient:
         finally:
             await response.aclose()
 
+    async def write_stdin(
+        self,
+        run_id: str | None,
+        data: bytes | IO[bytes] | AsyncIterable[bytes],
+        *,
+        close: bool = False,
+    ) -> None:
+        """``POST /v1/runs/{id}/stdin``: ``data`` (bytes, an open binary file
+        or async chunks, streamed) into the input of a ``pipe`` or ``pty``
+        run; ``close`` ends the input after it. Returns once it is written
+        (a command that reads slowly holds it back)."""
+        call = calls.write_stdin(self._run(run_id), close)
+        if isinstance(data, bytes | bytearray):
+            content: bytes | AsyncIterator[bytes] = bytes(data)
+        elif isinstance(data, AsyncIterable):
+            content = aiter(data)
+        else:
+            content = _achunks(data)
+        calls.check(await self._send(call, content=content, timeout=calls.WAIT_TIMEOUT))
+
+    def attach(
+        self, run_id: str | None = None, *, offset: int = 0, write: bool = True
+    ) -> Attachment:
+        """``GET /v1/runs/{id}/attach``, a WebSocket to the run: use it as
+        ``async with client.attach(run_id) as run:``, iterate ``run`` for
+        its output (``bytes``, from byte ``offset`` of it) and control
+        messages (:class:`~sandboxd.AttachMessage`, ``exit`` last), and
+        ``send``, ``resize``, ``eof`` its input. ``write=False`` attaches
+        read-only."""
+        base, socket_path = calls.transport_for(self.url)
+        path = calls.run_path(self._run(run_id), "/attach")
+        credential = self._http.headers.get("Authorization")
+        headers = {"Authorization": credential} if credential else {}
+        timeout = self._timeout.connect or 30.0
+        return Attachment(attach_url(base, path, offset, write), headers, socket_path, timeout)
+
     async def cancel(self, run_id: str | None = None, *, grace_s: float | None = None) -> Run:
         """SIGTERM to the run's processes, SIGKILL after ``grace_s`` (default 10)."""
         body = calls.drop_none({"grace_s": grace_s})
@@ -327,6 +487,15 @@ class AsyncClient:
             )
         except httpx.TransportError as err:
             raise calls.transport_failure(self.url, err) from None
+
+
+async def _awrite_all(chunks: AsyncIterator[bytes], out: IO[bytes]) -> int:
+    """Writes the chunks to ``out`` in a worker thread; the bytes written."""
+    written = 0
+    async for chunk in chunks:
+        await asyncio.to_thread(out.write, chunk)
+        written += len(chunk)
+    return written
 
 
 async def _achunks(file: IO[bytes], size: int = 1 << 16) -> AsyncIterator[bytes]:

@@ -13,11 +13,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "AttachMessage",
     "BundleInfo",
     "Callback",
     "CallbackStatus",
     "DaemonStatus",
+    "DirPage",
     "FileInfo",
+    "FileStat",
+    "PathInfo",
     "Report",
     "Run",
     "RunPage",
@@ -88,6 +92,7 @@ class Run(_Answer):
     stderr_truncated_bytes: int = 0
     truncation: str | None = None
     bundle: bool = False
+    stdin: str | None = None
     report: Report = Field(default_factory=Report)
     callback: CallbackStatus = Field(default_factory=CallbackStatus)
     stdout: str | None = None
@@ -120,6 +125,43 @@ class FileInfo(_Answer):
 
     path: str
     bytes: int
+
+
+class FileStat(_Answer):
+    """``GET /v1/files/stat``, and one entry of a directory listing.
+
+    ``type`` is ``file``, ``dir``, ``symlink`` (with ``target``) or ``other``;
+    ``mode`` is octal text (``"0644"``)."""
+
+    name: str
+    type: str
+    size: int
+    mode: str
+    mtime: datetime
+    target: str | None = None
+
+
+class DirPage(_Answer):
+    """One page of ``GET /v1/files/list``; ``next`` is the ``after`` of the next one."""
+
+    entries: list[FileStat]
+    next: str | None = None
+
+
+class PathInfo(_Answer):
+    """Answer of a delete, mkdir (``created``) or move (the new path)."""
+
+    path: str
+    created: bool | None = None
+
+
+class AttachMessage(_Answer):
+    """A control message of an attach WebSocket: ``attached`` (``writer``,
+    ``stdin``), ``read_only`` (``reason``), ``skipped`` (``bytes``),
+    ``error`` (``message``) or, last, ``exit`` (``state``, ``exit_code``,
+    ``signal``, ``error``). Its other fields are kept as extras."""
+
+    type: str
 
 
 class DaemonStatus(_Answer):
