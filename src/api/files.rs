@@ -20,7 +20,7 @@ use super::runs::check_run_id;
 use super::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::files::range::{self, Wanted};
-use crate::files::{EntryKind, FilesError, Meta, OpenedFile, MAX_LIST_LIMIT};
+use crate::files::{Compression, EntryKind, FilesError, Meta, OpenedFile, MAX_LIST_LIMIT};
 
 /// Chunk size of a download.
 const CHUNK: usize = 64 * 1024;
@@ -34,6 +34,58 @@ const DEFAULT_LIST_LIMIT: usize = 100;
 pub struct PathQuery {
     /// Absolute path, under a readable root (`--upload-root`, `--read-root`).
     pub path: String,
+}
+
+/// Query of `GET /v1/files`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DownloadQuery {
+    /// Absolute path, under a readable root (`--upload-root`, `--read-root`).
+    pub path: String,
+    /// A directory's archive: `tar.gz` (the default) or `tar.zst`; without
+    /// it, `Accept-Encoding` naming `zstd` (and not `gzip`) picks tar.zst.
+    pub format: Option<ArchiveFormat>,
+}
+
+/// How a directory is archived.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+pub enum ArchiveFormat {
+    /// tar, gzip-compressed.
+    #[serde(rename = "tar.gz")]
+    TarGz,
+    /// tar, zstd-compressed.
+    #[serde(rename = "tar.zst")]
+    TarZst,
+}
+
+/// The compression a download asked for, by `format` or else by
+/// `Accept-Encoding`.
+fn compression_of(format: Option<ArchiveFormat>, headers: &HeaderMap) -> Compression {
+    match format {
+        Some(ArchiveFormat::TarGz) => Compression::Gzip,
+        Some(ArchiveFormat::TarZst) => Compression::Zstd,
+        None => {
+            let accepted = headers
+                .get_all(header::ACCEPT_ENCODING)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|v| {
+                    v.split(';')
+                        .next()
+                        .unwrap_or("")
+                        .trim()
+                        .to_ascii_lowercase()
+                })
+                .collect::<Vec<_>>();
+            let names = |name: &str| accepted.iter().any(|a| a == name);
+            if names("zstd") && !names("gzip") {
+                Compression::Zstd
+            } else {
+                Compression::Gzip
+            }
+        }
+    }
 }
 
 /// Query of `GET /v1/runs/{run_id}/files`.
@@ -87,17 +139,18 @@ pub struct ListingView {
 
 /// Download a file: streamed, with a single `Range` (206; 416 when
 /// unsatisfiable), `ETag` and `Last-Modified`, and `If-None-Match` (304).
-/// A directory streams as a tar.gz built on the fly.
-#[utoipa::path(get, path = "/v1/files", tag = "files", params(PathQuery),
-    responses((status = 200, description = "the file (octet-stream), or a directory as a tar.gz (application/gzip)",
-               content((Vec<u8> = "application/octet-stream"), (Vec<u8> = "application/gzip"))),
+/// A directory streams as a tar.gz (or tar.zst: `format=tar.zst`, or
+/// `Accept-Encoding: zstd`) built on the fly.
+#[utoipa::path(get, path = "/v1/files", tag = "files", params(DownloadQuery),
+    responses((status = 200, description = "the file (octet-stream), or a directory as a tar.gz (application/gzip) or tar.zst (application/zstd)",
+               content((Vec<u8> = "application/octet-stream"), (Vec<u8> = "application/gzip"), (Vec<u8> = "application/zstd"))),
               (status = 206, description = "the asked range", content_type = "application/octet-stream", body = Vec<u8>),
               (status = 304, description = "If-None-Match matched the ETag"),
               (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 416, description = "no byte of the file is in the range", body = ErrorBody)))]
 pub async fn get_file(
     State(state): State<AppState>,
-    ApiQuery(query): ApiQuery<PathQuery>,
+    ApiQuery(query): ApiQuery<DownloadQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let files = state.files.clone();
@@ -107,21 +160,26 @@ pub async fn get_file(
         Err(ApiError::Files(FilesError::WrongKind { what, .. }))
             if what.starts_with("is a directory") =>
         {
-            archive(&state, &query.path).await
+            let compression = compression_of(query.format, &headers);
+            archive(&state, &query.path, compression).await
         }
         opened => download(opened?, &headers).await,
     }
 }
 
-/// A directory as a tar.gz, streamed as it is built.
-async fn archive(state: &AppState, path: &str) -> Result<Response, ApiError> {
+/// A directory as a compressed tar, streamed as it is built.
+async fn archive(
+    state: &AppState,
+    path: &str,
+    compression: Compression,
+) -> Result<Response, ApiError> {
     let files = state.files.clone();
     let path = path.to_owned();
-    let chunks = blocking(move || files.archive(&path)).await?;
+    let chunks = blocking(move || files.archive(&path, compression)).await?;
     let stream = tokio_stream_from(chunks);
     let headers = [(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/gzip"),
+        HeaderValue::from_static(compression.content_type()),
     )];
     Ok((StatusCode::OK, headers, Body::from_stream(stream)).into_response())
 }

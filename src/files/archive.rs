@@ -1,4 +1,4 @@
-//! A directory streamed as a tar.gz built on the fly: a blocking thread
+//! A directory streamed as a tar.gz (or tar.zst) built on the fly: a blocking thread
 //! walks the tree through descriptors (no symlink followed: a symlink is
 //! stored as a symlink, as extraction would take it back) and writes the
 //! archive into a bounded channel the response body reads; a slow client
@@ -23,22 +23,88 @@ const CHANNEL_CHUNKS: usize = 8;
 /// Most entries in one archive.
 const MAX_ENTRIES: usize = 1_000_000;
 
+/// How a directory's tar is compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip (`application/gzip`), the default.
+    #[default]
+    Gzip,
+    /// zstd (`application/zstd`).
+    Zstd,
+}
+
+impl Compression {
+    /// The media type of the archive.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => "application/gzip",
+            Compression::Zstd => "application/zstd",
+        }
+    }
+}
+
+/// The compressing writer in front of the channel.
+enum Encoder {
+    Gzip(flate2::write::GzEncoder<ChannelWriter>),
+    Zstd(zstd::stream::write::Encoder<'static, ChannelWriter>),
+}
+
+impl Encoder {
+    fn new(compression: Compression, sender: ChannelWriter) -> io::Result<Encoder> {
+        Ok(match compression {
+            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+                sender,
+                flate2::Compression::fast(),
+            )),
+            Compression::Zstd => Encoder::Zstd(zstd::stream::write::Encoder::new(sender, 3)?),
+        })
+    }
+
+    /// Writes the compressed stream's end.
+    fn finish(self) -> io::Result<()> {
+        match self {
+            Encoder::Gzip(gz) => gz.finish().map(drop),
+            Encoder::Zstd(zst) => zst.finish().map(drop),
+        }
+    }
+}
+
+impl Write for Encoder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Encoder::Gzip(gz) => gz.write(buf),
+            Encoder::Zstd(zst) => zst.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Encoder::Gzip(gz) => gz.flush(),
+            Encoder::Zstd(zst) => zst.flush(),
+        }
+    }
+}
+
 impl Files {
-    /// Starts streaming the directory `path` as a tar.gz; the receiver
-    /// yields its bytes (an error ends the stream early).
-    pub fn archive(&self, path: &str) -> Result<mpsc::Receiver<io::Result<Bytes>>, FilesError> {
+    /// Starts streaming the directory `path` as a compressed tar; the
+    /// receiver yields its bytes (an error ends the stream early).
+    pub fn archive(
+        &self,
+        path: &str,
+        compression: Compression,
+    ) -> Result<mpsc::Receiver<io::Result<Bytes>>, FilesError> {
         let at = self.locate(path)?;
         let dir = fsroot::open_dir_beneath(at.base, &at.rel).map_err(|e| located_error(&at, e))?;
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         std::thread::spawn(move || {
             let sender = ChannelWriter { tx: tx.clone() };
-            let gz = flate2::write::GzEncoder::new(sender, flate2::Compression::fast());
-            let mut builder = tar::Builder::new(gz);
-            builder.follow_symlinks(false);
-            let mut count = 0;
-            let walked = walk(&mut builder, dir.as_fd(), Path::new(""), &mut count)
-                .and_then(|()| builder.into_inner())
-                .and_then(|gz| gz.finish().map(drop));
+            let walked = Encoder::new(compression, sender).and_then(|encoder| {
+                let mut builder = tar::Builder::new(encoder);
+                builder.follow_symlinks(false);
+                let mut count = 0;
+                walk(&mut builder, dir.as_fd(), Path::new(""), &mut count)?;
+                builder.into_inner()?.finish()
+            });
             if let Err(err) = walked {
                 let _ = tx.blocking_send(Err(err));
             }

@@ -27,6 +27,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
+pub use archive::Compression;
 pub use meta::{EntryKind, Meta};
 pub use watch::Change;
 

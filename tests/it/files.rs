@@ -467,6 +467,52 @@ async fn a_directory_downloads_as_tar_gz_equal_to_its_source() {
     );
 }
 
+/// A directory as tar.zst: asked by `format=tar.zst` or by
+/// `Accept-Encoding: zstd`; the archive unpacks to its source. An unknown
+/// format is a 400 naming the parameter.
+#[tokio::test]
+async fn a_directory_downloads_as_tar_zst_when_asked() {
+    let (daemon, root) = daemon_with_root(&[]).await;
+    let src = root.join("proj");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/data.txt"), b"zstd please").unwrap();
+    let by_param = daemon
+        .request(Method::GET, "/v1/files")
+        .query(&[
+            ("path", src.display().to_string()),
+            ("format", "tar.zst".into()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let by_header = download(&daemon, &src, &[("accept-encoding", "zstd")]).await;
+    for res in [by_param, by_header] {
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()["content-type"], "application/zstd");
+        let bytes = res.bytes().await.unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let decoder = zstd::stream::read::Decoder::new(&bytes[..]).unwrap();
+        tar::Archive::new(decoder).unpack(out.path()).unwrap();
+        assert_eq!(
+            std::fs::read(out.path().join("sub/data.txt")).unwrap(),
+            b"zstd please"
+        );
+    }
+    let both = download(&daemon, &src, &[("accept-encoding", "gzip, zstd")]).await;
+    assert_eq!(both.headers()["content-type"], "application/gzip");
+    let (status, body) = get_json(
+        &daemon,
+        "/v1/files",
+        &[
+            ("path", src.display().to_string()),
+            ("format", "rar".into()),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.to_string().contains("format"), "{body}");
+}
+
 fn walkdir(base: &Path) -> Vec<String> {
     let mut found = Vec::new();
     let mut stack = vec![base.to_owned()];
