@@ -2,11 +2,12 @@
 # File download benchmark, side by side in one run: `cat FILE > /dev/null`
 # (the limit), `GET /v1/files` of a release sandboxd over loopback (curl
 # to /dev/null), and the agent-server's own file download
-# (`GET /api/file/download/<path>`) when bench/install-peer.sh can install
+# (`GET /api/file/download?path=<path>`) when bench/install-peer.sh can install
 # it (otherwise its row says why it is missing). Prints the median MiB/s
 # of RUNS runs of each and sandboxd's peak RSS (VmHWM) before and after.
 #
-#   bench/download.sh                  # RUNS=5 SIZE_MIB=1024, file on /dev/shm
+#   bench/download.sh                  # RUNS=5 SIZE_MIB=1024, file under /tmp (page cache warm;
+#                                      # not /dev/shm: sandboxd never serves below /dev)
 #   RUNS=3 WORK=/var/tmp/b bench/download.sh
 #   SANDBOXD_BIN=path/to/sandboxd bench/download.sh
 #
@@ -15,7 +16,7 @@ set -euo pipefail
 
 RUNS=${RUNS:-5}
 SIZE_MIB=${SIZE_MIB:-1024}
-WORK=${WORK:-/dev/shm/sandboxd-dl-bench-$$}
+WORK=${WORK:-${TMPDIR:-/tmp}/sandboxd-dl-bench-$$}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 KEY=bench-key-$$
 
@@ -61,9 +62,9 @@ if PY=$("$ROOT/bench/install-peer.sh" 2> "$WORK/peer-install.log"); then
     PEER_PID=$!
     for _ in $(seq 600); do curl -sf "http://127.0.0.1:$PEER_PORT/health" > /dev/null && break; sleep 0.1; done
     code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Session-API-Key: $KEY" \
-        "http://127.0.0.1:$PEER_PORT/api/file/download$FILE" || true)
+        "http://127.0.0.1:$PEER_PORT/api/file/download?path=$FILE" || true)
     if [[ "$code" == 200 ]]; then
-        PEER_URL="http://127.0.0.1:$PEER_PORT/api/file/download$FILE"
+        PEER_URL="http://127.0.0.1:$PEER_PORT/api/file/download?path=$FILE"
     else
         PEER_NOTE="agent-server answered $code to its file download; see $WORK/peer.log"
     fi
@@ -83,6 +84,13 @@ run_case() {
     for _ in $(seq "$RUNS"); do all+=("$(timed "$@")"); done
     SECS[$name]=$(printf '%s\n' "${all[@]}" | median)
 }
+# One checked download first: a refused request must not pass for a fast one.
+got=$(curl -sf -o /dev/null -w '%{size_download}' -H "X-Session-API-Key: $KEY" \
+    "http://127.0.0.1:$PORT/v1/files?path=$FILE") || true
+if [[ "$got" != "$((SIZE_MIB << 20))" ]]; then
+    echo "sandboxd's download gave ${got:-nothing} bytes, not $((SIZE_MIB << 20)); see $WORK/sandboxd.log" >&2
+    exit 1
+fi
 run_case cat cat "$FILE"
 run_case sandboxd curl -sf -o /dev/null -H "X-Session-API-Key: $KEY" \
     "http://127.0.0.1:$PORT/v1/files?path=$FILE"

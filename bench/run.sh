@@ -88,6 +88,10 @@ BENCH_EXEC_ONLY=1 BENCH_OUT="$out/daemon.md" cargo bench --bench daemon >/dev/nu
 BENCH_OUT="$out/attach.md" cargo bench --bench attach >/dev/null ||
     echo "cargo bench --bench attach failed; its section is left out" >&2
 
+rm -f "$out/download.txt"
+bench/download.sh 2>/dev/null | grep -v '^== ' >"$out/download.txt" ||
+    echo "bench/download.sh failed; its section is left out" >&2
+
 echo "== running the scenarios"
 "$driver" &
 driver_pid=$!

@@ -742,6 +742,16 @@ terminal; one byte sent as a WebSocket frame, timed until the terminal's echo co
             let _ = writeln!(o, "\n{title}\n\n{}", table.trim_end());
         }
     }
+    if let Ok(text) = std::fs::read_to_string(cfg.out.join("download.txt")) {
+        let _ = writeln!(
+            o,
+            "\n## 9. Download a file\n\n`bench/download.sh`: one 1 GiB file of random bytes under \
+/tmp (in the page cache; not under /dev/shm, as sandboxd serves nothing below /dev), read whole by `cat` to `/dev/null` (the limit), downloaded from sandboxd's \
+`GET /v1/files` by curl, and from the agent-server's `GET /api/file/download?path=<path>`; medians of 5 \
+runs, and sandboxd's peak RSS before and after.\n\n```\n{}\n```",
+            text.trim_end()
+        );
+    }
 
     if !plots.is_empty() {
         let _ = writeln!(o, "\n## Plots\n");
