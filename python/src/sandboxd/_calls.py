@@ -236,6 +236,10 @@ def write_stdin(run_id: str, close: bool) -> Call:
     """``POST /v1/runs/{id}/stdin`` without its body."""
     call = Call("POST", run_path(run_id, "/stdin"))
     call.headers["Content-Type"] = "application/octet-stream"
+    # A refused write is answered before its body is read, and the daemon
+    # then closes the connection: not one to hand back to the pool, where
+    # the next request could meet the close.
+    call.headers["Connection"] = "close"
     if close:
         call.params["close"] = "true"
     return call
