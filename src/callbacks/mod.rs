@@ -273,7 +273,9 @@ impl Outbox {
             entries.insert(run_id.clone(), Entry { record, due });
             saved
         };
-        if !behind_phases {
+        if behind_phases {
+            self.shared.phases.run_ended.notify_waiters();
+        } else {
             // The first attempt starts right here, not through the
             // worker's loop: one task hop less between a run's end and
             // its callback.

@@ -13,7 +13,8 @@
 //!
 //! The run's completion waits for its queue: the service takes phases only
 //! while the run is running, so a phase that arrived after the completion
-//! would be lost. The queue is bounded: past [`MAX_PENDING`] undelivered
+//! would be lost. It waits at most [`COMPLETION_WAITS_AT_MOST`] after the
+//! run's end: the completion is the promise, phases are progress. The queue is bounded: past [`MAX_PENDING`] undelivered
 //! phases the newest replaces the last one waiting. The service keeps only
 //! the current phase, so what it ends up showing is the same.
 
@@ -38,6 +39,11 @@ const PHASES_VERSION: u32 = 1;
 
 /// Undelivered phases kept per run.
 pub(crate) const MAX_PENDING: usize = 64;
+
+/// Longest a run's completion waits, after the run ended, for phases the
+/// service does not take: then they are dropped (the completion supersedes
+/// them; the service takes no phase after it anyway).
+const COMPLETION_WAITS_AT_MOST: Duration = Duration::from_secs(30);
 
 /// Longest one phase report may take.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,6 +86,8 @@ pub(crate) struct Phases {
     /// with the queue's latest state. Phases are few per run, so one lock
     /// for all runs costs nothing worth a lock per run.
     writes: Mutex<()>,
+    /// A run's completion is waiting: queues in backoff look again.
+    pub(super) run_ended: tokio::sync::Notify,
 }
 
 impl Phases {
@@ -110,6 +118,7 @@ impl Phases {
             dir,
             queues: Mutex::new(queues),
             writes: Mutex::new(()),
+            run_ended: tokio::sync::Notify::new(),
         })
     }
 
@@ -230,25 +239,9 @@ pub(super) fn resume(shared: &Arc<Shared>) {
 /// completion go. Returns early, leaving the file, when the outbox stops.
 async fn post_all(shared: Arc<Shared>, run_id: String) {
     loop {
-        let next = {
-            let mut queues = shared.phases.lock();
-            match queues.get(&run_id).map(|q| q.pending.first().cloned()) {
-                Some(Some(front)) => {
-                    let queue = &queues[&run_id];
-                    Some((
-                        front,
-                        queue.url.clone(),
-                        queue.token.as_ref().map(|t| t.0.clone()),
-                    ))
-                }
-                Some(None) => {
-                    queues.remove(&run_id);
-                    None
-                }
-                None => None,
-            }
-        };
-        let Some((front, url, token)) = next else {
+        let waited = completion_waiting_for(&shared, &run_id);
+        let over = waited.is_some_and(|w| w >= COMPLETION_WAITS_AT_MOST);
+        let Some((front, url, token)) = next_phase(&shared, &run_id, over) else {
             break;
         };
         let body = serde_json::json!({ "phase": front.phase })
@@ -264,12 +257,17 @@ async fn post_all(shared: Arc<Shared>, run_id: String) {
             }) => result,
             () = shared.stop.cancelled() => return,
         };
-        let wait = settle_front(&shared, &run_id, &front, &result);
-        if let Some(wait) = wait {
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = shared.stop.cancelled() => return,
-            }
+        let Some(mut wait) = settle_front(&shared, &run_id, &front, &result) else {
+            continue;
+        };
+        // A completion that is waiting is not kept past its limit.
+        if let Some(waited) = completion_waiting_for(&shared, &run_id) {
+            wait = wait.min(COMPLETION_WAITS_AT_MOST.saturating_sub(waited));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shared.phases.run_ended.notified() => {}
+            () = shared.stop.cancelled() => return,
         }
     }
     let _ = tokio::task::spawn_blocking({
@@ -285,6 +283,47 @@ async fn post_all(shared: Arc<Shared>, run_id: String) {
     // The completion held back for this queue may go now.
     shared.wake.notify_one();
     shared.changed.notify_waiters();
+}
+
+/// How long the run's completion has been waiting (since the run ended),
+/// when it is in the outbox.
+fn completion_waiting_for(shared: &Shared, run_id: &str) -> Option<Duration> {
+    let entries = shared.lock_entries();
+    let record = &entries.get(run_id)?.record;
+    Some(
+        (Utc::now() - record.created_at)
+            .to_std()
+            .unwrap_or_default(),
+    )
+}
+
+/// The queue's front with where and how to post it; `None` once the queue
+/// is empty (it is removed) or, with `give_up`, dropped whole.
+fn next_phase(
+    shared: &Shared,
+    run_id: &str,
+    give_up: bool,
+) -> Option<(PendingPhase, String, Option<secrecy::SecretString>)> {
+    let mut queues = shared.phases.lock();
+    let queue = queues.get(run_id)?;
+    match queue.pending.first() {
+        Some(front) if !give_up => Some((
+            front.clone(),
+            queue.url.clone(),
+            queue.token.as_ref().map(|t| t.0.clone()),
+        )),
+        _ => {
+            if !queue.pending.is_empty() {
+                tracing::warn!(
+                    run_id,
+                    dropped = queue.pending.len(),
+                    "phase reports dropped: the run's completion waits no longer"
+                );
+            }
+            queues.remove(run_id);
+            None
+        }
+    }
 }
 
 /// Applies an attempt's result to the queue front: taken or given up (it

@@ -3,9 +3,11 @@
 //! `AUTOMATION_CALLBACK_API_KEY`; what it posts there is merged into the
 //! one completion the service receives, with the service's real token.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
-use super::sink::CallbackSink;
+use super::sink::{CallbackSink, Reply};
 use super::{assert_valid, callback, fast, free_addr, wait_callback, TOKEN};
 use crate::support::{Options, TestDaemon};
 
@@ -202,6 +204,54 @@ async fn relay_phases_survive_a_crash_and_go_before_the_completion() {
         );
     }
     assert!(!queued.exists(), "the queue's file goes once it is empty");
+}
+
+/// A phase endpoint that never takes anything holds the run's completion
+/// back for 30 s after the run's end at most: then the phases are dropped
+/// (logged) and the one completion goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phases_hold_the_completion_back_for_30_s_at_most() {
+    let sink = CallbackSink::start().await;
+    sink.script_phases(&[Reply::Status(500); 10_000]);
+    let daemon = TestDaemon::start_with(Options {
+        binary: true,
+        ..fast(&[])
+    })
+    .await;
+    let mut cb = callback(&sink, "ph-stuck");
+    cb["phases"] = json!(true);
+    let run = daemon
+        .exec(json!({"run_id": "ph-stuck", "command": ["true"], "callback": cb}))
+        .await;
+    assert_eq!(run["state"], "succeeded");
+    let ended = std::time::Instant::now();
+    let got = sink
+        .wait_within("the completion", Duration::from_secs(45), |all| {
+            all.iter().any(|r| r.is_complete())
+        })
+        .await;
+    let held = ended.elapsed();
+    let got: Vec<_> = got.into_iter().filter(|r| r.is_complete()).collect();
+    assert_eq!(got.len(), 1);
+    assert!(
+        held >= Duration::from_secs(28) && held < Duration::from_secs(40),
+        "the completion came {held:?} after the run's end"
+    );
+    assert_eq!(
+        got[0].body,
+        json!({"status": "COMPLETED", "run_id": "ph-stuck"})
+    );
+    let tried = sink.for_run("ph-stuck");
+    assert!(
+        tried.iter().filter(|r| r.is_phase()).count() >= 3,
+        "phases were retried while the completion waited"
+    );
+    assert!(tried
+        .iter()
+        .filter(|r| r.is_phase())
+        .all(|r| r.body["phase"] == "running"));
+    assert!(daemon.logs().contains("phase reports dropped"));
+    assert!(!daemon.state_dir().join("outbox/ph-stuck.phases").exists());
 }
 
 /// Only the service's shape is taken: an unknown field is refused and
