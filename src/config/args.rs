@@ -190,9 +190,9 @@ pub struct ServeArgs {
         long,
         env = "SANDBOXD_RUN_UID_RANGE",
         value_name = "FIRST-LAST",
-        value_parser = super::parse::parse_uid_range
+        value_parser = super::uid_range::parse_uid_range
     )]
-    pub run_uid_range: Option<super::parse::UidRange>,
+    pub run_uid_range: Option<super::uid_range::UidRange>,
 
     /// Run the supervised service (the agent-server after `--`) as this
     /// user (`USER[:GROUP]`) when sandboxd runs as root, so runs cannot
