@@ -80,12 +80,15 @@ pub(super) fn check(
             service.uid
         );
     }
-    for (file, what) in [("/etc/passwd", "user"), ("/etc/group", "group")] {
+    for (file, what, id_kind) in [
+        ("/etc/passwd", "user", "uid"),
+        ("/etc/group", "group", "gid"),
+    ] {
         let text = std::fs::read_to_string(file).unwrap_or_default();
         if let Some((name, id)) = named_id_in(range, &text) {
             bail!(
-                "--run-uid-range {range} holds {id}, the id of the {what} {name} in {file}: \
-                 pick a range no {what} has"
+                "--run-uid-range {range} holds {id_kind} {id}, which {file} gives to the {what} \
+                 {name}: pick a range no {what} has"
             );
         }
     }

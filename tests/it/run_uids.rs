@@ -301,7 +301,7 @@ fn ranges_holding_a_named_user_are_refused() {
     let line = range_refused(&format!("{uid}-{uid}"), &["--max-running", "1"], None);
     assert!(
         line.contains(&format!(
-            "holds {uid}, the id of the user {name} in /etc/passwd"
+            "holds uid {uid}, which /etc/passwd gives to the user {name}:"
         )),
         "{line}"
     );
