@@ -183,8 +183,11 @@ pub struct ServeArgs {
     /// Give each run a uid (and gid) of its own from this range
     /// (`FIRST-LAST`, e.g. `61184-65519`), held until the run is removed,
     /// when sandboxd runs as root: runs cannot reach each other, and every
-    /// process of that uid dies with the run. No other user may own a uid
-    /// in the range. Excludes --run-user.
+    /// process of that uid dies with the run. Excludes --run-user. Refused
+    /// at start when it holds uid 0, sandboxd's or --service-user's uid,
+    /// or an id /etc/passwd or /etc/group names, or has fewer uids than
+    /// --max-running; narrower than --max-running plus --retain-runs, it
+    /// is warned about (ended runs hold their uids until removed).
     #[arg(
         help_heading = "Containment",
         long,
