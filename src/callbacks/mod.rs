@@ -19,6 +19,7 @@
 
 pub(crate) mod deliver;
 pub(crate) mod payload;
+mod phases;
 pub(crate) mod store;
 mod target;
 pub(crate) mod worker;
@@ -28,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -97,8 +98,8 @@ struct Shared {
     metrics: Metrics,
     store: Store,
     entries: Mutex<HashMap<String, Entry>>,
-    /// Phase queues of running runs, by callback URL.
-    phases: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
+    /// Phase queues of runs, in memory and on disk.
+    phases: phases::Phases,
     /// Something became due: a new entry, or a settled attempt.
     wake: Notify,
     /// An attempt settled (for [`Outbox::flush`]).
@@ -171,10 +172,6 @@ impl Shared {
         }
         left
     }
-
-    fn lock_phases(&self) -> MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<String>>> {
-        self.phases.lock().unwrap_or_else(|e| e.into_inner())
-    }
 }
 
 impl Outbox {
@@ -196,7 +193,9 @@ impl Outbox {
             .timeout(config.callback_timeout)
             .build()
             .map_err(std::io::Error::other)?;
-        let store = Store::new(crate::state_dir::StateDir::new(&config.state_dir).outbox());
+        let dir = crate::state_dir::StateDir::new(&config.state_dir).outbox();
+        let store = Store::new(dir.clone());
+        let phases = phases::Phases::load(dir)?;
         let now = tokio::time::Instant::now();
         let entries: HashMap<String, Entry> = store
             .load_all()?
@@ -216,7 +215,7 @@ impl Outbox {
             metrics,
             store,
             entries: Mutex::new(entries),
-            phases: Mutex::default(),
+            phases,
             wake: Notify::new(),
             changed: Notify::new(),
             stop: CancellationToken::new(),
@@ -224,6 +223,7 @@ impl Outbox {
             origins: Mutex::default(),
             unsaved: durable::Unsaved::default(),
         });
+        phases::resume(&shared);
         tokio::spawn(worker::run(shared.clone()));
         Ok(Outbox { shared })
     }
@@ -237,8 +237,6 @@ impl Outbox {
     /// and it completes before the caller records the run's end.
     pub async fn enqueue(&self, completion: Completion) -> std::io::Result<()> {
         let run_id = completion.run_id.clone();
-        // The run has ended: its phase queue drains and closes.
-        self.shared.lock_phases().remove(&completion.target.url);
         if self.shared.lock_entries().contains_key(&run_id) {
             tracing::info!(
                 run_id,
@@ -263,17 +261,26 @@ impl Outbox {
         // Write-ahead: in place before the first attempt. When the disk
         // refuses, the callback is still attempted from memory, and the
         // file written once there is space again.
+        // Phases still queued go first; the delivery loop sends the
+        // completion once they are through.
+        let behind_phases = self.shared.phases.pending(&run_id);
         let saved = {
             let mut entries = self.shared.lock_entries();
             let saved = self
                 .shared
                 .save_entry(&record, durable::Durability::NoFlush);
-            entries.insert(run_id.clone(), Entry { record, due: None });
+            let due = behind_phases.then(tokio::time::Instant::now);
+            entries.insert(run_id.clone(), Entry { record, due });
             saved
         };
-        // The first attempt starts right here, not through the worker's
-        // loop: one task hop less between a run's end and its callback.
-        tokio::spawn(worker::attempt(self.shared.clone(), run_id.clone()));
+        if behind_phases {
+            self.shared.phases.run_ended.notify_waiters();
+        } else {
+            // The first attempt starts right here, not through the
+            // worker's loop: one task hop less between a run's end and
+            // its callback.
+            tokio::spawn(worker::attempt(self.shared.clone(), run_id.clone()));
+        }
         saved?;
         self.flush_file(run_id).await
     }
@@ -285,43 +292,22 @@ impl Outbox {
             .map_err(std::io::Error::other)?
     }
 
-    /// Posts a phase report, best effort, in the background. Phases of one
-    /// run go out in order.
-    pub fn phase(&self, target: &CallbackTarget, phase: impl Into<String>) {
-        let phase: String = phase.into();
-        // Keyed by the callback URL, which names the run on the service's
-        // side; the run's completion closes the queue.
-        let key = target.url.as_str();
-        if self.shared.stop.is_cancelled() {
-            return;
-        }
-        let Some(url) = worker::phase_url(&target.url) else {
-            tracing::warn!(
-                url = target.url,
-                "callback.url does not end in /complete; no phase URL beside it, phase not reported"
-            );
-            return;
-        };
-        let mut phases = self.shared.lock_phases();
-        let mut phase = phase;
-        if let Some(queue) = phases.get(key) {
-            match queue.send(phase) {
-                Ok(()) => return,
-                // The queue's task has ended: a new one takes the phase.
-                Err(mpsc::error::SendError(back)) => phase = back,
-            }
-        }
-        let (queue, receiver) = mpsc::unbounded_channel();
-        let _ = queue.send(phase);
-        phases.insert(key.to_owned(), queue);
-        let token = target.token.clone().map(|t| t.0);
-        tokio::spawn(worker::phase_reports(
-            self.shared.clone(),
-            target.run_id.clone(),
-            url,
-            token,
-            receiver,
-        ));
+    /// Takes a phase for the service's phase URL (beside the callback's
+    /// `/complete`): queued at once, in the order of the calls, and on disk
+    /// when the returned future completes. Delivered in the background,
+    /// before the run's completion.
+    pub fn phase(
+        &self,
+        run_id: &str,
+        target: &CallbackTarget,
+        phase: impl Into<String>,
+    ) -> impl std::future::Future<Output = std::io::Result<()>> + Send + 'static {
+        phases::take(&self.shared, run_id, target, phase.into())
+    }
+
+    /// The file holding a run's queued phases.
+    pub fn phases_file(&self, run_id: &str) -> std::path::PathBuf {
+        self.shared.phases.path(run_id)
     }
 
     /// Delivery state of a run's callback (`pending` until the run ends).
@@ -354,6 +340,7 @@ impl Outbox {
     pub fn forget(&self, run_id: &str) {
         let mut entries = self.shared.lock_entries();
         entries.remove(run_id);
+        self.shared.phases.forget(run_id);
         if let Err(err) = self.shared.store.remove(run_id) {
             tracing::warn!(run_id, "cannot remove the callback's outbox file: {err}");
         }

@@ -4,17 +4,14 @@
 //! retries and callbacks resumed after a restart). Each attempt settles
 //! its entry (delivered, failed, or due again after a backoff with full
 //! jitter) and writes it back to disk.
-//!
-//! Also the phase reports: one small task per run posting its phases in
-//! order, best effort, one retry each.
+//! A completion waits while its run still has phases to post
+//! ([`super::phases`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use rand::Rng;
-use secrecy::SecretString;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::deliver::{self, Outcome};
@@ -28,9 +25,6 @@ pub(crate) const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
 /// How often outbox files whose write failed are written again.
 const UNSAVED_RETRY: Duration = Duration::from_secs(1);
-
-/// Longest a phase report may take.
-const PHASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs until the outbox is stopped.
 pub(super) async fn run(shared: Arc<Shared>) {
@@ -63,6 +57,10 @@ fn dispatch_due(shared: &Arc<Shared>) -> Option<Instant> {
         let mut entries = shared.lock_entries();
         for (run_id, entry) in entries.iter_mut() {
             let Some(at) = entry.due else { continue };
+            // Its phases go first; their task wakes the loop when done.
+            if shared.phases.pending(run_id) {
+                continue;
+            }
             if at <= now {
                 entry.due = None;
                 due.push(run_id.clone());
@@ -242,57 +240,6 @@ pub(crate) fn phase_url(complete_url: &str) -> Option<String> {
     let phase = format!("{base}/phase");
     url.set_path(&phase);
     Some(url.into())
-}
-
-/// Posts one run's phases in order until its channel closes (the run has
-/// ended). Each phase gets one retry; failures are logged and dropped.
-pub(super) async fn phase_reports(
-    shared: Arc<Shared>,
-    run_id: String,
-    url: String,
-    token: Option<SecretString>,
-    mut phases: mpsc::UnboundedReceiver<String>,
-) {
-    while let Some(phase) = phases.recv().await {
-        let body = serde_json::json!({ "phase": phase })
-            .to_string()
-            .into_bytes();
-        for try_number in 1..=2u32 {
-            let result = deliver::post(
-                &shared.client,
-                deliver::Request {
-                    url: &url,
-                    token: token.as_ref(),
-                    idempotency_key: None,
-                    body: body.clone(),
-                    timeout: Some(PHASE_TIMEOUT.min(shared.config.callback_timeout)),
-                },
-            )
-            .await;
-            let last = result.outcome != Outcome::Retry || try_number == 2;
-            match result.outcome {
-                Outcome::Delivered => {
-                    tracing::debug!(run_id, url, phase, status = result.status, "phase reported");
-                }
-                _ if last => {
-                    tracing::warn!(
-                        run_id,
-                        url,
-                        phase,
-                        status = result.status,
-                        error = result.error.as_deref(),
-                        "phase report dropped"
-                    );
-                }
-                _ => {}
-            }
-            if last || result.outcome == Outcome::Delivered {
-                break;
-            }
-            let wait = backoff(1, shared.config.callback_backoff, rand::thread_rng().gen());
-            tokio::time::sleep(wait).await;
-        }
-    }
 }
 
 #[cfg(test)]

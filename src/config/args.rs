@@ -183,16 +183,19 @@ pub struct ServeArgs {
     /// Give each run a uid (and gid) of its own from this range
     /// (`FIRST-LAST`, e.g. `61184-65519`), held until the run is removed,
     /// when sandboxd runs as root: runs cannot reach each other, and every
-    /// process of that uid dies with the run. No other user may own a uid
-    /// in the range. Excludes --run-user.
+    /// process of that uid dies with the run. Excludes --run-user. Refused
+    /// at start when it holds uid 0, sandboxd's or --service-user's uid,
+    /// or an id /etc/passwd or /etc/group names, or has fewer uids than
+    /// --max-running; narrower than --max-running plus --retain-runs, it
+    /// is warned about (ended runs hold their uids until removed).
     #[arg(
         help_heading = "Containment",
         long,
         env = "SANDBOXD_RUN_UID_RANGE",
         value_name = "FIRST-LAST",
-        value_parser = super::parse::parse_uid_range
+        value_parser = super::uid_range::parse_uid_range
     )]
-    pub run_uid_range: Option<super::parse::UidRange>,
+    pub run_uid_range: Option<super::uid_range::UidRange>,
 
     /// Run the supervised service (the agent-server after `--`) as this
     /// user (`USER[:GROUP]`) when sandboxd runs as root, so runs cannot

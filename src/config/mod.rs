@@ -5,7 +5,7 @@
 //! takes a [`Config`], whose fields are already checked and typed.
 //!
 //! Layout: [`args`] declares the flags, [`parse`] holds their value
-//! parsers; this file has [`Config`], its parts and [`Config::from_args`].
+//! parsers, [`uid_range`] `--run-uid-range` and its checks; this file has [`Config`], its parts and [`Config::from_args`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,11 +18,12 @@ pub use crate::runs::shim::RunAs;
 
 mod args;
 mod parse;
+mod uid_range;
 
 pub use args::ServeArgs;
-pub use parse::UidRange;
 use parse::{parse_base_url, parse_origin, parse_user};
 pub use parse::{parse_duration, parse_listen, parse_retention_age, parse_size, RetentionAge};
+pub use uid_range::UidRange;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -243,13 +244,9 @@ impl Config {
         if args.run_uid_range.is_some() && run_as.is_some() {
             bail!("--run-uid-range and --run-user exclude each other: pick one");
         }
-        if let (Some(range), Some(service)) = (args.run_uid_range, service_as) {
-            if range.contains(service.uid) {
-                bail!(
-                    "--run-uid-range must not hold --service-user's uid {}",
-                    service.uid
-                );
-            }
+        if let Some(range) = args.run_uid_range {
+            let daemon_uid = nix::unistd::getuid().as_raw();
+            uid_range::check(range, daemon_uid, service_as, args.max_running)?;
         }
         for (flag, value) in [
             ("--max-connections", args.max_connections),
@@ -343,6 +340,13 @@ impl Config {
             max_connections_per_peer: args.max_connections_per_peer,
             callback_token_from_flag,
         })
+    }
+
+    /// The start-up warning for a `--run-uid-range` narrower than the runs
+    /// that may hold a uid at once; `None` when wide enough or unset.
+    pub fn run_uid_shortfall(&self) -> Option<String> {
+        let range = self.run_uid_range?;
+        uid_range::shortfall(range, self.max_running, self.retention.max_runs)
     }
 
     /// The session key as bytes, when one is configured.

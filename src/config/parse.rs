@@ -22,34 +22,6 @@ pub fn parse_retention_age(value: &str) -> Result<RetentionAge, String> {
     }
 }
 
-/// `--run-uid-range`: the uids (each also the gid) runs get one of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UidRange {
-    /// The first uid.
-    pub first: u32,
-    /// The last uid (included).
-    pub last: u32,
-}
-
-impl UidRange {
-    /// Whether `uid` is in the range.
-    pub fn contains(self, uid: u32) -> bool {
-        (self.first..=self.last).contains(&uid)
-    }
-}
-
-/// Parses `FIRST-LAST` (both above 0, FIRST <= LAST).
-pub(super) fn parse_uid_range(value: &str) -> Result<UidRange, String> {
-    let bad = || format!("{value:?} is not FIRST-LAST, two uids above 0 (e.g. 61184-65519)");
-    let (first, last) = value.trim().split_once('-').ok_or_else(bad)?;
-    let first: u32 = first.trim().parse().map_err(|_| bad())?;
-    let last: u32 = last.trim().parse().map_err(|_| bad())?;
-    if first == 0 || first > last || last == u32::MAX {
-        return Err(bad());
-    }
-    Ok(UidRange { first, last })
-}
-
 /// Parses `HOST:PORT` or `unix:/path`.
 pub fn parse_listen(value: &str) -> anyhow::Result<Listen> {
     if let Some(path) = value.strip_prefix("unix:") {
@@ -167,19 +139,6 @@ pub(super) fn parse_user(flag: &str, spec: &str) -> anyhow::Result<RunAs> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// `FIRST-LAST` with both above 0 and in order; anything else names
-    /// the form.
-    #[test]
-    fn uid_ranges() {
-        let range = parse_uid_range("61184-65519").unwrap();
-        assert_eq!((range.first, range.last), (61184, 65519));
-        assert!(range.contains(61184) && range.contains(65519) && !range.contains(65520));
-        for bad in ["0-10", "10-5", "10", "a-b", "5-4294967295"] {
-            let err = parse_uid_range(bad).unwrap_err();
-            assert!(err.contains("FIRST-LAST"), "{bad}: {err}");
-        }
-    }
 
     #[test]
     fn listen_forms() {

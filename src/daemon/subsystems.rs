@@ -32,6 +32,9 @@ pub(crate) async fn start(
     } else {
         tracing::warn!("{}", containment.summary());
     }
+    if let Some(warning) = config.run_uid_shortfall() {
+        tracing::warn!("{warning}");
+    }
     prepare_dirs(&config, &state_dir)?;
     let removed = crate::containment::remove_leftover_cgroups();
     if removed > 0 {

@@ -615,7 +615,8 @@ echo "$SANDBOXD_RUN_TOKEN" > token.txt
 
 /// With `phases: true` the run's setup and running phases are posted, in
 /// order, to the sibling /phase URL with the same auth; a failing phase
-/// endpoint is retried once and never holds the run back.
+/// endpoint is retried until it takes them, never holds the run back, and
+/// holds its completion back until they are through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phases_are_reported_beside_the_completion() {
     let daemon = TestDaemon::start_with(fast(&[])).await;
@@ -657,12 +658,13 @@ async fn phases_are_reported_beside_the_completion() {
         }
     }
 
-    // The phase endpoint fails: one retry each, and the run goes on.
+    // The phase endpoint fails for a while: the run goes on, each phase is
+    // retried until taken, in order, and the completion waits for them.
     sink.script_phases(&[
         Reply::Status(500),
+        Reply::Status(503),
         Reply::Status(500),
-        Reply::Status(500),
-        Reply::Status(500),
+        Reply::Status(429),
     ]);
     let mut cb = callback(&sink, "svc-phase-down");
     cb["phases"] = json!(true);
@@ -671,14 +673,27 @@ async fn phases_are_reported_beside_the_completion() {
         .await;
     assert_eq!(run["state"], "succeeded");
     sink.wait_completions("svc-phase-down", 1).await;
-    sink.wait("two tries of each phase", |all| {
-        all.iter()
-            .filter(|r| r.path.ends_with("/svc-phase-down/phase"))
-            .count()
-            >= 4
-    })
-    .await;
     wait_callback(&daemon, "r-phase-down", "delivered").await;
+    let order: Vec<String> = sink
+        .for_run("svc-phase-down")
+        .iter()
+        .map(|r| match r.is_phase() {
+            true => format!("{}:{}", r.body["phase"].as_str().unwrap(), r.reply_status()),
+            false => "complete".to_owned(),
+        })
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "setup:500",
+            "setup:503",
+            "setup:500",
+            "setup:429",
+            "setup:200",
+            "running:200",
+            "complete"
+        ]
+    );
 
     // Without `phases`, none.
     daemon

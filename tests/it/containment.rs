@@ -187,11 +187,17 @@ const RUN_UID: u32 = 61234;
 /// With `--run-user`, a run executes as that user and cannot read the
 /// daemon's environ, stop the daemon, read the state dir or its records,
 /// nor find the session key file in its env; `/v1/status` says runs are
-/// separated. Needs root.
+/// separated. Needs root: a daemon that is not root refuses `--run-user`
+/// at start-up, naming the flag (what same-uid runs then reach is in
+/// `same_uid::`).
 #[tokio::test]
 async fn a_run_as_the_run_user_cannot_reach_the_daemon() {
     if !support::is_root() {
-        eprintln!("needs root (--run-user); skipped");
+        let stderr = support::refused_start(&["--run-user", &RUN_UID.to_string()], None);
+        assert!(
+            stderr.contains("--run-user needs sandboxd to run as root"),
+            "{stderr}"
+        );
         return;
     }
     use std::os::unix::fs::PermissionsExt;
@@ -458,14 +464,20 @@ print(f"tried={len(tried)} opened={len(opened)} {opened[:5]}")
 
 /// With `--service-user` the supervised service runs as its own user: a
 /// run (as the run user) cannot read its environment, where the session
-/// key is, nor signal it. Needs root.
+/// key is, nor signal it. Needs root: a daemon that is not root refuses
+/// `--service-user` at start-up, naming the flag (a same-uid run then
+/// reads the service's environ: `same_uid::`).
 #[tokio::test]
 async fn a_run_cannot_reach_the_service_run_as_its_own_user() {
+    const SERVICE_UID: u32 = RUN_UID + 1;
     if !support::is_root() {
-        eprintln!("needs root (--service-user); skipped");
+        let stderr = support::refused_start(&["--service-user", &SERVICE_UID.to_string()], None);
+        assert!(
+            stderr.contains("--service-user needs sandboxd to run as root"),
+            "{stderr}"
+        );
         return;
     }
-    const SERVICE_UID: u32 = RUN_UID + 1;
     use std::os::unix::fs::PermissionsExt;
     let dir = Arc::new(tempfile::tempdir().unwrap());
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
@@ -551,14 +563,11 @@ fn memory_holds(pid: i32, needle: &[u8]) -> bool {
 
 /// A live shim's memory holds the run's own secret (it masks it) but
 /// neither the session key nor the default callback token: neither is in
-/// its spec or mask list unless the run's env holds it. Needs root (to
-/// read a non-dumpable process's memory).
+/// its spec or mask list unless the run's env holds it. The scan needs
+/// root (a shim is non-dumpable); not root, the test checks that its own
+/// uid, the shim's and its run's, cannot open the shim's memory at all.
 #[tokio::test]
 async fn a_shim_holds_no_credential_of_the_daemon() {
-    if !support::is_root() {
-        eprintln!("needs root (reads a shim's memory); skipped");
-        return;
-    }
     const CALLBACK_TOKEN: &str = "callback-token-of-the-daemon-5";
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let token_file = dir.path().join("callback-token");
@@ -585,6 +594,13 @@ async fn a_shim_holds_no_credential_of_the_daemon() {
     let record = std::fs::read_to_string(daemon.state_dir().join("runs/held/record.json")).unwrap();
     let record: Value = serde_json::from_str(&record).unwrap();
     let shim = record["shim"]["pid"].as_i64().unwrap() as i32;
+    if !support::is_root() {
+        let opened = std::fs::File::open(format!("/proc/{shim}/mem"));
+        let err = opened.expect_err("the shim's memory opened at its own uid");
+        assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+        daemon.post("/v1/runs/held/cancel", json!({})).await;
+        return;
+    }
     assert!(
         memory_holds(shim, b"run-secret-value-3"),
         "the scan finds the run's own secret"
@@ -804,11 +820,21 @@ fn own_writable_cgroup() -> Option<std::path::PathBuf> {
 
 /// At start a daemon removes the empty run cgroups of shims that are gone
 /// (a SIGKILLed shim leaves its cgroup) but keeps the cgroup of a live
-/// shim it restores, whose run then ends normally.
+/// shim it restores, whose run then ends normally. Without a cgroup v2
+/// this uid can write (a daemon that is not root, mostly) there are no
+/// run cgroups: `/v1/status` says the `/proc` walk ends runs instead, and
+/// what that leaves open.
 #[tokio::test]
 async fn leftover_run_cgroups_of_gone_shims_are_removed_at_start() {
     let Some(cgroups) = own_writable_cgroup() else {
-        eprintln!("needs a writable cgroup v2; skipped");
+        let daemon = TestDaemon::start().await;
+        let (_, status) = daemon.get("/v1/status").await;
+        assert_eq!(
+            status["containment"]["kill_mechanism"], "proc_walk",
+            "{status}"
+        );
+        let missing = status["containment"]["missing"].to_string();
+        assert!(missing.contains("no writable cgroup v2"), "{missing}");
         return;
     };
     // A pid above the kernel's largest pid_max: never a live shim.
@@ -848,8 +874,9 @@ async fn leftover_run_cgroups_of_gone_shims_are_removed_at_start() {
 /// A daemon that is not root (as root: one started as an unprivileged
 /// uid) says what it cannot protect: `/v1/status` reports `same_uid`,
 /// that runs share its uid and what that leaves open, and runs execute as
-/// its uid; `--run-uid-range` is refused at start-up with a sentence
-/// naming the flag.
+/// its uid, and it warns at start-up; `--run-uid-range`, `--run-user`
+/// and `--service-user` are refused at start-up with a sentence naming
+/// the flag.
 #[tokio::test]
 async fn a_non_root_daemon_reports_the_missing_protections() {
     const DAEMON_UID: u32 = 61262;
@@ -877,29 +904,35 @@ async fn a_non_root_daemon_reports_the_missing_protections() {
         expected_uid.to_string()
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut refused = std::process::Command::new(support::bin());
-    refused
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--run-uid-range",
-            "61184-65519",
-        ])
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .env("SESSION_API_KEY", support::KEY);
-    if let Some(uid) = uid {
-        use std::os::unix::process::CommandExt;
-        std::os::unix::fs::chown(dir.path(), Some(uid), Some(uid)).unwrap();
-        refused.uid(uid).gid(uid);
-    }
-    let output = refused.output().unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let logs = daemon.logs();
+    let warning = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|event| {
+            event["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("containment: runs as uid"))
+        })
+        .unwrap_or_else(|| panic!("no containment line at start-up: {logs}"));
+    assert_eq!(warning["level"], "WARN", "{warning}");
     assert!(
-        stderr.contains("--run-uid-range needs sandboxd to run as root"),
-        "{stderr}"
+        warning["message"]
+            .to_string()
+            .contains("share sandboxd's uid"),
+        "{warning}"
     );
+
+    for (flag, value) in [
+        ("--run-uid-range", "62000-62099"),
+        ("--run-user", "61263"),
+        ("--service-user", "61263"),
+    ] {
+        let stderr = support::refused_start(&[flag, value], uid);
+        assert!(
+            stderr.contains(&format!(
+                "{flag} needs sandboxd to run as root (it runs as uid {expected_uid})"
+            )),
+            "{stderr}"
+        );
+    }
 }

@@ -27,6 +27,7 @@ mod readme;
 mod retention;
 mod run_uids;
 mod runs;
+mod same_uid;
 mod secrets;
 mod supervise;
 mod upload;

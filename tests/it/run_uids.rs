@@ -2,7 +2,11 @@
 //! systemd's `DynamicUser` does it. One run cannot read another's
 //! environ or output pipes, ptrace it or signal it, nor reach the daemon;
 //! whatever runs as a run's uid dies with the run; a uid is held until
-//! its run is removed, across a restart too. Needs root.
+//! its run is removed, across a restart too. Needs root: a daemon that
+//! is not root refuses the flag at start-up, which is what the tests here
+//! check when they do not run as root. The range itself is checked at
+//! start-up by either: each bad range is refused with a sentence naming
+//! the flag.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -20,18 +24,42 @@ const SECOND: u32 = 61320;
 const THIRD: u32 = 61340;
 const WIDTH: u32 = 10;
 
+/// The flags of a daemon with `--run-uid-range first-(first+WIDTH-1)`
+/// (as many runs at once as uids).
+fn range_args(first: u32) -> Vec<String> {
+    vec![
+        "--run-uid-range".into(),
+        format!("{first}-{}", first + WIDTH - 1),
+        "--max-running".into(),
+        WIDTH.to_string(),
+    ]
+}
+
 /// A binary daemon with `--run-uid-range first-(first+WIDTH-1)` in `dir`.
 async fn daemon_in(dir: &Arc<tempfile::TempDir>, first: u32) -> TestDaemon {
     TestDaemon::start_with(Options {
         dir: Some(dir.clone()),
-        args: vec![
-            "--run-uid-range".into(),
-            format!("{first}-{}", first + WIDTH - 1),
-        ],
+        args: range_args(first),
         binary: true,
         ..Options::default()
     })
     .await
+}
+
+/// Not root: a daemon with the range of `first` refuses to start, naming
+/// the flag and why. Returns whether it was checked (the test is done).
+fn refused_unless_root(first: u32) -> bool {
+    if support::is_root() {
+        return false;
+    }
+    let args = range_args(first);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stderr = support::refused_start(&args, None);
+    assert!(
+        stderr.contains("--run-uid-range needs sandboxd to run as root"),
+        "{stderr}"
+    );
+    true
 }
 
 /// A temp dir runs can traverse (their work dirs are inside).
@@ -82,17 +110,23 @@ print("uid", os.getuid(), "gid", os.getgid(), "reached", ",".join(found) or "not
 /// Two runs get two uids of the range; the prober cannot read the
 /// victim's environ (where its secret is) or open its output pipe, nor
 /// signal or ptrace it, nor signal the daemon or read its environ; the
-/// victim's work dir is its own (0700).
+/// victim's work dir is its own (0700). A range narrower than the runs
+/// that may hold a uid is warned about at start-up. Not root: refused.
 #[tokio::test]
 async fn a_run_cannot_reach_another_run() {
-    if !support::is_root() {
-        eprintln!("needs root (--run-uid-range); skipped");
+    if refused_unless_root(FIRST) {
         return;
     }
     let dir = shared_dir();
     let daemon = daemon_in(&dir, FIRST).await;
     let (_, status) = daemon.get("/v1/status").await;
     assert_eq!(status["containment"]["mode"], "uid_per_run", "{status}");
+    // 10 uids for 10 running runs and 1,000 kept ended ones: warned about.
+    let logs = daemon.logs();
+    assert!(
+        logs.contains("fewer than --max-running plus --retain-runs (1010)"),
+        "{logs}"
+    );
     assert!(
         !status["containment"]["missing"]
             .to_string()
@@ -128,11 +162,10 @@ async fn a_run_cannot_reach_another_run() {
 }
 
 /// A process of a run's uid outside the run's process tree (here one the
-/// test starts as that uid) dies when the run ends.
+/// test starts as that uid) dies when the run ends. Not root: refused.
 #[tokio::test]
 async fn whatever_runs_as_a_runs_uid_dies_with_it() {
-    if !support::is_root() {
-        eprintln!("needs root (--run-uid-range); skipped");
+    if refused_unless_root(SECOND) {
         return;
     }
     let dir = shared_dir();
@@ -169,11 +202,10 @@ async fn whatever_runs_as_a_runs_uid_dies_with_it() {
 
 /// A run's uid is held until the run is removed: after a restart the
 /// restored run keeps it and a new run gets another; once the run is
-/// deleted its uid is handed out again.
+/// deleted its uid is handed out again. Not root: refused.
 #[tokio::test]
 async fn a_runs_uid_is_held_until_it_is_removed() {
-    if !support::is_root() {
-        eprintln!("needs root (--run-uid-range); skipped");
+    if refused_unless_root(THIRD) {
         return;
     }
     let dir = shared_dir();
@@ -196,4 +228,94 @@ async fn a_runs_uid_is_held_until_it_is_removed() {
         .exec(json!({"run_id": "third", "command": "id -u"}))
         .await;
     assert_eq!(third["stdout"].as_str().unwrap().trim(), first_uid);
+}
+
+/// `--run-uid-range` with `range` (and `extra` flags), run as `uid` when
+/// given: refused at start-up with one line naming the flag; returns it.
+fn range_refused(range: &str, extra: &[&str], uid: Option<u32>) -> String {
+    let mut args = vec!["--run-uid-range", range];
+    args.extend_from_slice(extra);
+    let stderr = support::refused_start(&args, uid);
+    let line = stderr
+        .lines()
+        .find(|line| line.contains("--run-uid-range"))
+        .unwrap_or_else(|| panic!("no line names --run-uid-range: {stderr}"));
+    line.to_owned()
+}
+
+/// A range upside down, one holding root or 4294967295, or one that is
+/// not `FIRST-LAST` is refused by the flag's parser, saying which.
+#[test]
+fn malformed_ranges_are_refused() {
+    let line = range_refused("61400-61300", &[], None);
+    assert!(
+        line.contains("FIRST (61400) is above LAST (61300)"),
+        "{line}"
+    );
+    let line = range_refused("0-100", &[], None);
+    assert!(line.contains("holds uid 0 (root)"), "{line}");
+    let line = range_refused("61400-4294967295", &[], None);
+    assert!(line.contains("holds uid 4294967295"), "{line}");
+    let line = range_refused("61400", &[], None);
+    assert!(line.contains("is not FIRST-LAST"), "{line}");
+}
+
+/// A range holding sandboxd's own uid, the `--service-user`'s, or taken
+/// with `--run-user` is refused. (As root, sandboxd's own uid is 0, which
+/// no range holds: the daemon runs as an unprivileged uid for the first.)
+#[test]
+fn ranges_overlapping_the_daemon_or_its_users_are_refused() {
+    const DAEMON_UID: u32 = 61264;
+    let (uid, own) = if support::is_root() {
+        (Some(DAEMON_UID), DAEMON_UID)
+    } else {
+        (None, nix::unistd::getuid().as_raw())
+    };
+    let range = format!("{own}-{}", own + 100);
+    let line = range_refused(&range, &["--max-running", "1"], uid);
+    assert!(
+        line.contains(&format!("holds sandboxd's own uid {own}")),
+        "{line}"
+    );
+
+    let line = range_refused("61500-61600", &["--service-user", "61550"], None);
+    assert!(line.contains("holds --service-user's uid 61550"), "{line}");
+    let line = range_refused("61500-61600", &["--run-user", "61550"], None);
+    assert!(line.contains("--run-user exclude each other"), "{line}");
+}
+
+/// A range holding the uid of a user named in /etc/passwd (its files and
+/// processes would be a run's) is refused, naming the user.
+#[test]
+fn ranges_holding_a_named_user_are_refused() {
+    let own = nix::unistd::getuid().as_raw();
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    let (name, uid) = passwd
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            let uid: u32 = fields.get(2)?.parse().ok()?;
+            (uid != 0 && uid != own && uid < u32::MAX - 1).then(|| (fields[0].to_owned(), uid))
+        })
+        .expect("a user other than root and us in /etc/passwd");
+    let line = range_refused(&format!("{uid}-{uid}"), &["--max-running", "1"], None);
+    assert!(
+        line.contains(&format!(
+            "holds uid {uid}, which /etc/passwd gives to the user {name}:"
+        )),
+        "{line}"
+    );
+}
+
+/// A range narrower than `--max-running` is refused (runs would be
+/// turned away below the limit); one as wide starts as root (and is
+/// warned about when ended runs may fill it: see
+/// `a_run_cannot_reach_another_run`).
+#[test]
+fn a_range_narrower_than_max_running_is_refused() {
+    let line = range_refused("61400-61409", &["--max-running", "11"], None);
+    assert!(
+        line.contains("holds 10 uids, fewer than --max-running (11)"),
+        "{line}"
+    );
 }

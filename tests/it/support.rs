@@ -582,6 +582,43 @@ pub fn is_root() -> bool {
     unsafe { libc::getuid() == 0 }
 }
 
+/// Runs `sandboxd serve` with `args` (as `uid`, when given, from a test
+/// running as root) where it is expected to refuse to start: asserts it
+/// exits with a failure within [`TIMEOUT`] and returns its stderr.
+pub fn refused_start(args: &[&str], uid: Option<u32>) -> String {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(bin());
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(dir.path().join("state"))
+        .args(args)
+        .env("SESSION_API_KEY", KEY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(uid) = uid {
+        chown_tree(dir.path(), uid);
+        command.uid(uid).gid(uid);
+    }
+    let mut child = command.spawn().expect("start sandboxd");
+    let deadline = Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("sandboxd started with {args:?}; it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{args:?}: {status:?}\n{stderr}");
+    stderr
+}
+
 fn chown_tree(path: &Path, uid: u32) {
     let _ = std::os::unix::fs::chown(path, Some(uid), Some(uid));
     if let Ok(entries) = std::fs::read_dir(path) {

@@ -102,11 +102,22 @@ pub struct PhaseRequest {
     pub phase: String,
 }
 
-/// Longest phase name taken.
-const MAX_PHASE_CHARS: usize = 256;
+/// Longest phase name taken (the service's `max_length`).
+const MAX_PHASE_CHARS: usize = 200;
 
-/// From inside a run: a phase, forwarded to the service's phase URL (beside
-/// the callback's `/complete`), in the order posted.
+/// The service's normalisation of a phase: control characters and runs of
+/// whitespace become one space, the ends are trimmed.
+fn normalize_phase(phase: &str) -> String {
+    let spaced: String = phase
+        .chars()
+        .map(|c| if c.is_ascii_control() { ' ' } else { c })
+        .collect();
+    spaced.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// From inside a run: a phase, normalised as the service does, stored
+/// durably and forwarded to the service's phase URL (beside the callback's
+/// `/complete`) in the order posted, before the run's completion.
 #[utoipa::path(post, path = "/v1/runs/{run_id}/phase", params(("run_id" = String, Path)),
     request_body = PhaseRequest,
     responses((status = 200, body = RunView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -117,13 +128,33 @@ pub async fn phase_run(
     ApiPath(run_id): ApiPath<String>,
     ApiJson(request): ApiJson<PhaseRequest>,
 ) -> Result<Json<RunView>, ApiError> {
-    if request.phase.is_empty() || request.phase.chars().count() > MAX_PHASE_CHARS {
+    let phase = normalize_phase(&request.phase);
+    if phase.is_empty() || phase.chars().count() > MAX_PHASE_CHARS {
         return Err(ApiError::BadRequest(format!(
-            "phase must be 1 to {MAX_PHASE_CHARS} characters"
+            "phase must be 1 to {MAX_PHASE_CHARS} characters after control characters and \
+             runs of whitespace become one space"
         )));
     }
-    Ok(Json(view(
-        &state,
-        state.runs.phase(&run_id, request.phase).await?,
-    )))
+    Ok(Json(view(&state, state.runs.phase(&run_id, phase).await?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_phase;
+
+    /// As the service's `RunPhaseRequest` validator: control characters
+    /// and whitespace runs collapse to one space, ends trimmed.
+    #[test]
+    fn phases_are_normalised_like_the_service() {
+        let table = [
+            ("cloning", "cloning"),
+            ("  two\n\tlines \r\n", "two lines"),
+            ("a\u{7f}b\u{1b}[31mc", "a b [31mc"),
+            ("\n\t ", ""),
+            ("ünïcode  spaces", "ünïcode spaces"),
+        ];
+        for (given, want) in table {
+            assert_eq!(normalize_phase(given), want, "{given:?}");
+        }
+    }
 }

@@ -72,6 +72,24 @@ pub(super) fn spawn_child(
     })
 }
 
+/// Writes `oom` to `/proc/self/oom_score_adj`; whether it could open it.
+/// Async-signal-safe (open, write, close).
+fn write_oom_score_adj(oom: &[u8]) -> bool {
+    // SAFETY: open, write and close take a static path and our buffer.
+    unsafe {
+        let fd = libc::open(
+            c"/proc/self/oom_score_adj".as_ptr(),
+            libc::O_WRONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return false;
+        }
+        libc::write(fd, oom.as_ptr().cast(), oom.len());
+        libc::close(fd);
+    }
+    true
+}
+
 /// Runs in the forked child before exec: default dispositions for every
 /// signal, an empty mask, the run's oom_score_adj, and every descriptor
 /// beyond stdio marked close-on-exec. Async-signal-safe calls only.
@@ -103,13 +121,14 @@ fn reset_child(oom: &[u8]) {
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         // A write of the child's own oom_score_adj: not a read of /proc,
         // and it must stay here, between fork and exec.
-        let fd = libc::open(
-            c"/proc/self/oom_score_adj".as_ptr(),
-            libc::O_WRONLY | libc::O_CLOEXEC,
-        );
-        if fd >= 0 {
-            libc::write(fd, oom.as_ptr().cast(), oom.len());
-            libc::close(fd);
+        if !write_oom_score_adj(oom) {
+            // The /proc files of a non-dumpable process (the shim's fork)
+            // are root's: a shim that is not root cannot open its own.
+            // Dumpable for the write only; what the moment shows is the
+            // run's, which its process shows after exec anyway.
+            libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0);
+            write_oom_score_adj(oom);
+            libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
         }
         libc::syscall(
             libc::SYS_close_range,

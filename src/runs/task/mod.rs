@@ -277,7 +277,13 @@ impl RunTask {
                 Phase::Setup => "setup",
                 Phase::Command => "running",
             };
-            self.context.outbox.phase(&target, name);
+            let stored = self.context.outbox.phase(&self.run_id, &target, name);
+            let run_id = self.run_id.clone();
+            tokio::spawn(async move {
+                if let Err(err) = stored.await {
+                    tracing::warn!(run_id, "cannot store the run's phase report: {err}");
+                }
+            });
         }
     }
 
@@ -310,10 +316,19 @@ impl RunTask {
                 let _ = done.send(false);
             }
             Control::Phase { phase, done } => {
-                if let Some(target) = self.cell.read(|run| run.callback.clone()) {
-                    self.context.outbox.phase(&target, phase);
-                }
-                let _ = done.send(Ok(()));
+                let Some(target) = self.cell.read(|run| run.callback.clone()) else {
+                    let _ = done.send(Ok(()));
+                    return;
+                };
+                let stored = self.context.outbox.phase(&self.run_id, &target, phase);
+                let run_id = self.run_id.clone();
+                let file = self.context.outbox.phases_file(&run_id);
+                tokio::spawn(async move {
+                    let stored = stored.await.map_err(|source| {
+                        RunError::io(&run_id, "storing a phase of", &file, source)
+                    });
+                    let _ = done.send(stored);
+                });
             }
             Control::Report { report, done } => {
                 self.cell.change(|run| run.report.merge(report));

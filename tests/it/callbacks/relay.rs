@@ -3,11 +3,13 @@
 //! `AUTOMATION_CALLBACK_API_KEY`; what it posts there is merged into the
 //! one completion the service receives, with the service's real token.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
-use super::sink::CallbackSink;
-use super::{assert_valid, callback, fast, TOKEN};
-use crate::support::TestDaemon;
+use super::sink::{CallbackSink, Reply};
+use super::{assert_valid, callback, fast, free_addr, wait_callback, TOKEN};
+use crate::support::{Options, TestDaemon};
 
 /// A shell script posting `body` to its `AUTOMATION_CALLBACK_URL` the way
 /// the SDK does (`Authorization: Bearer $AUTOMATION_CALLBACK_API_KEY`),
@@ -128,6 +130,128 @@ async fn relay_forwards_the_scripts_phases_in_order() {
         got.last().unwrap().is_complete(),
         "the completion comes last"
     );
+}
+
+/// Phases are stored before the script hears `200`: the service is down,
+/// the run ends, sandboxd is killed -9; restarted, it posts every phase in
+/// order and only then the one completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_phases_survive_a_crash_and_go_before_the_completion() {
+    let mut first = TestDaemon::start_with(Options {
+        binary: true,
+        ..fast(&[])
+    })
+    .await;
+    let down = free_addr();
+    let url = format!("http://{down}/api/automation/v1/runs/ph-crash/complete");
+    let script = "for p in cloning 'two  words' testing; do curl -s -o /dev/null -w '%{http_code} ' -X POST \
+                  -H \"Authorization: Bearer $AUTOMATION_CALLBACK_API_KEY\" \
+                  -H 'Content-Type: application/json' -d \"{\\\"phase\\\": \\\"$p\\\"}\" \"$AUTOMATION_PHASE_URL\"; done";
+    let run = first
+        .exec(
+            json!({"run_id": "ph-crash", "command": ["sh", "-c", script],
+                     "callback": {"url": url, "token": TOKEN, "run_id": "ph-crash"}}),
+        )
+        .await;
+    assert_eq!(
+        run["stdout"], "200 200 200 ",
+        "every phase was taken: {run}"
+    );
+    let queued = first.state_dir().join("outbox/ph-crash.phases");
+    let stored: Value = serde_json::from_slice(&std::fs::read(&queued).unwrap()).unwrap();
+    let names: Vec<&Value> = stored["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["phase"])
+        .collect();
+    assert_eq!(
+        names,
+        [&json!("cloning"), &json!("two words"), &json!("testing")]
+    );
+    let file = std::fs::read_to_string(&queued).unwrap();
+    assert!(
+        !file.contains(crate::support::KEY),
+        "no session key in the queue"
+    );
+    assert_eq!(run["callback"]["state"], "pending", "{run}");
+
+    first.signal(libc::SIGKILL);
+    first.wait_exit();
+    let service = CallbackSink::start_at(down).await;
+    let daemon = TestDaemon::start_with(Options {
+        binary: true,
+        dir: Some(first.dir.clone()),
+        ..fast(&[])
+    })
+    .await;
+    service.wait_completions("ph-crash", 1).await;
+    wait_callback(&daemon, "ph-crash", "delivered").await;
+    let got = service.for_run("ph-crash");
+    assert_valid(&got);
+    let order: Vec<String> = got
+        .iter()
+        .map(|r| match r.is_phase() {
+            true => r.body["phase"].as_str().unwrap().to_owned(),
+            false => "COMPLETE".to_owned(),
+        })
+        .collect();
+    assert_eq!(order, ["cloning", "two words", "testing", "COMPLETE"]);
+    for post in &got {
+        assert_eq!(
+            post.header("authorization"),
+            Some(format!("Bearer {TOKEN}").as_str())
+        );
+    }
+    assert!(!queued.exists(), "the queue's file goes once it is empty");
+}
+
+/// A phase endpoint that never takes anything holds the run's completion
+/// back for 30 s after the run's end at most: then the phases are dropped
+/// (logged) and the one completion goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phases_hold_the_completion_back_for_30_s_at_most() {
+    let sink = CallbackSink::start().await;
+    sink.script_phases(&[Reply::Status(500); 10_000]);
+    let daemon = TestDaemon::start_with(Options {
+        binary: true,
+        ..fast(&[])
+    })
+    .await;
+    let mut cb = callback(&sink, "ph-stuck");
+    cb["phases"] = json!(true);
+    let run = daemon
+        .exec(json!({"run_id": "ph-stuck", "command": ["true"], "callback": cb}))
+        .await;
+    assert_eq!(run["state"], "succeeded");
+    let ended = std::time::Instant::now();
+    let got = sink
+        .wait_within("the completion", Duration::from_secs(45), |all| {
+            all.iter().any(|r| r.is_complete())
+        })
+        .await;
+    let held = ended.elapsed();
+    let got: Vec<_> = got.into_iter().filter(|r| r.is_complete()).collect();
+    assert_eq!(got.len(), 1);
+    assert!(
+        held >= Duration::from_secs(28) && held < Duration::from_secs(40),
+        "the completion came {held:?} after the run's end"
+    );
+    assert_eq!(
+        got[0].body,
+        json!({"status": "COMPLETED", "run_id": "ph-stuck"})
+    );
+    let tried = sink.for_run("ph-stuck");
+    assert!(
+        tried.iter().filter(|r| r.is_phase()).count() >= 3,
+        "phases were retried while the completion waited"
+    );
+    assert!(tried
+        .iter()
+        .filter(|r| r.is_phase())
+        .all(|r| r.body["phase"] == "running"));
+    assert!(daemon.logs().contains("phase reports dropped"));
+    assert!(!daemon.state_dir().join("outbox/ph-stuck.phases").exists());
 }
 
 /// Only the service's shape is taken: an unknown field is refused and

@@ -57,6 +57,14 @@ impl Received {
         self.path.ends_with("/phase")
     }
 
+    /// The HTTP status the sink answered (0 for no answer).
+    pub fn reply_status(&self) -> u16 {
+        match self.reply {
+            Reply::Status(status) | Reply::RetryAfter(status, _) => status,
+            Reply::Hang => 0,
+        }
+    }
+
     /// A header as text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
@@ -242,8 +250,11 @@ async fn receive(
 }
 
 fn check_phase(body: &Value) -> Result<(), String> {
+    // The service's `RunPhaseRequest`: only `phase`, 1 to 200 characters.
     let ok = body.as_object().is_some_and(|m| m.len() == 1)
-        && matches!(body["phase"].as_str(), Some("setup") | Some("running"));
+        && body["phase"]
+            .as_str()
+            .is_some_and(|p| (1..=200).contains(&p.chars().count()));
     match ok {
         true => Ok(()),
         false => Err(format!("not a phase report: {body}")),

@@ -1,0 +1,474 @@
+//! Phase reports: what a run's script (or sandboxd, at `setup` and
+//! `running`) says about its progress, forwarded to the service's
+//! `.../runs/{id}/phase` beside the completion URL, durably and in order.
+//!
+//! A phase is taken into the run's queue in memory and written to
+//! `<state-dir>/outbox/<run_id>.phases` (0600, atomic, fsync) before the
+//! caller hears it is stored. One task per run posts the queue front to
+//! back: each phase is retried with the callbacks' backoff until the
+//! service takes it, refuses it for good (a 409 once the run is terminal
+//! there counts as taken), or `--callback-max-age` passes. The file then
+//! shrinks, and goes when the queue is empty. A restarted daemon resumes
+//! every queue it finds.
+//!
+//! The run's completion waits for its queue: the service takes phases only
+//! while the run is running, so a phase that arrived after the completion
+//! would be lost. It waits at most [`COMPLETION_WAITS_AT_MOST`] after the
+//! run's end: the completion is the promise, phases are progress. The queue is bounded: past [`MAX_PENDING`] undelivered
+//! phases the newest replaces the last one waiting. The service keeps only
+//! the current phase, so what it ends up showing is the same.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::deliver::{self, Outcome};
+use super::target::{CallbackTarget, StoredToken};
+use super::worker::{backoff, phase_url};
+use super::Shared;
+use crate::durable;
+
+/// Current format of a phase file.
+const PHASES_VERSION: u32 = 1;
+
+/// Undelivered phases kept per run.
+pub(crate) const MAX_PENDING: usize = 64;
+
+/// Longest a run's completion waits, after the run ended, for phases the
+/// service does not take: then they are dropped (the completion supersedes
+/// them; the service takes no phase after it anyway).
+const COMPLETION_WAITS_AT_MOST: Duration = Duration::from_secs(30);
+
+/// Longest one phase report may take.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One phase waiting to be posted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PendingPhase {
+    /// The phase's name.
+    pub phase: String,
+    /// When it was taken (the start of its retry window).
+    pub posted_at: DateTime<Utc>,
+    /// Attempts so far.
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+/// One run's phase queue, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct PhaseQueue {
+    /// Format version.
+    pub version: u32,
+    /// sandboxd's run id (the file's name; the completion's key).
+    pub run_id: String,
+    /// The service's phase URL.
+    pub url: String,
+    /// Bearer token of the run's callback.
+    pub token: Option<StoredToken>,
+    /// Phases not yet taken, oldest first.
+    pub pending: Vec<PendingPhase>,
+    /// Phases replaced by a newer one while the queue was full.
+    #[serde(default)]
+    pub superseded: u64,
+}
+
+/// The phase queues of all runs, in memory and on disk.
+pub(crate) struct Phases {
+    dir: PathBuf,
+    queues: Mutex<HashMap<String, PhaseQueue>>,
+    /// Serialises the writes of phase files, so the file always ends up
+    /// with the queue's latest state. Phases are few per run, so one lock
+    /// for all runs costs nothing worth a lock per run.
+    writes: Mutex<()>,
+    /// A run's completion is waiting: queues in backoff look again.
+    pub(super) run_ended: tokio::sync::Notify,
+}
+
+impl Phases {
+    /// Reads the queues left on disk in `dir` (the outbox directory).
+    pub(crate) fn load(dir: PathBuf) -> io::Result<Phases> {
+        let mut queues = HashMap::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.extension().is_none_or(|ext| ext != "phases") {
+                continue;
+            }
+            let loaded = std::fs::read(&path).and_then(|bytes| {
+                serde_json::from_slice::<PhaseQueue>(&bytes).map_err(io::Error::other)
+            });
+            match loaded {
+                Ok(queue) if queue.version == PHASES_VERSION && !queue.pending.is_empty() => {
+                    queues.insert(queue.run_id.clone(), queue);
+                }
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(err) => {
+                    tracing::warn!(path = %path.display(), "skipping an unreadable phase file: {err}");
+                }
+            }
+        }
+        Ok(Phases {
+            dir,
+            queues: Mutex::new(queues),
+            writes: Mutex::new(()),
+            run_ended: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, PhaseQueue>> {
+        self.queues.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs with queued phases (resumed after a restart).
+    pub(crate) fn run_ids(&self) -> Vec<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Whether a run still has phases to post (its completion waits).
+    pub(crate) fn pending(&self, run_id: &str) -> bool {
+        self.lock().contains_key(run_id)
+    }
+
+    pub(crate) fn path(&self, run_id: &str) -> PathBuf {
+        self.dir.join(format!("{run_id}.phases"))
+    }
+
+    /// Appends a phase; true when the run had no queue (a task must start).
+    fn push(&self, run_id: &str, target: &CallbackTarget, url: String, phase: String) -> bool {
+        let mut queues = self.lock();
+        let fresh = !queues.contains_key(run_id);
+        let queue = queues
+            .entry(run_id.to_owned())
+            .or_insert_with(|| PhaseQueue {
+                version: PHASES_VERSION,
+                run_id: run_id.to_owned(),
+                url,
+                token: target.token.clone(),
+                pending: Vec::new(),
+                superseded: 0,
+            });
+        let entry = PendingPhase {
+            phase,
+            posted_at: Utc::now(),
+            attempts: 0,
+        };
+        // The front may be in flight; the newest replaces the last waiting.
+        if queue.pending.len() >= MAX_PENDING {
+            queue.superseded += 1;
+            queue.pending.pop();
+        }
+        queue.pending.push(entry);
+        fresh
+    }
+
+    /// Writes a run's queue as it is now, or removes its file when it has
+    /// none left.
+    fn sync_file(&self, run_id: &str, sync: durable::Durability) -> io::Result<()> {
+        let _writing = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes = match self.lock().get(run_id) {
+            Some(queue) => serde_json::to_vec(queue).map_err(io::Error::other)?,
+            None => {
+                return match std::fs::remove_file(self.path(run_id)) {
+                    Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
+                    _ => Ok(()),
+                }
+            }
+        };
+        durable::write_atomic(&self.path(run_id), &bytes, 0o600, sync)
+    }
+
+    /// Drops a run's queue and file (the run was deleted).
+    pub(crate) fn forget(&self, run_id: &str) {
+        self.lock().remove(run_id);
+        if let Err(err) = self.sync_file(run_id, durable::Durability::NoFlush) {
+            tracing::warn!(run_id, "cannot remove the run's phase file: {err}");
+        }
+    }
+}
+
+/// Takes a phase for the service: queued in memory at once (so phases keep
+/// the order of the calls), on disk when the returned future completes.
+pub(super) fn take(
+    shared: &Arc<Shared>,
+    run_id: &str,
+    target: &CallbackTarget,
+    phase: String,
+) -> impl std::future::Future<Output = io::Result<()>> + Send + 'static {
+    let run_id = run_id.to_owned();
+    let url = phase_url(&target.url);
+    let shared = shared.clone();
+    let started = url.map(|url| shared.phases.push(&run_id, target, url, phase));
+    if started == Some(true) {
+        tokio::spawn(post_all(shared.clone(), run_id.clone()));
+    }
+    async move {
+        if started.is_none() {
+            tracing::warn!(
+                run_id,
+                "callback.url does not end in /complete; no phase URL beside it, phase not reported"
+            );
+            return Ok(());
+        }
+        tokio::task::spawn_blocking(move || {
+            shared.phases.sync_file(&run_id, durable::Durability::Flush)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+}
+
+/// Starts the delivery of every queue found on disk.
+pub(super) fn resume(shared: &Arc<Shared>) {
+    let run_ids = shared.phases.run_ids();
+    if !run_ids.is_empty() {
+        tracing::info!(runs = run_ids.len(), "resuming pending phase reports");
+    }
+    for run_id in run_ids {
+        tokio::spawn(post_all(shared.clone(), run_id));
+    }
+}
+
+/// Posts a run's phases in order until its queue is empty, then lets its
+/// completion go. Returns early, leaving the file, when the outbox stops.
+async fn post_all(shared: Arc<Shared>, run_id: String) {
+    loop {
+        let waited = completion_waiting_for(&shared, &run_id);
+        let over = waited.is_some_and(|w| w >= COMPLETION_WAITS_AT_MOST);
+        let Some((front, url, token)) = next_phase(&shared, &run_id, over) else {
+            break;
+        };
+        let body = serde_json::json!({ "phase": front.phase })
+            .to_string()
+            .into_bytes();
+        let result = tokio::select! {
+            result = deliver::post(&shared.client, deliver::Request {
+                url: &url,
+                token: token.as_ref(),
+                idempotency_key: None,
+                body,
+                timeout: Some(PHASE_TIMEOUT.min(shared.config.callback_timeout)),
+            }) => result,
+            () = shared.stop.cancelled() => return,
+        };
+        let Some(mut wait) = settle_front(&shared, &run_id, &front, &result) else {
+            continue;
+        };
+        // A completion that is waiting is not kept past its limit.
+        if let Some(waited) = completion_waiting_for(&shared, &run_id) {
+            wait = wait.min(COMPLETION_WAITS_AT_MOST.saturating_sub(waited));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = shared.phases.run_ended.notified() => {}
+            () = shared.stop.cancelled() => return,
+        }
+    }
+    let _ = tokio::task::spawn_blocking({
+        let shared = shared.clone();
+        let run_id = run_id.clone();
+        move || {
+            shared
+                .phases
+                .sync_file(&run_id, durable::Durability::NoFlush)
+        }
+    })
+    .await;
+    // The completion held back for this queue may go now.
+    shared.wake.notify_one();
+    shared.changed.notify_waiters();
+}
+
+/// How long the run's completion has been waiting (since the run ended),
+/// when it is in the outbox.
+fn completion_waiting_for(shared: &Shared, run_id: &str) -> Option<Duration> {
+    let entries = shared.lock_entries();
+    let record = &entries.get(run_id)?.record;
+    Some(
+        (Utc::now() - record.created_at)
+            .to_std()
+            .unwrap_or_default(),
+    )
+}
+
+/// The queue's front with where and how to post it; `None` once the queue
+/// is empty (it is removed) or, with `give_up`, dropped whole.
+fn next_phase(
+    shared: &Shared,
+    run_id: &str,
+    give_up: bool,
+) -> Option<(PendingPhase, String, Option<secrecy::SecretString>)> {
+    let mut queues = shared.phases.lock();
+    let queue = queues.get(run_id)?;
+    match queue.pending.first() {
+        Some(front) if !give_up => Some((
+            front.clone(),
+            queue.url.clone(),
+            queue.token.as_ref().map(|t| t.0.clone()),
+        )),
+        _ => {
+            if !queue.pending.is_empty() {
+                tracing::warn!(
+                    run_id,
+                    dropped = queue.pending.len(),
+                    "phase reports dropped: the run's completion waits no longer"
+                );
+            }
+            queues.remove(run_id);
+            None
+        }
+    }
+}
+
+/// Applies an attempt's result to the queue front: taken or given up (it
+/// leaves the queue), or tried again after the returned wait.
+fn settle_front(
+    shared: &Shared,
+    run_id: &str,
+    front: &PendingPhase,
+    result: &deliver::Attempt,
+) -> Option<Duration> {
+    let attempts = front.attempts + 1;
+    let mut wait = None;
+    if result.outcome == Outcome::Retry {
+        let jittered = backoff(
+            attempts,
+            shared.config.callback_backoff,
+            rand::thread_rng().gen(),
+        );
+        let next = result.retry_after.map_or(jittered, |ra| ra.max(jittered));
+        let age = (Utc::now() - front.posted_at).to_std().unwrap_or_default();
+        if age + next <= shared.config.callback_max_age {
+            wait = Some(next);
+        }
+    }
+    match (result.outcome, wait) {
+        (Outcome::Delivered, _) => {
+            tracing::debug!(
+                run_id,
+                phase = front.phase,
+                status = result.status,
+                "phase reported"
+            );
+        }
+        (_, None) => tracing::warn!(
+            run_id,
+            phase = front.phase,
+            attempts,
+            status = result.status,
+            error = result.error.as_deref(),
+            "phase report given up"
+        ),
+        (_, Some(wait)) => tracing::info!(
+            run_id,
+            phase = front.phase,
+            attempts,
+            status = result.status,
+            error = result.error.as_deref(),
+            retry_in_s = wait.as_secs_f64(),
+            "phase report failed; will retry"
+        ),
+    }
+    {
+        let mut queues = shared.phases.lock();
+        let queue = queues.get_mut(run_id)?;
+        match (queue.pending.first_mut(), wait) {
+            (Some(first), Some(_)) => first.attempts = attempts,
+            (Some(_), None) => {
+                queue.pending.remove(0);
+            }
+            (None, _) => {}
+        }
+    }
+    // No fsync: a crash at worst posts this phase once more.
+    if let Err(err) = shared
+        .phases
+        .sync_file(run_id, durable::Durability::NoFlush)
+    {
+        tracing::warn!(run_id, "cannot write the run's phase file: {err}");
+    }
+    wait
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> CallbackTarget {
+        CallbackTarget {
+            url: "http://127.0.0.1:1/runs/svc/complete".into(),
+            token: Some(StoredToken::from("sk-phase")),
+            run_id: "svc".into(),
+            phases: true,
+        }
+    }
+
+    fn names(phases: &Phases, run_id: &str) -> Vec<String> {
+        phases.lock()[run_id]
+            .pending
+            .iter()
+            .map(|p| p.phase.clone())
+            .collect()
+    }
+
+    /// Past the cap the newest replaces the last waiting; the front (which
+    /// may be in flight) and the order stay.
+    #[test]
+    fn a_full_queue_keeps_its_front_and_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let phases = Phases::load(dir.path().to_owned()).unwrap();
+        let url = || "http://127.0.0.1:1/runs/svc/phase".to_owned();
+        assert!(phases.push("r1", &target(), url(), "p0".into()));
+        for n in 1..MAX_PENDING + 5 {
+            assert!(!phases.push("r1", &target(), url(), format!("p{n}")));
+        }
+        let got = names(&phases, "r1");
+        assert_eq!(got.len(), MAX_PENDING);
+        assert_eq!(got[0], "p0");
+        assert_eq!(got[MAX_PENDING - 2], format!("p{}", MAX_PENDING - 2));
+        assert_eq!(got[MAX_PENDING - 1], format!("p{}", MAX_PENDING + 4));
+        assert_eq!(phases.lock()["r1"].superseded, 5);
+    }
+
+    /// A queue written to disk is resumed by the next start (0600, with its
+    /// order); an emptied queue's file goes; leftovers of other versions
+    /// or with nothing pending are cleared, unreadable ones left alone.
+    #[test]
+    fn queues_survive_a_restart_and_empty_ones_go() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let phases = Phases::load(dir.path().to_owned()).unwrap();
+        let url = "http://127.0.0.1:1/runs/svc/phase".to_owned();
+        phases.push("r1", &target(), url.clone(), "one".into());
+        phases.push("r1", &target(), url.clone(), "two".into());
+        phases.push("r2", &target(), url, "only".into());
+        for run_id in ["r1", "r2"] {
+            phases
+                .sync_file(run_id, durable::Durability::Flush)
+                .unwrap();
+        }
+        let mode = std::fs::metadata(phases.path("r1"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        phases.forget("r2");
+        assert!(!phases.path("r2").exists());
+        std::fs::write(dir.path().join("bad.phases"), b"{").unwrap();
+        let empty = r#"{"version":1,"run_id":"r3","url":"u","token":null,"pending":[]}"#;
+        std::fs::write(dir.path().join("r3.phases"), empty).unwrap();
+
+        let again = Phases::load(dir.path().to_owned()).unwrap();
+        assert_eq!(again.run_ids(), ["r1"]);
+        assert_eq!(names(&again, "r1"), ["one", "two"]);
+        assert!(again.pending("r1") && !again.pending("r2"));
+        assert!(!dir.path().join("r3.phases").exists());
+        assert!(dir.path().join("bad.phases").exists());
+    }
+}
