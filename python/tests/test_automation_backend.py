@@ -180,14 +180,20 @@ async def test_bundle_url_dispatch_runs_the_fetched_script(daemon: Daemon, origi
     assert await output(daemon, "t-url") == ("succeeded", "from-the-url\n")
 
 
-async def test_a_tarball_path_that_is_not_a_url_is_permanent(daemon: Daemon) -> None:
-    with pytest.raises(PermanentDispatchError, match="not an http"):
+@pytest.mark.parametrize("source", ["/etc/passwd", "s3://bucket/b.tar.gz?X-Amz-Signature=s3cr3t"])
+async def test_a_tarball_source_that_is_not_an_http_url_is_permanent(
+    daemon: Daemon, source: str
+) -> None:
+    """Never read as a path on the service's host; a query stays out."""
+    with pytest.raises(PermanentDispatchError, match="not an http") as raised:
         await execute_in_sandboxd(
             settings(daemon.url, daemon.key),
             entrypoint="true",
-            tarball_source="/etc/passwd",
+            tarball_source=source,
             run_id="t-path",
         )
+    assert source.split("?")[0] in str(raised.value)
+    assert "s3cr3t" not in str(raised.value)
 
 
 @pytest.mark.parametrize("allow", [True, False])

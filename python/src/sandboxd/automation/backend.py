@@ -183,7 +183,7 @@ async def execute_in_sandboxd(
     if not run_id:
         raise PermanentDispatchError("sandboxd needs the automation run id")
     if isinstance(tarball_source, str) and not is_url(tarball_source):
-        raise PermanentDispatchError(f"not an http(s) tarball URL: {tarball_source!r}")
+        raise PermanentDispatchError(f"not an http(s) tarball URL: {shown_url(tarball_source)}")
     env = command_env(dict(env_vars or {}), settings.allow_sensitive_env)
     callback: dict[str, Any] = {"url": env.get("AUTOMATION_CALLBACK_URL", ""), "run_id": run_id}
     if settings.callback_key:
