@@ -176,6 +176,16 @@ def fetch_bundle(
     return Call("POST", run_path(run_id, "/bundle"), json=body)
 
 
+FETCH_TIMEOUT_DEFAULT_S = 300.0
+"""The daemon's own limit on a bundle download without ``timeout_s``."""
+
+
+def fetch_timeout(timeout_s: float | None) -> httpx.Timeout:
+    """How long a client waits for a bundle fetch's answer: the daemon's
+    download limit and a margin (the answer comes once it is extracted)."""
+    return httpx.Timeout(30.0, read=(timeout_s or FETCH_TIMEOUT_DEFAULT_S) + 30.0)
+
+
 def is_url(source: str) -> bool:
     """Whether a bundle source is an http(s) URL for the daemon to fetch."""
     return isinstance(source, str) and source.startswith(("http://", "https://"))

@@ -132,7 +132,8 @@ class Client:
         """
         if isinstance(source, str) and calls.is_url(source):
             call = calls.fetch_bundle(run_id, source, headers, timeout_s, sha256)
-            return calls.parse(self._send(call), BundleInfo)
+            answer = self._send(call, timeout=calls.fetch_timeout(timeout_s))
+            return calls.parse(answer, BundleInfo)
         if isinstance(source, bytes | bytearray):
             call = calls.upload_call(run_id, replace, len(source))
             return calls.parse(self._send(call, content=bytes(source)), BundleInfo)

@@ -6,16 +6,17 @@ import logging
 import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from openhands.automation.backends.base import ExecutionBackend, ExecutionContext
-from openhands.automation.exceptions import PermanentDispatchError
+from openhands.automation.exceptions import PermanentDispatchError, SandboxProvisioningError
 from openhands.automation.execution import DispatchResult
 from openhands.automation.utils.agent_server import VerificationOutcome, VerificationResult
 
-from .._calls import DEFAULT_URL, from_env_settings
+from .._calls import DEFAULT_URL, from_env_settings, is_url
 from ..async_client import AsyncClient
-from ..errors import SandboxdError
+from ..errors import SandboxdError, SandboxdUnavailable
 from ..models import RunState
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,17 @@ class SandboxdBackend(ExecutionBackend):  # type: ignore[misc]
         return True
 
     async def get_execution_context(self, client: httpx.AsyncClient) -> ExecutionContext:
+        """sandboxd itself, once it answers: an unreachable daemon raises
+        ``SandboxProvisioningError``, which the service retries (with its
+        ``AUTOMATION_SANDBOX_PROVISION_*`` attempts and delay) before the
+        run fails, and nothing has started yet."""
+        try:
+            async with self.settings.client() as sandboxd:
+                await sandboxd.healthz()
+        except SandboxdUnavailable as err:
+            raise SandboxProvisioningError(
+                err.message, sandbox_id="", status="UNREACHABLE", reason="sandboxd unreachable"
+            ) from None
         return ExecutionContext(
             agent_url=self.settings.url, session_key=self.settings.session_key or ""
         )
@@ -122,6 +134,24 @@ class SandboxdBackend(ExecutionBackend):  # type: ignore[misc]
         return ""
 
 
+def shown_url(source: str) -> str:
+    """A tarball URL as errors may show it: no credentials, query or fragment
+    (a signed URL's token stays out of the run's error)."""
+    parts = urlsplit(source)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def download_timeout_s() -> float:
+    """The service's limit on a tarball URL download
+    (``AUTOMATION_EXTERNAL_DOWNLOAD_TIMEOUT``, 120 s by default)."""
+    from openhands.automation.config import get_config
+
+    return float(get_config().sandbox.external_download_timeout)
+
+
 def command_env(env_vars: dict[str, str], allow_sensitive: bool) -> dict[str, str]:
     """The dispatcher's env as a sandboxd run takes it: the completion
     variables are sandboxd's own (the relay), the service's key never goes."""
@@ -152,6 +182,8 @@ async def execute_in_sandboxd(
     """
     if not run_id:
         raise PermanentDispatchError("sandboxd needs the automation run id")
+    if isinstance(tarball_source, str) and not is_url(tarball_source):
+        raise PermanentDispatchError(f"not an http(s) tarball URL: {shown_url(tarball_source)}")
     env = command_env(dict(env_vars or {}), settings.allow_sensitive_env)
     callback: dict[str, Any] = {"url": env.get("AUTOMATION_CALLBACK_URL", ""), "run_id": run_id}
     if settings.callback_key:
@@ -159,7 +191,7 @@ async def execute_in_sandboxd(
     try:
         async with settings.client() as sandboxd:
             try:
-                await sandboxd.upload_bundle(run_id, tarball_source)
+                await sandboxd.upload_bundle(run_id, tarball_source, timeout_s=download_timeout_s())
             except SandboxdError as err:
                 if err.code not in ("bundle_exists", "run_started"):
                     raise
@@ -173,8 +205,11 @@ async def execute_in_sandboxd(
                 callback=callback if callback["url"] else None,
             )
     except SandboxdError as err:
+        reason = str(err)
+        if isinstance(tarball_source, str) and shown_url(tarball_source) not in reason:
+            reason = f"tarball {shown_url(tarball_source)}: {reason}"
         if err.permanent or (err.status in (400, 413) and err.code != "upload_incomplete"):
-            raise PermanentDispatchError(str(err)) from None
-        logger.warning("sandboxd dispatch of %s failed: %s", run_id, err)
-        return DispatchResult(success=False, sandbox_id=sandbox_id, error=str(err))
+            raise PermanentDispatchError(reason) from None
+        logger.warning("sandboxd dispatch of %s failed: %s", run_id, reason)
+        return DispatchResult(success=False, sandbox_id=sandbox_id, error=reason)
     return DispatchResult(success=True, sandbox_id=sandbox_id, bash_command_id=run_id)
