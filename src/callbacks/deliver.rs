@@ -79,6 +79,9 @@ pub(crate) struct Attempt {
     pub retry_after: Option<Duration>,
     /// What went wrong, in words (never the token).
     pub error: Option<String>,
+    /// No connection could be made (refused, unreachable): the receiver is
+    /// not up, and trying again costs it nothing.
+    pub unreachable: bool,
 }
 
 /// Sends one POST and classifies the answer. `client` must not follow
@@ -105,6 +108,7 @@ pub(crate) async fn post(client: &reqwest::Client, request: Request<'_>) -> Atte
                 status: None,
                 retry_after: None,
                 error: Some(transport_error(&err, request.token)),
+                unreachable: err.is_connect() && !err.is_timeout(),
             };
         }
     };
@@ -129,6 +133,7 @@ pub(crate) async fn post(client: &reqwest::Client, request: Request<'_>) -> Atte
         status: Some(status),
         retry_after,
         error,
+        unreachable: false,
     }
 }
 

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deliver::{self, Outcome};
 use super::target::{CallbackTarget, StoredToken};
-use super::worker::{backoff, phase_url};
+use super::worker::{phase_url, retry_wait};
 use super::Shared;
 use crate::durable;
 
@@ -337,12 +337,12 @@ fn settle_front(
     let attempts = front.attempts + 1;
     let mut wait = None;
     if result.outcome == Outcome::Retry {
-        let jittered = backoff(
+        let next = retry_wait(
             attempts,
             shared.config.callback_backoff,
+            result,
             rand::thread_rng().gen(),
         );
-        let next = result.retry_after.map_or(jittered, |ra| ra.max(jittered));
         let age = (Utc::now() - front.posted_at).to_std().unwrap_or_default();
         if age + next <= shared.config.callback_max_age {
             wait = Some(next);

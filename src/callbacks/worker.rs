@@ -23,6 +23,11 @@ use crate::durable;
 /// from the service is honoured even when longer).
 pub(crate) const BACKOFF_CAP: Duration = Duration::from_secs(60);
 
+/// Longest wait between two attempts at a receiver that cannot be
+/// connected to: a refused connection costs it nothing, and a service that
+/// is restarting gets what waits for it within this time of its return.
+pub(crate) const UNREACHABLE_BACKOFF_CAP: Duration = Duration::from_secs(10);
+
 /// How often outbox files whose write failed are written again.
 const UNSAVED_RETRY: Duration = Duration::from_secs(1);
 
@@ -189,12 +194,12 @@ fn settle(
         }
         Outcome::Failed => record.state = DeliveryState::Failed,
         Outcome::Retry => {
-            let jittered = backoff(
+            let wait = retry_wait(
                 record.attempts,
                 shared.config.callback_backoff,
+                result,
                 rand::thread_rng().gen(),
             );
-            let wait = result.retry_after.map_or(jittered, |ra| ra.max(jittered));
             let age = (Utc::now() - record.created_at)
                 .to_std()
                 .unwrap_or_default();
@@ -223,12 +228,29 @@ fn settle(
     Some((state, attempts, retry_in))
 }
 
+/// Wait after failed attempt number `attempts`: [`backoff`], at most
+/// [`UNREACHABLE_BACKOFF_CAP`] when no connection could be made, and never
+/// shorter than the answer's `Retry-After`.
+pub(crate) fn retry_wait(
+    attempts: u32,
+    base: Duration,
+    result: &deliver::Attempt,
+    unit: f64,
+) -> Duration {
+    let cap = match result.unreachable {
+        true => UNREACHABLE_BACKOFF_CAP,
+        false => BACKOFF_CAP,
+    };
+    let jittered = backoff(attempts, base, cap, unit);
+    result.retry_after.map_or(jittered, |ra| ra.max(jittered))
+}
+
 /// Wait before retry number `retry` (1 = the first retry): full jitter,
 /// a random time up to `min(cap, base × 2^(retry-1))`; `unit` is a random
 /// number in [0, 1).
-pub(crate) fn backoff(retry: u32, base: Duration, unit: f64) -> Duration {
+fn backoff(retry: u32, base: Duration, cap: Duration, unit: f64) -> Duration {
     let exponent = retry.saturating_sub(1).min(30);
-    let ceiling = base.saturating_mul(1 << exponent).min(BACKOFF_CAP);
+    let ceiling = base.saturating_mul(1 << exponent).min(cap);
     ceiling.mul_f64(unit.clamp(0.0, 1.0))
 }
 
@@ -252,11 +274,11 @@ mod tests {
     fn backoff_schedule() {
         let base = Duration::from_secs(1);
         let top = 0.999_999;
-        assert_eq!(backoff(1, base, 0.0), Duration::ZERO);
-        assert!(backoff(1, base, top) <= Duration::from_secs(1));
-        assert!(backoff(1, base, top) > Duration::from_millis(999));
+        assert_eq!(backoff(1, base, BACKOFF_CAP, 0.0), Duration::ZERO);
+        assert!(backoff(1, base, BACKOFF_CAP, top) <= Duration::from_secs(1));
+        assert!(backoff(1, base, BACKOFF_CAP, top) > Duration::from_millis(999));
         for (retry, ceiling) in [(2, 2), (3, 4), (4, 8), (6, 32), (7, 60), (8, 60), (40, 60)] {
-            let wait = backoff(retry, base, top);
+            let wait = backoff(retry, base, BACKOFF_CAP, top);
             assert!(
                 wait <= Duration::from_secs(ceiling),
                 "retry {retry}: {wait:?}"
@@ -266,8 +288,37 @@ mod tests {
                 "retry {retry}: {wait:?}"
             );
         }
-        assert_eq!(backoff(5, base, 0.5), Duration::from_secs(8));
-        assert!(backoff(u32::MAX, Duration::from_secs(3600), top) <= BACKOFF_CAP);
+        assert_eq!(backoff(5, base, BACKOFF_CAP, 0.5), Duration::from_secs(8));
+        assert!(backoff(u32::MAX, Duration::from_secs(3600), BACKOFF_CAP, top) <= BACKOFF_CAP);
+    }
+
+    /// A receiver that cannot be connected to is tried again within 10 s;
+    /// one that answers backs off to 60 s; `Retry-After` is a floor.
+    #[test]
+    fn an_unreachable_receiver_is_retried_within_10_s() {
+        let base = Duration::from_secs(1);
+        let top = 0.999_999;
+        let attempt = |unreachable, retry_after| deliver::Attempt {
+            outcome: Outcome::Retry,
+            status: None,
+            retry_after,
+            error: None,
+            unreachable,
+        };
+        for attempts in [5, 8, 40] {
+            let refused = retry_wait(attempts, base, &attempt(true, None), top);
+            assert!(refused <= UNREACHABLE_BACKOFF_CAP && refused > Duration::from_millis(9_999));
+        }
+        assert!(retry_wait(2, base, &attempt(true, None), top) <= Duration::from_secs(2));
+        let answered = retry_wait(40, base, &attempt(false, None), top);
+        assert!(answered > Duration::from_secs(59));
+        let told = retry_wait(
+            40,
+            base,
+            &attempt(true, Some(Duration::from_secs(120))),
+            top,
+        );
+        assert_eq!(told, Duration::from_secs(120));
     }
 
     /// The phase URL is the completion URL's sibling; other URLs have none.

@@ -262,8 +262,9 @@ pub struct ServeArgs {
     pub callback_max_age: Duration,
 
     /// Upper bound of the first callback retry's wait; retry n waits a
-    /// random time up to min(60 s, this × 2^(n-1)) (full jitter): seconds, or
-    /// with a unit (500ms, 2s).
+    /// random time up to min(60 s, this × 2^(n-1)) (full jitter; 10 s
+    /// instead of 60 s while no connection can be made): seconds, or with a
+    /// unit (500ms, 2s).
     #[arg(help_heading = "Callbacks", long, env = "SANDBOXD_CALLBACK_BACKOFF", default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
     pub callback_backoff: Duration,
 
