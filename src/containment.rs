@@ -34,12 +34,15 @@ fn cgroup2_mount() -> Option<PathBuf> {
     })
 }
 
-/// A run's own cgroup: created by its shim next to the shim's cgroup, the
-/// run's processes moved in before exec, and killed as a whole
+/// A run's own cgroup: created by its shim next to the shim's cgroup
+/// (while the shim waits for its spec: the name is the shim's pid, not the
+/// run's), the run's processes created in it, and killed as a whole
 /// (`cgroup.kill`) when the run ends. Removed on drop.
 #[derive(Debug)]
 pub(crate) struct RunCgroup {
     dir: PathBuf,
+    /// The directory itself, for `clone3(CLONE_INTO_CGROUP)`.
+    handle: File,
     procs: File,
 }
 
@@ -58,8 +61,9 @@ impl RunCgroup {
         let procs = std::fs::OpenOptions::new()
             .write(true)
             .open(dir.join("cgroup.procs"));
-        match (usable, procs) {
-            (true, Ok(procs)) => Some(RunCgroup { dir, procs }),
+        let handle = File::open(&dir);
+        match (usable, procs, handle) {
+            (true, Ok(procs), Ok(handle)) => Some(RunCgroup { dir, handle, procs }),
             _ => {
                 let _ = std::fs::remove_dir(&dir);
                 None
@@ -68,9 +72,16 @@ impl RunCgroup {
     }
 
     /// The descriptor of `cgroup.procs`: a forked child writes `0` to it
-    /// (before exec, async-signal-safe) to move itself in.
+    /// (before exec, async-signal-safe) to move itself in, where it could
+    /// not be created in the cgroup.
     pub(crate) fn procs_fd(&self) -> RawFd {
         self.procs.as_raw_fd()
+    }
+
+    /// The descriptor of the cgroup's directory: `clone3` creates a child
+    /// in the cgroup with it (`CLONE_INTO_CGROUP`).
+    pub(crate) fn dir_fd(&self) -> RawFd {
+        self.handle.as_raw_fd()
     }
 
     /// Whether any process is still in the cgroup.

@@ -169,6 +169,38 @@ async fn idle_warm_shims_never_outlive_the_daemon() {
     wait_gone(&idle, "idle shims gone after the shutdown").await;
 }
 
+/// An idle warm shim prepares its run cgroup ahead of the spec, named
+/// after the shim (nothing of a run), and removes it when it ends unused.
+#[tokio::test]
+async fn an_idle_shim_prepares_its_cgroup_and_removes_it_unused() {
+    let Some(cgroups) = crate::containment::own_writable_cgroup() else {
+        eprintln!("needs a writable cgroup v2; skipped");
+        return;
+    };
+    let mut daemon = binary_daemon(&["--warm-shims", "2"]).await;
+    let idle = wait_ready(&daemon, 2).await;
+    let dirs: Vec<_> = idle
+        .iter()
+        .map(|pid| cgroups.join(format!("sandboxd-run-{pid}")))
+        .collect();
+    let mut missing = Vec::new();
+    support::wait_for(
+        "the idle shims' cgroups",
+        || async {
+            let missing: Vec<_> = dirs.iter().filter(|d| !d.exists()).cloned().collect();
+            (missing.is_empty(), missing)
+        },
+        &mut missing,
+    )
+    .await;
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit().success());
+    wait_gone(&idle, "idle shims gone after the shutdown").await;
+    for dir in dirs {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+}
+
 /// In subreaper mode a killed daemon's idle shim exits and is reaped by
 /// the init (no zombie is left), while the restarted daemon warms a new
 /// pool.
