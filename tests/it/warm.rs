@@ -201,6 +201,39 @@ async fn an_idle_shim_prepares_its_cgroup_and_removes_it_unused() {
     }
 }
 
+/// A warm shim whose prepared cgroup was removed while it waited (an
+/// empty cgroup can be) makes it again: the run still starts inside a
+/// cgroup of its own.
+#[tokio::test]
+async fn a_prepared_cgroup_removed_while_idle_is_made_again() {
+    let Some(cgroups) = crate::containment::own_writable_cgroup() else {
+        eprintln!("needs a writable cgroup v2; skipped");
+        return;
+    };
+    let daemon = binary_daemon(&["--warm-shims", "1"]).await;
+    let idle = wait_ready(&daemon, 1).await;
+    let dir = cgroups.join(format!("sandboxd-run-{}", idle[0]));
+    let mut present = false;
+    support::wait_for(
+        "the idle shim's cgroup",
+        || async { (dir.exists(), dir.exists()) },
+        &mut present,
+    )
+    .await;
+    std::fs::remove_dir(&dir).unwrap();
+    let run = daemon
+        .exec(json!({"command": ["cat", "/proc/self/cgroup"], "wait": true}))
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let stdout = run["stdout"].as_str().unwrap();
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("0::") && l.ends_with(&format!("/sandboxd-run-{}", idle[0]))),
+        "{stdout}"
+    );
+}
+
 /// In subreaper mode a killed daemon's idle shim exits and is reaped by
 /// the init (no zombie is left), while the restarted daemon warms a new
 /// pool.

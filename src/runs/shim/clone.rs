@@ -5,9 +5,9 @@
 //! kernel's cgroup-wide write lock, which waits for an RCU grace period:
 //! about 0.1 ms on a quiet machine and 10 to 20 ms on a busy one, where
 //! it was the largest single cost of a short run. Where `clone3` or
-//! `CLONE_INTO_CGROUP` is refused (Linux < 5.7, a seccomp filter), the
-//! child is forked and writes `cgroup.procs` itself before anything else,
-//! as before.
+//! `CLONE_INTO_CGROUP` is refused (Linux < 5.7, a seccomp filter) or
+//! fails, the child is forked and writes `cgroup.procs` itself before
+//! anything else, as before.
 //!
 //! Hand-written because `std::process::Command` has no way to pass clone
 //! flags. The child is a forked copy (no `CLONE_VM`): it may return from
@@ -236,11 +236,9 @@ fn clone_child(cgroup: Option<Target>, create: Create) -> io::Result<(i32, bool)
         if pid >= 0 {
             return Ok((pid as i32, false));
         }
-        let err = io::Error::last_os_error();
-        let refused = [libc::ENOSYS, libc::EINVAL, libc::E2BIG, libc::EPERM];
-        if !refused.contains(&err.raw_os_error().unwrap_or(0)) {
-            return Err(err);
-        }
+        // Refused (ENOSYS, EINVAL, E2BIG, EPERM from a seccomp filter) or
+        // failed for a reason of the cgroup's: the fallback does what was
+        // done before, and reports that write's own error if it fails too.
     }
     // SAFETY: the child only runs async-signal-safe calls until exec.
     match unsafe { libc::fork() } {

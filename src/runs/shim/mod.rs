@@ -152,6 +152,7 @@ fn run_shim() -> io::Result<()> {
         return Ok(());
     };
     let _ = SHIM_LOG.set(RunDir::new(&spec.run_dir).shim_log());
+    let cgroup = cgroup.and_then(|prepared| prepared.or_again(&std::process::id().to_string()));
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         diagnose(&info.to_string());
@@ -170,17 +171,11 @@ fn run_shim() -> io::Result<()> {
         )),
     });
     let masker = LiveMasker::new(Masker::new(spec.mask.iter()));
-    capture::spawn_control_thread(shared.clone(), masker.clone());
-
-    deadline::spawn_signal_thread(shared.clone(), forwarded);
-    deadline::spawn_deadline_thread(
-        shared.clone(),
-        Instant::now(),
-        Duration::from_millis(spec.timeout_ms),
-        Duration::from_millis(spec.kill_grace_ms),
-    );
-
-    let mut report = run_phases(&spec, &shared, &masker, cgroup.as_ref());
+    let mut helpers = Some(Helpers {
+        forwarded,
+        started: Instant::now(),
+    });
+    let mut report = run_phases(&spec, &shared, &masker, cgroup.as_ref(), &mut helpers);
     deadline::finish(&shared);
     let mut output = lock(&shared.output);
     let truncation = output.finish();
@@ -217,11 +212,36 @@ fn run_shim() -> io::Result<()> {
     durable::sync_dir(&spec.run_dir)
 }
 
+/// The shim's helper threads: control lines (values to mask), forwarded
+/// signals and the deadline. Started once the first phase's process
+/// exists, beside it rather than before it: a signal that comes earlier
+/// stays pending (blocked) until the signal thread takes it, and the
+/// deadline counts from the spec's arrival all the same.
+struct Helpers {
+    forwarded: SigSet,
+    /// When the spec arrived.
+    started: Instant,
+}
+
+impl Helpers {
+    fn start(self, spec: &ShimSpec, shared: &Arc<Shared>, masker: &LiveMasker) {
+        capture::spawn_control_thread(shared.clone(), masker.clone());
+        deadline::spawn_signal_thread(shared.clone(), self.forwarded);
+        deadline::spawn_deadline_thread(
+            shared.clone(),
+            self.started,
+            Duration::from_millis(spec.timeout_ms),
+            Duration::from_millis(spec.kill_grace_ms),
+        );
+    }
+}
+
 fn run_phases(
     spec: &ShimSpec,
     shared: &Arc<Shared>,
     masker: &LiveMasker,
     cgroup: Option<&RunCgroup>,
+    helpers: &mut Option<Helpers>,
 ) -> ExitReport {
     let mut report = ExitReport::not_started();
     // The input socket listens from the start: a client may attach (and
@@ -242,7 +262,7 @@ fn run_phases(
             input: ChildInput::Null,
             terminal: None,
         };
-        run_phase(phase, spec, shared, masker, cgroup, &mut report)
+        run_phase(phase, spec, shared, masker, cgroup, helpers, &mut report)
     };
     if setup_ok && !shared.stopping() {
         report.started_at = Some(Utc::now());
@@ -252,7 +272,7 @@ fn run_phases(
             input: std::mem::replace(&mut input.child, ChildInput::Null),
             terminal: input.terminal.take(),
         };
-        run_phase(phase, spec, shared, masker, cgroup, &mut report);
+        run_phase(phase, spec, shared, masker, cgroup, helpers, &mut report);
     }
     input.close();
     report.finished_at = Utc::now();
@@ -275,6 +295,7 @@ fn run_phase(
     shared: &Arc<Shared>,
     masker: &LiveMasker,
     cgroup: Option<&RunCgroup>,
+    helpers: &mut Option<Helpers>,
     report: &mut ExitReport,
 ) -> bool {
     let PhaseRun {
@@ -305,6 +326,9 @@ fn run_phase(
     // A cancel that raced with the spawn still reaches the new group.
     if shared.stopping() {
         let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+    if let Some(helpers) = helpers.take() {
+        helpers.start(spec, shared, masker);
     }
     // A terminal's output is the run's stdout.
     let readers = [
