@@ -171,11 +171,16 @@ fn run_shim() -> io::Result<()> {
         )),
     });
     let masker = LiveMasker::new(Masker::new(spec.mask.iter()));
-    let mut helpers = Some(Helpers {
-        forwarded,
-        started: Instant::now(),
-    });
-    let mut report = run_phases(&spec, &shared, &masker, cgroup.as_ref(), &mut helpers);
+    capture::spawn_control_thread(shared.clone(), masker.clone());
+    deadline::spawn_signal_thread(shared.clone(), forwarded);
+    deadline::spawn_deadline_thread(
+        shared.clone(),
+        Instant::now(),
+        Duration::from_millis(spec.timeout_ms),
+        Duration::from_millis(spec.kill_grace_ms),
+    );
+
+    let mut report = run_phases(&spec, &shared, &masker, cgroup.as_ref());
     deadline::finish(&shared);
     let mut output = lock(&shared.output);
     let truncation = output.finish();
@@ -212,36 +217,11 @@ fn run_shim() -> io::Result<()> {
     durable::sync_dir(&spec.run_dir)
 }
 
-/// The shim's helper threads: control lines (values to mask), forwarded
-/// signals and the deadline. Started once the first phase's process
-/// exists, beside it rather than before it: a signal that comes earlier
-/// stays pending (blocked) until the signal thread takes it, and the
-/// deadline counts from the spec's arrival all the same.
-struct Helpers {
-    forwarded: SigSet,
-    /// When the spec arrived.
-    started: Instant,
-}
-
-impl Helpers {
-    fn start(self, spec: &ShimSpec, shared: &Arc<Shared>, masker: &LiveMasker) {
-        capture::spawn_control_thread(shared.clone(), masker.clone());
-        deadline::spawn_signal_thread(shared.clone(), self.forwarded);
-        deadline::spawn_deadline_thread(
-            shared.clone(),
-            self.started,
-            Duration::from_millis(spec.timeout_ms),
-            Duration::from_millis(spec.kill_grace_ms),
-        );
-    }
-}
-
 fn run_phases(
     spec: &ShimSpec,
     shared: &Arc<Shared>,
     masker: &LiveMasker,
     cgroup: Option<&RunCgroup>,
-    helpers: &mut Option<Helpers>,
 ) -> ExitReport {
     let mut report = ExitReport::not_started();
     // The input socket listens from the start: a client may attach (and
@@ -262,7 +242,7 @@ fn run_phases(
             input: ChildInput::Null,
             terminal: None,
         };
-        run_phase(phase, spec, shared, masker, cgroup, helpers, &mut report)
+        run_phase(phase, spec, shared, masker, cgroup, &mut report)
     };
     if setup_ok && !shared.stopping() {
         report.started_at = Some(Utc::now());
@@ -272,7 +252,7 @@ fn run_phases(
             input: std::mem::replace(&mut input.child, ChildInput::Null),
             terminal: input.terminal.take(),
         };
-        run_phase(phase, spec, shared, masker, cgroup, helpers, &mut report);
+        run_phase(phase, spec, shared, masker, cgroup, &mut report);
     }
     input.close();
     report.finished_at = Utc::now();
@@ -295,7 +275,6 @@ fn run_phase(
     shared: &Arc<Shared>,
     masker: &LiveMasker,
     cgroup: Option<&RunCgroup>,
-    helpers: &mut Option<Helpers>,
     report: &mut ExitReport,
 ) -> bool {
     let PhaseRun {
@@ -326,9 +305,6 @@ fn run_phase(
     // A cancel that raced with the spawn still reaches the new group.
     if shared.stopping() {
         let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
-    }
-    if let Some(helpers) = helpers.take() {
-        helpers.start(spec, shared, masker);
     }
     // A terminal's output is the run's stdout.
     let readers = [
