@@ -206,8 +206,7 @@ migration write) and exec'd, the command itself, the shim's clean-up of the run'
 `exit.json`, the daemon's final record, and the answer: two processes and several thread \
 hand-offs, each a scheduling round trip on 2 cores. Section 7a has the stage-by-stage breakdown. \
 What would close more of it: `CLONE_VM` for the command's clone (no copy of the shim's page \
-tables), resetting only the signals the shim ignores, fewer helper threads, started while the \
-shim is idle. Not done: dropping the shim (a daemon-spawned command), which would let a \
+tables), fewer helper threads, started while the shim is idle. Not done: dropping the shim (a daemon-spawned command), which would let a \
 double-forked `setsid` grandchild escape the run's clean-up and stop runs surviving a daemon \
 restart.",
         ms((s - l).max(0.0))

@@ -361,4 +361,32 @@ mod tests {
             assert_eq!((code, out.as_str()), (0, "61234\n61234\n"));
         }
     }
+
+    extern "C" fn ignore_it(_: libc::c_int) {}
+
+    /// The child starts with every signal at its default, with none
+    /// blocked: one this process ignores or catches is reset.
+    #[test]
+    fn the_child_has_default_signal_dispositions() {
+        // SAFETY: SIGUSR1 ignored and a no-op handler for SIGUSR2, in
+        // this test process (no other test uses them).
+        unsafe {
+            libc::signal(libc::SIGUSR1, libc::SIG_IGN);
+            libc::signal(libc::SIGUSR2, ignore_it as *const () as libc::sighandler_t);
+        }
+        let (code, out) = run(&["cat", "/proc/self/status"], None, Create::Clone3).unwrap();
+        assert_eq!(code, 0, "{out}");
+        let lines: Vec<&str> = out
+            .lines()
+            .filter(|l| {
+                ["SigBlk:", "SigIgn:", "SigCgt:"]
+                    .iter()
+                    .any(|k| l.starts_with(k))
+            })
+            .collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        for line in lines {
+            assert!(line.ends_with("0000000000000000"), "{line}");
+        }
+    }
 }
