@@ -34,12 +34,15 @@ fn cgroup2_mount() -> Option<PathBuf> {
     })
 }
 
-/// A run's own cgroup: created by its shim next to the shim's cgroup, the
-/// run's processes moved in before exec, and killed as a whole
+/// A run's own cgroup: created by its shim next to the shim's cgroup
+/// (while the shim waits for its spec: the name is the shim's pid, not the
+/// run's), the run's processes created in it, and killed as a whole
 /// (`cgroup.kill`) when the run ends. Removed on drop.
 #[derive(Debug)]
 pub(crate) struct RunCgroup {
     dir: PathBuf,
+    /// The directory itself, for `clone3(CLONE_INTO_CGROUP)`.
+    handle: File,
     procs: File,
 }
 
@@ -58,8 +61,9 @@ impl RunCgroup {
         let procs = std::fs::OpenOptions::new()
             .write(true)
             .open(dir.join("cgroup.procs"));
-        match (usable, procs) {
-            (true, Ok(procs)) => Some(RunCgroup { dir, procs }),
+        let handle = File::open(&dir);
+        match (usable, procs, handle) {
+            (true, Ok(procs), Ok(handle)) => Some(RunCgroup { dir, handle, procs }),
             _ => {
                 let _ = std::fs::remove_dir(&dir);
                 None
@@ -67,10 +71,31 @@ impl RunCgroup {
         }
     }
 
+    /// This cgroup, or a new one of the same name when it was removed
+    /// since it was made (a cgroup prepared ahead of need is empty, and
+    /// an empty cgroup can be removed by anyone allowed to).
+    pub(crate) fn or_again(self, name: &str) -> Option<RunCgroup> {
+        match self.dir.join("cgroup.procs").exists() {
+            true => Some(self),
+            false => {
+                // Its drop removes the path: before the new one is made.
+                drop(self);
+                RunCgroup::create(name)
+            }
+        }
+    }
+
     /// The descriptor of `cgroup.procs`: a forked child writes `0` to it
-    /// (before exec, async-signal-safe) to move itself in.
+    /// (before exec, async-signal-safe) to move itself in, where it could
+    /// not be created in the cgroup.
     pub(crate) fn procs_fd(&self) -> RawFd {
         self.procs.as_raw_fd()
+    }
+
+    /// The descriptor of the cgroup's directory: `clone3` creates a child
+    /// in the cgroup with it (`CLONE_INTO_CGROUP`).
+    pub(crate) fn dir_fd(&self) -> RawFd {
+        self.handle.as_raw_fd()
     }
 
     /// Whether any process is still in the cgroup.
@@ -111,9 +136,10 @@ impl Drop for RunCgroup {
 /// Removes the run cgroups (`sandboxd-run-<pid>`, `sandboxd-run-probe-<pid>`)
 /// left beside this process's cgroup by shims that were SIGKILLed: only an
 /// empty one (the kernel refuses to remove any other) whose pid is not a
-/// live `sandboxd` process. A live shim (one restored after a restart, or
-/// one creating its cgroup right now, which it names after itself) keeps
-/// its cgroup. Returns how many were removed.
+/// live process. A live shim (one restored after a restart, an idle warm
+/// shim holding its prepared, empty cgroup, one of another daemon or of a
+/// binary since replaced) keeps its cgroup; a leftover whose pid was
+/// reused goes once that process is gone. Returns how many were removed.
 pub(crate) fn remove_leftover_cgroups() -> usize {
     let Some(dir) = own_cgroup_dir() else {
         return 0;
@@ -128,7 +154,7 @@ pub(crate) fn remove_leftover_cgroups() -> usize {
             continue;
         };
         let pid = rest.strip_prefix("probe-").unwrap_or(rest);
-        if pid.parse::<i32>().is_ok_and(is_live_sandboxd) {
+        if pid.parse::<i32>().is_ok_and(is_live) {
             continue;
         }
         // rmdir fails on a cgroup that still holds a process.
@@ -139,15 +165,9 @@ pub(crate) fn remove_leftover_cgroups() -> usize {
     removed
 }
 
-/// Whether `pid` runs the sandboxd binary (a shim or a daemon).
-fn is_live_sandboxd(pid: i32) -> bool {
-    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
-        // Not readable (non-dumpable, for a daemon that is not root): a
-        // live process may be a shim, so its cgroup is kept.
-        return std::path::Path::new(&format!("/proc/{pid}")).exists();
-    };
-    let own = std::fs::read_link("/proc/self/exe").ok();
-    Some(&exe) == own.as_ref() || exe.to_string_lossy().ends_with("sandboxd")
+/// Whether a process `pid` exists.
+fn is_live(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Gives a run's work dir to the user it runs as (`--run-user`, or its
@@ -375,6 +395,25 @@ pub(crate) fn fd_limit() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A prepared cgroup removed behind its owner's back is made again,
+    /// and stays once made.
+    #[test]
+    fn a_removed_cgroup_is_made_again() {
+        let name = format!("again-test-{}", std::process::id());
+        let Some(cgroup) = RunCgroup::create(&name) else {
+            eprintln!("needs a writable cgroup v2; skipped");
+            return;
+        };
+        let dir = cgroup.dir.clone();
+        std::fs::remove_dir(&dir).unwrap();
+        let cgroup = cgroup.or_again(&name).expect("made again");
+        assert!(dir.join("cgroup.procs").exists());
+        let cgroup = cgroup.or_again(&name).expect("kept");
+        assert!(dir.exists());
+        drop(cgroup);
+        assert!(!dir.exists(), "removed on drop");
+    }
 
     /// The probe names a mechanism and leaves no cgroup behind.
     #[test]

@@ -199,16 +199,16 @@ fn why_exec_limit(s: Option<f64>, l: Option<f64>, post: Option<f64>) -> String {
         .unwrap_or_default();
     format!(
         "sandboxd takes {} more than the bare spawn{post}. The shim's start is off the path (a warm \
-shim waits for its spec, `--warm-shims`), so a run is: the HTTP request and the run's first record \
-(temp file and rename), the spec written to the waiting shim, the shim's fork of the command (a \
-`pre_exec` hook moves it into the run's cgroup and resets signals, so no `vfork` fast path), the \
-command itself, the shim's clean-up of the run's processes and `exit.json`, the daemon's final \
-record, and the answer: two processes and several thread hand-offs, each a scheduling round trip on \
-a 2-core machine where the replacement warm shim also starts (about 1 ms of CPU) while the run is \
-answered. What would close more of it: `clone3` with `CLONE_INTO_CGROUP` and `CLONE_VFORK` for the \
-command (no migration write, no copy of the shim's page tables), and a smaller shim image. Not \
-done: dropping the shim (a daemon-spawned command), which would let a double-forked `setsid` \
-grandchild escape the run's clean-up and stop runs surviving a daemon restart.",
+shim waits for its spec, `--warm-shims`, with the run's cgroup already made), so a run is: the HTTP \
+request and the run's first record (temp file and rename), the spec written to the waiting shim, \
+its helper threads, the command created in its cgroup (`clone3` with `CLONE_INTO_CGROUP`, no \
+migration write) and exec'd, the command itself, the shim's clean-up of the run's processes and \
+`exit.json`, the daemon's final record, and the answer: two processes and several thread \
+hand-offs, each a scheduling round trip on 2 cores. Section 7a has the stage-by-stage breakdown. \
+What would close more of it: `CLONE_VM` for the command's clone (no copy of the shim's page \
+tables), fewer helper threads, started while the shim is idle. Not done: dropping the shim (a daemon-spawned command), which would let a \
+double-forked `setsid` grandchild escape the run's clean-up and stop runs surviving a daemon \
+restart.",
         ms((s - l).max(0.0))
     )
 }
@@ -740,6 +740,13 @@ terminal; one byte sent as a WebSocket frame, timed until the terminal's echo co
     ] {
         if let Ok(table) = std::fs::read_to_string(cfg.out.join(file)) {
             let _ = writeln!(o, "\n{title}\n\n{}", table.trim_end());
+        }
+        // The exec path's breakdown, measured by hand (bench/exec-path.md).
+        if file == "daemon.md" {
+            let by_hand = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/exec-path.md");
+            if let Ok(text) = std::fs::read_to_string(by_hand) {
+                let _ = writeln!(o, "\n{}", text.trim_end());
+            }
         }
     }
     if let Ok(text) = std::fs::read_to_string(cfg.out.join("download.txt")) {

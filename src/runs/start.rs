@@ -31,10 +31,16 @@ pub(super) struct Starter {
 }
 
 impl Starter {
-    pub(super) fn new(config: Arc<Config>, url: String, resolver: Resolver) -> Starter {
+    /// `ended` is told whenever a run's end is recorded.
+    pub(super) fn new(
+        config: Arc<Config>,
+        url: String,
+        resolver: Resolver,
+        ended: Arc<tokio::sync::Notify>,
+    ) -> Starter {
         Starter {
             state_dir: StateDir::new(&config.state_dir),
-            warm: WarmPool::start(&config.shim_exe, config.warm_shims),
+            warm: WarmPool::start(&config.shim_exe, config.warm_shims, ended),
             config,
             url,
             resolver,

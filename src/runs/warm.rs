@@ -11,7 +11,10 @@
 //! already been handed a run, and runs outlive the daemon.
 //!
 //! A filler task keeps the pool full off the request path: it is woken when
-//! a run takes a shim, and looks every few seconds for idle shims that died
+//! a run takes a shim and starts the replacement once a run has ended (the
+//! taken shim's run, usually: a short run is answered without a shim start
+//! competing with it for the CPU) or [`REFILL_WAIT`] has passed, whichever
+//! comes first; and it looks every few seconds for idle shims that died
 //! (killed by someone) and replaces them. A run never lands on a dead
 //! shim: [`WarmPool::take`] skips shims that have exited, and a spec that
 //! cannot be handed over falls back to a cold start (`runs::spawn`).
@@ -28,6 +31,9 @@ use super::spawn::{start_idle_shim, IdleShim};
 /// How often the filler looks for idle shims that died.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 
+/// How long a refill waits for a run to end after a shim was taken.
+const REFILL_WAIT: Duration = Duration::from_millis(20);
+
 /// The pool of idle shims; closed when dropped.
 pub(super) struct WarmPool {
     inner: Arc<Inner>,
@@ -40,18 +46,22 @@ struct Inner {
     idle: Mutex<Vec<IdleShim>>,
     /// Wakes the filler (a shim was taken, or the pool closed).
     wake: Notify,
+    /// Told whenever a run's end is recorded.
+    ended: Arc<Notify>,
     closed: AtomicBool,
 }
 
 impl WarmPool {
     /// A pool of `target` shims of `exe`, filled in the background of the
-    /// current tokio runtime (none outside one, or with `target` 0).
-    pub(super) fn start(exe: &Path, target: usize) -> WarmPool {
+    /// current tokio runtime (none outside one, or with `target` 0);
+    /// `ended` is told whenever a run's end is recorded.
+    pub(super) fn start(exe: &Path, target: usize, ended: Arc<Notify>) -> WarmPool {
         let inner = Arc::new(Inner {
             exe: exe.to_owned(),
             target,
             idle: Mutex::new(Vec::with_capacity(target)),
             wake: Notify::new(),
+            ended,
             closed: AtomicBool::new(false),
         });
         if target > 0 {
@@ -110,7 +120,16 @@ impl Inner {
     /// Drops idle shims that have died and starts shims until the pool is
     /// full, never starting one while holding the lock.
     fn refill(&self) {
-        self.lock().retain_mut(IdleShim::is_alive);
+        let died = {
+            let mut idle = self.lock();
+            let before = idle.len();
+            idle.retain_mut(IdleShim::is_alive);
+            idle.len() < before
+        };
+        if died {
+            // A shim killed while idle left its prepared cgroup behind.
+            crate::containment::remove_leftover_cgroups();
+        }
         while !self.closed.load(Ordering::SeqCst) && self.lock().len() < self.target {
             match start_idle_shim(&self.exe) {
                 Ok(shim) => self.lock().push(shim),
@@ -126,8 +145,9 @@ impl Inner {
     }
 }
 
-/// The filler: refills when woken and every [`CHECK_EVERY`]; ends when the
-/// pool is closed or gone.
+/// The filler: refills when woken (once a run has ended, or after
+/// [`REFILL_WAIT`]) and every [`CHECK_EVERY`]; ends when the pool is
+/// closed or gone.
 async fn fill(pool: Weak<Inner>) {
     loop {
         let Some(inner) = pool.upgrade() else { return };
@@ -142,7 +162,16 @@ async fn fill(pool: Weak<Inner>) {
         {
             return;
         }
+        // Listening for a run's end from before the wake, so the end of a
+        // run quicker than this task is not missed.
+        let a_run_ended = inner.ended.notified();
+        tokio::pin!(a_run_ended);
+        a_run_ended.as_mut().enable();
         let woken = inner.wake.notified();
-        let _ = tokio::time::timeout(CHECK_EVERY, woken).await;
+        if tokio::time::timeout(CHECK_EVERY, woken).await.is_ok()
+            && !inner.closed.load(Ordering::SeqCst)
+        {
+            let _ = tokio::time::timeout(REFILL_WAIT, a_run_ended).await;
+        }
     }
 }

@@ -801,7 +801,7 @@ async fn an_impostor_on_the_agent_server_port_is_not_healthy() {
 }
 
 /// The cgroup v2 dir of this process when it is writable.
-fn own_writable_cgroup() -> Option<std::path::PathBuf> {
+pub(crate) fn own_writable_cgroup() -> Option<std::path::PathBuf> {
     let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let rel = text.lines().find_map(|line| line.strip_prefix("0::"))?;
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
@@ -816,6 +816,39 @@ fn own_writable_cgroup() -> Option<std::path::PathBuf> {
     std::fs::create_dir(&probe).ok()?;
     std::fs::remove_dir(&probe).ok()?;
     Some(dir)
+}
+
+/// A run's command is created inside its run's own cgroup, named after
+/// its shim (`clone3` with `CLONE_INTO_CGROUP`): the first thing it reads
+/// is that cgroup, and so is what it forks, `setsid` or not.
+#[tokio::test]
+async fn a_run_starts_inside_its_own_cgroup() {
+    if own_writable_cgroup().is_none() {
+        eprintln!("needs a writable cgroup v2; skipped");
+        return;
+    }
+    let daemon = TestDaemon::start().await;
+    let run = daemon
+        .exec(json!({
+            "run_id": "in-cgroup",
+            "command": ["sh", "-c", "cat /proc/self/cgroup; setsid cat /proc/self/cgroup"],
+            "wait": true,
+        }))
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let record =
+        std::fs::read_to_string(daemon.state_dir().join("runs/in-cgroup/record.json")).unwrap();
+    let record: Value = serde_json::from_str(&record).unwrap();
+    let shim = record["shim"]["pid"].as_i64().unwrap();
+    let stdout = run["stdout"].as_str().unwrap();
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("0::")).collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for line in lines {
+        assert!(
+            line.ends_with(&format!("/sandboxd-run-{shim}")),
+            "not in the run's cgroup: {line}"
+        );
+    }
 }
 
 /// At start a daemon removes the empty run cgroups of shims that are gone

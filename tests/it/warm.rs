@@ -169,6 +169,71 @@ async fn idle_warm_shims_never_outlive_the_daemon() {
     wait_gone(&idle, "idle shims gone after the shutdown").await;
 }
 
+/// An idle warm shim prepares its run cgroup ahead of the spec, named
+/// after the shim (nothing of a run), and removes it when it ends unused.
+#[tokio::test]
+async fn an_idle_shim_prepares_its_cgroup_and_removes_it_unused() {
+    let Some(cgroups) = crate::containment::own_writable_cgroup() else {
+        eprintln!("needs a writable cgroup v2; skipped");
+        return;
+    };
+    let mut daemon = binary_daemon(&["--warm-shims", "2"]).await;
+    let idle = wait_ready(&daemon, 2).await;
+    let dirs: Vec<_> = idle
+        .iter()
+        .map(|pid| cgroups.join(format!("sandboxd-run-{pid}")))
+        .collect();
+    let mut missing = Vec::new();
+    support::wait_for(
+        "the idle shims' cgroups",
+        || async {
+            let missing: Vec<_> = dirs.iter().filter(|d| !d.exists()).cloned().collect();
+            (missing.is_empty(), missing)
+        },
+        &mut missing,
+    )
+    .await;
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait_exit().success());
+    wait_gone(&idle, "idle shims gone after the shutdown").await;
+    for dir in dirs {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+}
+
+/// A warm shim whose prepared cgroup was removed while it waited (an
+/// empty cgroup can be) makes it again: the run still starts inside a
+/// cgroup of its own.
+#[tokio::test]
+async fn a_prepared_cgroup_removed_while_idle_is_made_again() {
+    let Some(cgroups) = crate::containment::own_writable_cgroup() else {
+        eprintln!("needs a writable cgroup v2; skipped");
+        return;
+    };
+    let daemon = binary_daemon(&["--warm-shims", "1"]).await;
+    let idle = wait_ready(&daemon, 1).await;
+    let dir = cgroups.join(format!("sandboxd-run-{}", idle[0]));
+    let mut present = false;
+    support::wait_for(
+        "the idle shim's cgroup",
+        || async { (dir.exists(), dir.exists()) },
+        &mut present,
+    )
+    .await;
+    std::fs::remove_dir(&dir).unwrap();
+    let run = daemon
+        .exec(json!({"command": ["cat", "/proc/self/cgroup"], "wait": true}))
+        .await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let stdout = run["stdout"].as_str().unwrap();
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("0::") && l.ends_with(&format!("/sandboxd-run-{}", idle[0]))),
+        "{stdout}"
+    );
+}
+
 /// In subreaper mode a killed daemon's idle shim exits and is reaped by
 /// the init (no zombie is left), while the restarted daemon warms a new
 /// pool.

@@ -57,11 +57,20 @@ pub async fn create_run(
         // removing it in between.
         let _watching = state.runs.progress(&run_id)?;
         let snapshot = state.runs.wait_ended(&run_id).await?;
+        let written = snapshot.progress;
         let mut view = view(&state, snapshot);
         let limit = state.config.wait_output_bytes;
         let run_dir = state.state_dir.run(&run_id);
-        view.stdout = Some(logs::tail_text(&run_dir.stdout_log(), limit).await);
-        view.stderr = Some(logs::tail_text(&run_dir.stderr_log(), limit).await);
+        // A stream with no output has no file to read: no trip to the
+        // blocking pool for it.
+        let tail = |bytes: u64, path: std::path::PathBuf| async move {
+            match bytes {
+                0 => String::new(),
+                _ => logs::tail_text(&path, limit).await,
+            }
+        };
+        view.stdout = Some(tail(written.stdout_bytes, run_dir.stdout_log()).await);
+        view.stderr = Some(tail(written.stderr_bytes, run_dir.stderr_log()).await);
         return Ok((StatusCode::OK, Json(view)).into_response());
     }
     let status = if created {

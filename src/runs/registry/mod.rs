@@ -98,7 +98,7 @@ impl Registry {
         };
         Registry {
             inner: Arc::new(Inner {
-                starter: Starter::new(config.clone(), url, resolver),
+                starter: Starter::new(config.clone(), url, resolver, context.ended.clone()),
                 state_dir: StateDir::new(&config.state_dir),
                 uids: uids::RunUids::new(config.run_uid_range),
                 config,

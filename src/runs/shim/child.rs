@@ -1,27 +1,36 @@
 //! Starting one phase's process: its own process group, the run's env and
 //! cwd, stdin `/dev/null`, stdout and stderr piped to the shim, and, in the
-//! forked child before exec, default signal dispositions, an empty mask,
-//! the run's oom_score_adj and no descriptors beyond stdio.
+//! child before exec, default signal dispositions, an empty mask, the
+//! run's oom_score_adj and no descriptors beyond stdio. It is created in
+//! the run's cgroup (`clone`).
 
+use std::fs::File;
 use std::io;
-use std::os::fd::RawFd;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
+use std::os::fd::{AsRawFd, OwnedFd};
 
+use super::clone::{Exec, Target};
 use super::protocol::{RunAs, ShimSpec};
-use super::pty::{self, ChildInput};
+use super::pty::ChildInput;
+use crate::containment::RunCgroup;
 
-/// Starts `argv` for the run, moved into the run's cgroup (`cgroup_procs`,
-/// the cgroup's `cgroup.procs` opened for writing) when it has one, and as
+/// A started phase process: its pid, and the read ends of its stdout and
+/// stderr (none with a terminal, whose master the shim reads).
+pub(super) struct ChildProcess {
+    pub(super) pid: i32,
+    pub(super) stdout: Option<File>,
+    pub(super) stderr: Option<File>,
+}
+
+/// Starts `argv` for the run, in the run's cgroup when it has one, and as
 /// `spec.run_as` when set, with `input` as its stdio. The error is a
 /// sentence for the report.
 pub(super) fn spawn_child(
     argv: &[String],
     spec: &ShimSpec,
-    cgroup_procs: Option<RawFd>,
+    cgroup: Option<&RunCgroup>,
     input: &ChildInput,
-) -> Result<Child, String> {
-    let Some((program, args)) = argv.split_first() else {
+) -> Result<ChildProcess, String> {
+    let Some(program) = argv.first() else {
         return Err("the command is empty".to_owned());
     };
     if !spec.cwd.is_dir() {
@@ -30,45 +39,63 @@ pub(super) fn spawn_child(
             spec.cwd.display()
         ));
     }
-    let oom = format!("{}\n", spec.oom_score_adj).into_bytes();
     let run_as = spec.run_as;
-    let mut command = Command::new(program);
-    command
-        .args(args)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&spec.cwd);
-    let terminal = input
-        .configure(&mut command)
-        .map_err(|err| format!("cannot set up the command's stdin: {err}"))?;
-    // SAFETY: the closure only makes async-signal-safe system calls on
-    // memory allocated before the fork (see `reset_child`).
-    unsafe {
-        command.pre_exec(move || {
-            if let Some(fd) = cgroup_procs {
-                // Into the run's cgroup first: whatever the child forks
-                // from now on is killed with the run.
-                if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            reset_child(&oom);
-            if terminal {
-                pty::take_terminal()?;
-            }
-            match run_as {
-                Some(user) => drop_privileges(user),
-                None => Ok(()),
-            }
-        });
-    }
-    command.spawn().map_err(|err| match err.kind() {
+    let started = start(argv, spec, cgroup, input);
+    started.map_err(|err| match err.kind() {
         io::ErrorKind::NotFound => format!("command not found: {program}"),
         io::ErrorKind::PermissionDenied if run_as.is_some() => {
             format!("permission denied executing {program} as the run user")
         }
         io::ErrorKind::PermissionDenied => format!("permission denied executing {program}"),
         _ => format!("cannot start {program}: {err}"),
+    })
+}
+
+/// The child's stdio, made here, and the clone.
+fn start(
+    argv: &[String],
+    spec: &ShimSpec,
+    cgroup: Option<&RunCgroup>,
+    input: &ChildInput,
+) -> io::Result<ChildProcess> {
+    let piped = !matches!(input, ChildInput::Pty(_));
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from);
+    let (out, err) = match piped {
+        true => (Some(pipe()?), Some(pipe()?)),
+        false => (None, None),
+    };
+    let null = match input {
+        ChildInput::Null => Some(File::open("/dev/null")?),
+        _ => None,
+    };
+    let stdin = match (input, &null) {
+        (ChildInput::Pty(fd) | ChildInput::Pipe(fd), _) => fd.as_raw_fd(),
+        (ChildInput::Null, null) => null.as_ref().map_or(-1, |n| n.as_raw_fd()),
+    };
+    // A terminal's slave is also stdout and stderr.
+    let write_end =
+        |pipe: &Option<(OwnedFd, OwnedFd)>| pipe.as_ref().map_or(stdin, |p| p.1.as_raw_fd());
+    let stdio = [stdin, write_end(&out), write_end(&err)];
+    let exec = Exec::new(
+        argv,
+        &spec.env,
+        &spec.cwd,
+        stdio,
+        piped,
+        spec.oom_score_adj,
+        spec.run_as,
+    )?;
+    let target = cgroup.map(|c| Target {
+        dir: c.dir_fd(),
+        procs: c.procs_fd(),
+    });
+    let pid = exec.spawn(target)?;
+    // The child has its ends; the shim keeps the read ends.
+    let read_end = |pipe: Option<(OwnedFd, OwnedFd)>| pipe.map(|(read, _write)| File::from(read));
+    Ok(ChildProcess {
+        pid,
+        stdout: read_end(out),
+        stderr: read_end(err),
     })
 }
 
@@ -93,7 +120,7 @@ fn write_oom_score_adj(oom: &[u8]) -> bool {
 /// Runs in the forked child before exec: default dispositions for every
 /// signal, an empty mask, the run's oom_score_adj, and every descriptor
 /// beyond stdio marked close-on-exec. Async-signal-safe calls only.
-fn reset_child(oom: &[u8]) {
+pub(super) fn reset_child(oom: &[u8]) {
     // SAFETY: signal, sigprocmask, open, write, close and close_range are
     // async-signal-safe and take no pointers into shared state.
     unsafe {
@@ -141,15 +168,18 @@ fn reset_child(oom: &[u8]) {
 
 /// Becomes the run user, for good: its gid as the only group, then its
 /// uid (real, effective and saved). Runs in the forked child after the
-/// writes that need the shim's privileges. Async-signal-safe calls only.
-fn drop_privileges(user: RunAs) -> io::Result<()> {
+/// writes that need the shim's privileges. Raw system calls: the C
+/// library's wrappers apply a change to every thread the library knows
+/// of, and in a child created by a bare `clone3` it still knows the
+/// shim's threads, which are not there: it would wait for them forever.
+pub(super) fn drop_privileges(user: RunAs) -> io::Result<()> {
     // SAFETY: setgroups reads one gid from our stack; setresgid and
     // setresuid take integers. All are async-signal-safe.
     unsafe {
         let groups = [user.gid as libc::gid_t];
-        if libc::setgroups(1, groups.as_ptr()) != 0
-            || libc::setresgid(user.gid, user.gid, user.gid) != 0
-            || libc::setresuid(user.uid, user.uid, user.uid) != 0
+        if libc::syscall(libc::SYS_setgroups, 1usize, groups.as_ptr()) != 0
+            || libc::syscall(libc::SYS_setresgid, user.gid, user.gid, user.gid) != 0
+            || libc::syscall(libc::SYS_setresuid, user.uid, user.uid, user.uid) != 0
         {
             return Err(io::Error::last_os_error());
         }

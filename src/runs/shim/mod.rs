@@ -17,8 +17,8 @@
 //! - enforces the deadline (SIGTERM to the group, SIGKILL after the grace);
 //! - forwards the [`FORWARDED_SIGNALS`](crate::signals::FORWARDED_SIGNALS)
 //!   to the current process group; SIGTERM and SIGINT also mean "cancelled";
-//! - moves each phase's process into the run's own cgroup (cgroup v2,
-//!   where one is writable) before exec, and runs it as `--run-user` when
+//! - creates each phase's process inside the run's own cgroup (cgroup v2,
+//!   where one is writable; `clone`), and runs it as `--run-user` when
 //!   the spec says so;
 //! - when the leader exits, kills what is left of the run (the group, the
 //!   run's cgroup, and every descendant of the shim, round after round
@@ -36,7 +36,7 @@
 //! Layout: [`protocol`] is what the daemon and the shim exchange (the
 //! daemon side is `runs::spawn` and the supervisor); the rest is the shim
 //! process: this file (`main` and the phases), `child` (starting a phase's
-//! process), `capture` (pipes, masking, output files, progress events),
+//! process) and `clone` (its fork and exec into the cgroup), `capture` (pipes, masking, output files, progress events),
 //! `events` (the non-blocking event pipe), `children` (subreaper duties)
 //! `deadline` (the deadline and signal threads), and `pty` and `stdin`
 //! (the command's pipe or terminal and the input socket feeding it).
@@ -44,6 +44,7 @@
 mod capture;
 mod child;
 mod children;
+mod clone;
 mod deadline;
 mod events;
 pub mod input;
@@ -139,6 +140,11 @@ fn run_shim() -> io::Result<()> {
     }
     forwarded.thread_block().map_err(io::Error::from)?;
 
+    // The run's own cgroup where one is writable, else the /proc walk
+    // alone ends what the run leaves behind. Made before the spec comes
+    // (off the run's path for a warm shim): it is named after this shim,
+    // holds nothing of any run, and is removed if no spec ever comes.
+    let cgroup = RunCgroup::create(&std::process::id().to_string());
     // The spec is the first line; stdin stays open for control lines. A
     // warm shim waits here; the channel closing first means it was never
     // used (the daemon stopped or died), and it ends having done nothing.
@@ -146,6 +152,7 @@ fn run_shim() -> io::Result<()> {
         return Ok(());
     };
     let _ = SHIM_LOG.set(RunDir::new(&spec.run_dir).shim_log());
+    let cgroup = cgroup.and_then(|prepared| prepared.or_again(&std::process::id().to_string()));
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
         diagnose(&info.to_string());
@@ -164,11 +171,7 @@ fn run_shim() -> io::Result<()> {
         )),
     });
     let masker = LiveMasker::new(Masker::new(spec.mask.iter()));
-    // The run's own cgroup where one is writable, else the /proc walk
-    // alone ends what the run leaves behind.
-    let cgroup = RunCgroup::create(&std::process::id().to_string());
     capture::spawn_control_thread(shared.clone(), masker.clone());
-
     deadline::spawn_signal_thread(shared.clone(), forwarded);
     deadline::spawn_deadline_thread(
         shared.clone(),
@@ -283,8 +286,7 @@ fn run_phase(
     report.phase = phase;
     report.exit_code = None;
     report.signal = None;
-    let procs = cgroup.map(RunCgroup::procs_fd);
-    let spawned = child::spawn_child(argv, spec, procs, &input);
+    let spawned = child::spawn_child(argv, spec, cgroup, &input);
     // The child has its ends; a terminal's master reads the end of its
     // output only once no copy of the slave is left here.
     drop(input);
@@ -295,7 +297,7 @@ fn run_phase(
             return false;
         }
     };
-    let pid = child.id() as i32;
+    let pid = child.pid;
     shared.current_pgid.store(pid, Ordering::SeqCst);
     lock(&shared.output)
         .events
@@ -323,7 +325,6 @@ fn run_phase(
     for reader in readers.into_iter().flatten() {
         let _ = reader.join();
     }
-    drop(child);
     match status {
         WaitStatus::Exited(_, code) => report.exit_code = Some(code),
         WaitStatus::Signaled(_, signal, _) => report.signal = Some(signal as i32),

@@ -6,8 +6,6 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 
 use nix::pty::{openpty, Winsize};
 
@@ -50,36 +48,6 @@ pub(super) fn open(mode: StdinMode) -> io::Result<Option<(ChildInput, InputEnd)>
             }
             let master = File::from(pty.master);
             Ok(Some((ChildInput::Pty(pty.slave), InputEnd::Pty(master))))
-        }
-    }
-}
-
-impl ChildInput {
-    /// Sets the command's stdio (and, without a terminal, its own process
-    /// group; with one, `take_terminal` in the child makes it a session
-    /// leader instead, which a group leader could not become). True when
-    /// the child must take the terminal before exec.
-    pub(super) fn configure(&self, command: &mut Command) -> io::Result<bool> {
-        match self {
-            ChildInput::Null | ChildInput::Pipe(_) => {
-                let stdin = match self {
-                    ChildInput::Pipe(read) => Stdio::from(read.try_clone()?),
-                    _ => Stdio::null(),
-                };
-                command
-                    .stdin(stdin)
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .process_group(0);
-                Ok(false)
-            }
-            ChildInput::Pty(slave) => {
-                command
-                    .stdin(Stdio::from(slave.try_clone()?))
-                    .stdout(Stdio::from(slave.try_clone()?))
-                    .stderr(Stdio::from(slave.try_clone()?));
-                Ok(true)
-            }
         }
     }
 }
