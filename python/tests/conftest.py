@@ -6,10 +6,12 @@ The binary is ``$SANDBOXD_BIN``, else the repository's ``target/debug``
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -114,3 +116,15 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
 def client(daemon: Daemon) -> Iterator[Client]:
     with daemon.client() as opened:
         yield opened
+
+
+def tarball(files: dict[str, str]) -> bytes:
+    """A gzipped tar of ``files`` (name to text)."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()

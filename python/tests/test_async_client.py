@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import io
-import tarfile
 import time
 from pathlib import Path
 
 import pytest
-from conftest import Daemon
+from conftest import Daemon, tarball
 
 from sandboxd import (
     AsyncClient,
@@ -19,17 +17,6 @@ from sandboxd import (
     SandboxdError,
     SandboxdUnavailable,
 )
-
-
-def tarball(files: dict[str, str]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 async def test_async_upload_run_follow_and_cancel(daemon: Daemon, tmp_path: Path) -> None:

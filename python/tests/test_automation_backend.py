@@ -6,16 +6,14 @@ skipped without it. ``python/e2e/run.sh`` runs it in the service's venv.
 
 from __future__ import annotations
 
-import io
 import socket
-import tarfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from conftest import Daemon
+from conftest import Daemon, tarball
 
 pytest.importorskip("openhands.automation")
 
@@ -33,17 +31,6 @@ from sandboxd.automation import (
 
 AGENT_KEY = "agent-server-key-0123"
 SERVICE_KEY = "service-key-4567"
-
-
-def tarball(files: dict[str, str]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 class Origin:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import sys
-import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -14,20 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Daemon
+from conftest import Daemon, tarball
 
 from sandboxd import Client, RunState, SandboxdError, SandboxdUnavailable
-
-
-def tarball(files: dict[str, str]) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w:gz") as tar:
-        for name, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 @pytest.fixture
