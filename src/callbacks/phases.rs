@@ -76,6 +76,12 @@ pub(crate) struct PhaseQueue {
     /// Phases replaced by a newer one while the queue was full.
     #[serde(default)]
     pub superseded: u64,
+    /// Phases taken since this queue was made (in memory only).
+    #[serde(skip)]
+    taken: u64,
+    /// Of those, how many a flushed write holds (in memory only).
+    #[serde(skip)]
+    flushed: u64,
 }
 
 /// The phase queues of all runs, in memory and on disk.
@@ -140,8 +146,15 @@ impl Phases {
         self.dir.join(format!("{run_id}.phases"))
     }
 
-    /// Appends a phase; true when the run had no queue (a task must start).
-    fn push(&self, run_id: &str, target: &CallbackTarget, url: String, phase: String) -> bool {
+    /// Appends a phase; whether the run had no queue (a task must start),
+    /// and the phase's number in its queue (for [`Phases::flush_through`]).
+    fn push(
+        &self,
+        run_id: &str,
+        target: &CallbackTarget,
+        url: String,
+        phase: String,
+    ) -> (bool, u64) {
         let mut queues = self.lock();
         let fresh = !queues.contains_key(run_id);
         let queue = queues
@@ -153,6 +166,8 @@ impl Phases {
                 token: target.token.clone(),
                 pending: Vec::new(),
                 superseded: 0,
+                taken: 0,
+                flushed: 0,
             });
         let entry = PendingPhase {
             phase,
@@ -165,7 +180,34 @@ impl Phases {
             queue.pending.pop();
         }
         queue.pending.push(entry);
-        fresh
+        queue.taken += 1;
+        (fresh, queue.taken)
+    }
+
+    /// Returns once phase number `taken` of the run's queue is on disk
+    /// (fsync), or has left the queue. One flush covers every phase taken
+    /// before it: a run posting phases back to back gets a flush at a
+    /// time, not one each.
+    fn flush_through(&self, run_id: &str, taken: u64) -> io::Result<()> {
+        let _writing = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let (bytes, holds) = match self.lock().get(run_id) {
+            Some(queue) if queue.flushed < taken => (
+                serde_json::to_vec(queue).map_err(io::Error::other)?,
+                queue.taken,
+            ),
+            // Flushed by a later write, or delivered and gone.
+            _ => return Ok(()),
+        };
+        durable::write_atomic(
+            &self.path(run_id),
+            &bytes,
+            0o600,
+            durable::Durability::Flush,
+        )?;
+        if let Some(queue) = self.lock().get_mut(run_id) {
+            queue.flushed = queue.flushed.max(holds);
+        }
+        Ok(())
     }
 
     /// Writes a run's queue as it is now, or removes its file when it has
@@ -204,23 +246,21 @@ pub(super) fn take(
     let run_id = run_id.to_owned();
     let url = phase_url(&target.url);
     let shared = shared.clone();
-    let started = url.map(|url| shared.phases.push(&run_id, target, url, phase));
-    if started == Some(true) {
+    let pushed = url.map(|url| shared.phases.push(&run_id, target, url, phase));
+    if let Some((true, _)) = pushed {
         tokio::spawn(post_all(shared.clone(), run_id.clone()));
     }
     async move {
-        if started.is_none() {
+        let Some((_, taken)) = pushed else {
             tracing::warn!(
                 run_id,
                 "callback.url does not end in /complete; no phase URL beside it, phase not reported"
             );
             return Ok(());
-        }
-        tokio::task::spawn_blocking(move || {
-            shared.phases.sync_file(&run_id, durable::Durability::Flush)
-        })
-        .await
-        .map_err(io::Error::other)?
+        };
+        tokio::task::spawn_blocking(move || shared.phases.flush_through(&run_id, taken))
+            .await
+            .map_err(io::Error::other)?
     }
 }
 

@@ -26,9 +26,9 @@ fn a_full_queue_keeps_its_front_and_the_newest() {
     let dir = tempfile::tempdir().unwrap();
     let phases = Phases::load(dir.path().to_owned()).unwrap();
     let url = || "http://127.0.0.1:1/runs/svc/phase".to_owned();
-    assert!(phases.push("r1", &target(), url(), "p0".into()));
+    assert_eq!(phases.push("r1", &target(), url(), "p0".into()), (true, 1));
     for n in 1..MAX_PENDING + 5 {
-        assert!(!phases.push("r1", &target(), url(), format!("p{n}")));
+        assert!(!phases.push("r1", &target(), url(), format!("p{n}")).0);
     }
     let got = names(&phases, "r1");
     assert_eq!(got.len(), MAX_PENDING);
@@ -72,4 +72,32 @@ fn queues_survive_a_restart_and_empty_ones_go() {
     assert!(again.pending("r1") && !again.pending("r2"));
     assert!(!dir.path().join("r3.phases").exists());
     assert!(dir.path().join("bad.phases").exists());
+}
+
+/// One flush covers every phase taken before it: a caller whose phase a
+/// later write already holds returns without writing.
+#[test]
+fn one_flush_covers_the_phases_taken_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let phases = Phases::load(dir.path().to_owned()).unwrap();
+    let url = "http://127.0.0.1:1/runs/svc/phase".to_owned();
+    let taken: Vec<u64> = ["a", "b", "c"]
+        .into_iter()
+        .map(|p| phases.push("r1", &target(), url.clone(), p.into()).1)
+        .collect();
+    assert_eq!(taken, [1, 2, 3]);
+    phases.flush_through("r1", 3).unwrap();
+    let stored: PhaseQueue =
+        serde_json::from_slice(&std::fs::read(phases.path("r1")).unwrap()).unwrap();
+    assert_eq!(stored.pending.len(), 3);
+    std::fs::remove_file(phases.path("r1")).unwrap();
+    phases.flush_through("r1", 1).unwrap();
+    phases.flush_through("r1", 2).unwrap();
+    assert!(
+        !phases.path("r1").exists(),
+        "no second write for phases already flushed"
+    );
+    phases.push("r1", &target(), url, "d".into());
+    phases.flush_through("r1", 4).unwrap();
+    assert!(phases.path("r1").exists());
 }
