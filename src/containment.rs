@@ -5,170 +5,12 @@
 //! [`Report`] of protections on and missing shown at start-up and in
 //! `GET /v1/status`.
 
-use std::fs::File;
-use std::io::{self, Write};
-use std::os::fd::{AsRawFd, RawFd};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::io;
+use std::path::Path;
 
-/// The cgroup v2 directory this process is in, when the unified hierarchy
-/// is mounted: `/sys/fs/cgroup` (pure v2) or `/sys/fs/cgroup/unified`
-/// (hybrid), joined with the `0::` line of `/proc/self/cgroup`.
-pub(crate) fn own_cgroup_dir() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let rel = text.lines().find_map(|line| line.strip_prefix("0::"))?;
-    let mount = cgroup2_mount()?;
-    let dir = mount.join(rel.trim_start_matches('/'));
-    dir.join("cgroup.procs").is_file().then_some(dir)
-}
+mod cgroup;
 
-/// Where the unified (v2) hierarchy is mounted, from `/proc/self/mountinfo`.
-fn cgroup2_mount() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        if right.split(' ').next()? != "cgroup2" {
-            return None;
-        }
-        left.split(' ').nth(4).map(PathBuf::from)
-    })
-}
-
-/// A run's own cgroup: created by its shim next to the shim's cgroup
-/// (while the shim waits for its spec: the name is the shim's pid, not the
-/// run's), the run's processes created in it, and killed as a whole
-/// (`cgroup.kill`) when the run ends. Removed on drop.
-#[derive(Debug)]
-pub(crate) struct RunCgroup {
-    dir: PathBuf,
-    /// The directory itself, for `clone3(CLONE_INTO_CGROUP)`.
-    handle: File,
-    procs: File,
-}
-
-impl RunCgroup {
-    /// Creates `sandboxd-run-<name>` beside this process's cgroup; `None`
-    /// when there is no writable cgroup v2 or no `cgroup.kill` (Linux < 5.14).
-    pub(crate) fn create(name: &str) -> Option<RunCgroup> {
-        let parent = own_cgroup_dir()?;
-        let dir = parent.join(format!("sandboxd-run-{name}"));
-        match std::fs::create_dir(&dir) {
-            Ok(()) => {}
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(_) => return None,
-        }
-        let usable = dir.join("cgroup.kill").exists();
-        let procs = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join("cgroup.procs"));
-        let handle = File::open(&dir);
-        match (usable, procs, handle) {
-            (true, Ok(procs), Ok(handle)) => Some(RunCgroup { dir, handle, procs }),
-            _ => {
-                let _ = std::fs::remove_dir(&dir);
-                None
-            }
-        }
-    }
-
-    /// This cgroup, or a new one of the same name when it was removed
-    /// since it was made (a cgroup prepared ahead of need is empty, and
-    /// an empty cgroup can be removed by anyone allowed to).
-    pub(crate) fn or_again(self, name: &str) -> Option<RunCgroup> {
-        match self.dir.join("cgroup.procs").exists() {
-            true => Some(self),
-            false => {
-                // Its drop removes the path: before the new one is made.
-                drop(self);
-                RunCgroup::create(name)
-            }
-        }
-    }
-
-    /// The descriptor of `cgroup.procs`: a forked child writes `0` to it
-    /// (before exec, async-signal-safe) to move itself in, where it could
-    /// not be created in the cgroup.
-    pub(crate) fn procs_fd(&self) -> RawFd {
-        self.procs.as_raw_fd()
-    }
-
-    /// The descriptor of the cgroup's directory: `clone3` creates a child
-    /// in the cgroup with it (`CLONE_INTO_CGROUP`).
-    pub(crate) fn dir_fd(&self) -> RawFd {
-        self.handle.as_raw_fd()
-    }
-
-    /// Whether any process is still in the cgroup.
-    pub(crate) fn populated(&self) -> bool {
-        std::fs::read_to_string(self.dir.join("cgroup.events"))
-            .map(|text| text.lines().any(|l| l == "populated 1"))
-            .unwrap_or(false)
-    }
-
-    /// SIGKILLs every process in the cgroup (the kernel does it atomically,
-    /// forks included) and waits up to `wait` for it to empty, calling
-    /// `reap` (the shim's, the only reaper here) as it goes: zombies leave
-    /// the cgroup only when reaped.
-    pub(crate) fn kill_all(&self, wait: Duration, reap: impl Fn()) {
-        if !self.populated() {
-            return;
-        }
-        if let Ok(mut file) = std::fs::OpenOptions::new()
-            .write(true)
-            .open(self.dir.join("cgroup.kill"))
-        {
-            let _ = file.write_all(b"1");
-        }
-        let until = Instant::now() + wait;
-        while self.populated() && Instant::now() < until {
-            reap();
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-}
-
-impl Drop for RunCgroup {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
-/// Removes the run cgroups (`sandboxd-run-<pid>`, `sandboxd-run-probe-<pid>`)
-/// left beside this process's cgroup by shims that were SIGKILLed: only an
-/// empty one (the kernel refuses to remove any other) whose pid is not a
-/// live process. A live shim (one restored after a restart, an idle warm
-/// shim holding its prepared, empty cgroup, one of another daemon or of a
-/// binary since replaced) keeps its cgroup; a leftover whose pid was
-/// reused goes once that process is gone. Returns how many were removed.
-pub(crate) fn remove_leftover_cgroups() -> usize {
-    let Some(dir) = own_cgroup_dir() else {
-        return 0;
-    };
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return 0;
-    };
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("sandboxd-run-")) else {
-            continue;
-        };
-        let pid = rest.strip_prefix("probe-").unwrap_or(rest);
-        if pid.parse::<i32>().is_ok_and(is_live) {
-            continue;
-        }
-        // rmdir fails on a cgroup that still holds a process.
-        if std::fs::remove_dir(entry.path()).is_ok() {
-            removed += 1;
-        }
-    }
-    removed
-}
-
-/// Whether a process `pid` exists.
-fn is_live(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
-}
+pub(crate) use cgroup::{remove_leftover_cgroups, RunCgroup};
 
 /// Gives a run's work dir to the user it runs as (`--run-user`, or its
 /// own uid from `--run-uid-range`): the directory itself, not followed if
@@ -396,30 +238,11 @@ pub(crate) fn fd_limit() -> u64 {
 mod tests {
     use super::*;
 
-    /// A prepared cgroup removed behind its owner's back is made again,
-    /// and stays once made.
-    #[test]
-    fn a_removed_cgroup_is_made_again() {
-        let name = format!("again-test-{}", std::process::id());
-        let Some(cgroup) = RunCgroup::create(&name) else {
-            eprintln!("needs a writable cgroup v2; skipped");
-            return;
-        };
-        let dir = cgroup.dir.clone();
-        std::fs::remove_dir(&dir).unwrap();
-        let cgroup = cgroup.or_again(&name).expect("made again");
-        assert!(dir.join("cgroup.procs").exists());
-        let cgroup = cgroup.or_again(&name).expect("kept");
-        assert!(dir.exists());
-        drop(cgroup);
-        assert!(!dir.exists(), "removed on drop");
-    }
-
     /// The probe names a mechanism and leaves no cgroup behind.
     #[test]
     fn probe_leaves_nothing() {
         let mechanism = KillMechanism::probe();
-        if let Some(dir) = own_cgroup_dir() {
+        if let Some(dir) = cgroup::own_cgroup_dir() {
             let probe = dir.join(format!("sandboxd-run-probe-{}", std::process::id()));
             assert!(!probe.exists());
         }

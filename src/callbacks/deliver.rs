@@ -108,7 +108,7 @@ pub(crate) async fn post(client: &reqwest::Client, request: Request<'_>) -> Atte
                 status: None,
                 retry_after: None,
                 error: Some(transport_error(&err, request.token)),
-                unreachable: err.is_connect() && !err.is_timeout(),
+                unreachable: refused_or_unreachable(&err),
             };
         }
     };
@@ -135,6 +135,26 @@ pub(crate) async fn post(client: &reqwest::Client, request: Request<'_>) -> Atte
         error,
         unreachable: false,
     }
+}
+
+/// Whether no connection could be made because nothing listens or no
+/// route leads there (not a DNS or TLS failure, which cost the other side
+/// or another party a full exchange each time).
+fn refused_or_unreachable(err: &reqwest::Error) -> bool {
+    use std::io::ErrorKind;
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 fn retry_after_header(headers: &HeaderMap) -> Option<Duration> {
@@ -240,5 +260,42 @@ mod tests {
             "HTTP 401: bad token ****"
         );
         assert_eq!(hide_token("x".into(), None), "x");
+    }
+
+    /// A port nothing listens on is "unreachable" (retried within 10 s);
+    /// an answer never is.
+    #[tokio::test]
+    async fn a_refused_connection_is_unreachable() {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/runs/r/complete", free.local_addr().unwrap());
+        drop(free);
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let request = |url| Request {
+            url,
+            token: None,
+            idempotency_key: None,
+            body: b"{}".to_vec(),
+            timeout: Some(Duration::from_secs(5)),
+        };
+        let refused = post(&client, request(&url)).await;
+        assert_eq!(refused.outcome, Outcome::Retry);
+        assert!(refused.unreachable, "{:?}", refused.error);
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/runs/r/complete", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let answer = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
+            socket.write_all(answer).await.unwrap();
+        });
+        let answered = post(&client, request(&url)).await;
+        assert_eq!(
+            (answered.outcome, answered.status),
+            (Outcome::Retry, Some(503))
+        );
+        assert!(!answered.unreachable);
     }
 }

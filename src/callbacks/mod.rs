@@ -262,19 +262,24 @@ impl Outbox {
         // refuses, the callback is still attempted from memory, and the
         // file written once there is space again.
         // Phases still queued go first; the delivery loop sends the
-        // completion once they are through.
-        let behind_phases = self.shared.phases.pending(&run_id);
-        let saved = {
+        // completion once they are through. Checked under the entries
+        // lock: a queue that empties meanwhile wakes the loop after the
+        // entry is in place.
+        let (saved, behind_phases) = {
             let mut entries = self.shared.lock_entries();
+            let behind_phases = self.shared.phases.pending(&run_id);
             let saved = self
                 .shared
                 .save_entry(&record, durable::Durability::NoFlush);
             let due = behind_phases.then(tokio::time::Instant::now);
             entries.insert(run_id.clone(), Entry { record, due });
-            saved
+            (saved, behind_phases)
         };
         if behind_phases {
-            self.shared.phases.run_ended.notify_waiters();
+            // The run's phase task stops its backoff to finish within the
+            // completion's wait; the loop looks again in any case.
+            self.shared.phases.run_ended(&run_id);
+            self.shared.wake.notify_one();
         } else {
             // The first attempt starts right here, not through the
             // worker's loop: one task hop less between a run's end and
@@ -338,9 +343,9 @@ impl Outbox {
 
     /// Removes a run's entry and file (the run was deleted).
     pub fn forget(&self, run_id: &str) {
+        self.shared.phases.forget(run_id);
         let mut entries = self.shared.lock_entries();
         entries.remove(run_id);
-        self.shared.phases.forget(run_id);
         if let Err(err) = self.shared.store.remove(run_id) {
             tracing::warn!(run_id, "cannot remove the callback's outbox file: {err}");
         }

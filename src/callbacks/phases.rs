@@ -25,12 +25,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::deliver::{self, Outcome};
 use super::target::{CallbackTarget, StoredToken};
-use super::worker::{phase_url, retry_wait};
+use super::worker::phase_url;
 use super::Shared;
 use crate::durable;
 
@@ -82,6 +80,10 @@ pub(crate) struct PhaseQueue {
     /// Of those, how many a flushed write holds (in memory only).
     #[serde(skip)]
     flushed: u64,
+    /// Told when the run's completion starts waiting for this queue (in
+    /// memory only; a stored permit is not lost when nobody waits yet).
+    #[serde(skip)]
+    completion_waits: Arc<tokio::sync::Notify>,
 }
 
 /// The phase queues of all runs, in memory and on disk.
@@ -92,8 +94,6 @@ pub(crate) struct Phases {
     /// with the queue's latest state. Phases are few per run, so one lock
     /// for all runs costs nothing worth a lock per run.
     writes: Mutex<()>,
-    /// A run's completion is waiting: queues in backoff look again.
-    pub(super) run_ended: tokio::sync::Notify,
 }
 
 impl Phases {
@@ -124,7 +124,6 @@ impl Phases {
             dir,
             queues: Mutex::new(queues),
             writes: Mutex::new(()),
-            run_ended: tokio::sync::Notify::new(),
         })
     }
 
@@ -168,6 +167,7 @@ impl Phases {
                 superseded: 0,
                 taken: 0,
                 flushed: 0,
+                completion_waits: Arc::default(),
             });
         let entry = PendingPhase {
             phase,
@@ -226,6 +226,14 @@ impl Phases {
         durable::write_atomic(&self.path(run_id), &bytes, 0o600, sync)
     }
 
+    /// The run's completion waits for its queue now: its task, if in a
+    /// backoff, stops it.
+    pub(crate) fn run_ended(&self, run_id: &str) {
+        if let Some(queue) = self.lock().get(run_id) {
+            queue.completion_waits.notify_one();
+        }
+    }
+
     /// Drops a run's queue and file (the run was deleted).
     pub(crate) fn forget(&self, run_id: &str) {
         self.lock().remove(run_id);
@@ -248,11 +256,12 @@ pub(super) fn take(
     let shared = shared.clone();
     let pushed = url.map(|url| shared.phases.push(&run_id, target, url, phase));
     if let Some((true, _)) = pushed {
-        tokio::spawn(post_all(shared.clone(), run_id.clone()));
+        tokio::spawn(post::post_all(shared.clone(), run_id.clone()));
     }
     async move {
         let Some((_, taken)) = pushed else {
-            tracing::warn!(
+            // Debug: a run may post phases as fast as it likes.
+            tracing::debug!(
                 run_id,
                 "callback.url does not end in /complete; no phase URL beside it, phase not reported"
             );
@@ -271,170 +280,11 @@ pub(super) fn resume(shared: &Arc<Shared>) {
         tracing::info!(runs = run_ids.len(), "resuming pending phase reports");
     }
     for run_id in run_ids {
-        tokio::spawn(post_all(shared.clone(), run_id));
+        tokio::spawn(post::post_all(shared.clone(), run_id));
     }
 }
 
-/// Posts a run's phases in order until its queue is empty, then lets its
-/// completion go. Returns early, leaving the file, when the outbox stops.
-async fn post_all(shared: Arc<Shared>, run_id: String) {
-    loop {
-        let waited = completion_waiting_for(&shared, &run_id);
-        let over = waited.is_some_and(|w| w >= COMPLETION_WAITS_AT_MOST);
-        let Some((front, url, token)) = next_phase(&shared, &run_id, over) else {
-            break;
-        };
-        let body = serde_json::json!({ "phase": front.phase })
-            .to_string()
-            .into_bytes();
-        let result = tokio::select! {
-            result = deliver::post(&shared.client, deliver::Request {
-                url: &url,
-                token: token.as_ref(),
-                idempotency_key: None,
-                body,
-                timeout: Some(PHASE_TIMEOUT.min(shared.config.callback_timeout)),
-            }) => result,
-            () = shared.stop.cancelled() => return,
-        };
-        let Some(mut wait) = settle_front(&shared, &run_id, &front, &result) else {
-            continue;
-        };
-        // A completion that is waiting is not kept past its limit.
-        if let Some(waited) = completion_waiting_for(&shared, &run_id) {
-            wait = wait.min(COMPLETION_WAITS_AT_MOST.saturating_sub(waited));
-        }
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = shared.phases.run_ended.notified() => {}
-            () = shared.stop.cancelled() => return,
-        }
-    }
-    let _ = tokio::task::spawn_blocking({
-        let shared = shared.clone();
-        let run_id = run_id.clone();
-        move || {
-            shared
-                .phases
-                .sync_file(&run_id, durable::Durability::NoFlush)
-        }
-    })
-    .await;
-    // The completion held back for this queue may go now.
-    shared.wake.notify_one();
-    shared.changed.notify_waiters();
-}
-
-/// How long the run's completion has been waiting (since the run ended),
-/// when it is in the outbox.
-fn completion_waiting_for(shared: &Shared, run_id: &str) -> Option<Duration> {
-    let entries = shared.lock_entries();
-    let record = &entries.get(run_id)?.record;
-    Some(
-        (Utc::now() - record.created_at)
-            .to_std()
-            .unwrap_or_default(),
-    )
-}
-
-/// The queue's front with where and how to post it; `None` once the queue
-/// is empty (it is removed) or, with `give_up`, dropped whole.
-fn next_phase(
-    shared: &Shared,
-    run_id: &str,
-    give_up: bool,
-) -> Option<(PendingPhase, String, Option<secrecy::SecretString>)> {
-    let mut queues = shared.phases.lock();
-    let queue = queues.get(run_id)?;
-    match queue.pending.first() {
-        Some(front) if !give_up => Some((
-            front.clone(),
-            queue.url.clone(),
-            queue.token.as_ref().map(|t| t.0.clone()),
-        )),
-        _ => {
-            if !queue.pending.is_empty() {
-                tracing::warn!(
-                    run_id,
-                    dropped = queue.pending.len(),
-                    "phase reports dropped: the run's completion waits no longer"
-                );
-            }
-            queues.remove(run_id);
-            None
-        }
-    }
-}
-
-/// Applies an attempt's result to the queue front: taken or given up (it
-/// leaves the queue), or tried again after the returned wait.
-fn settle_front(
-    shared: &Shared,
-    run_id: &str,
-    front: &PendingPhase,
-    result: &deliver::Attempt,
-) -> Option<Duration> {
-    let attempts = front.attempts + 1;
-    let mut wait = None;
-    if result.outcome == Outcome::Retry {
-        let next = retry_wait(
-            attempts,
-            shared.config.callback_backoff,
-            result,
-            rand::thread_rng().gen(),
-        );
-        let age = (Utc::now() - front.posted_at).to_std().unwrap_or_default();
-        if age + next <= shared.config.callback_max_age {
-            wait = Some(next);
-        }
-    }
-    match (result.outcome, wait) {
-        (Outcome::Delivered, _) => {
-            tracing::debug!(
-                run_id,
-                phase = front.phase,
-                status = result.status,
-                "phase reported"
-            );
-        }
-        (_, None) => tracing::warn!(
-            run_id,
-            phase = front.phase,
-            attempts,
-            status = result.status,
-            error = result.error.as_deref(),
-            "phase report given up"
-        ),
-        (_, Some(wait)) => tracing::info!(
-            run_id,
-            phase = front.phase,
-            attempts,
-            status = result.status,
-            error = result.error.as_deref(),
-            retry_in_s = wait.as_secs_f64(),
-            "phase report failed; will retry"
-        ),
-    }
-    {
-        let mut queues = shared.phases.lock();
-        let queue = queues.get_mut(run_id)?;
-        match (queue.pending.first_mut(), wait) {
-            (Some(first), Some(_)) => first.attempts = attempts,
-            (Some(_), None) => {
-                queue.pending.remove(0);
-            }
-            (None, _) => {}
-        }
-    }
-    // No fsync: a crash at worst posts this phase once more.
-    if let Err(err) = shared
-        .phases
-        .sync_file(run_id, durable::Durability::NoFlush)
-    {
-        tracing::warn!(run_id, "cannot write the run's phase file: {err}");
-    }
-    wait
-}
+mod post;
 
 #[cfg(test)]
 mod tests;

@@ -169,8 +169,23 @@ async fn attempt_now(shared: &Arc<Shared>, run_id: &str) {
             ),
         }
     }
+    flush_settled(shared, run_id).await;
     shared.wake.notify_one();
     shared.changed.notify_waiters();
+}
+
+/// Flushes the rewritten file of a settled attempt: a rename of unflushed
+/// data over the flushed file could leave neither after a power loss, and
+/// a pending callback with it. Off the entries lock; a file removed
+/// meanwhile (the run was deleted) is fine.
+async fn flush_settled(shared: &Arc<Shared>, run_id: &str) {
+    let (store, id) = (shared.store.clone(), run_id.to_owned());
+    let flushed = tokio::task::spawn_blocking(move || store.flush(&id)).await;
+    if let Ok(Err(err)) = flushed {
+        if err.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(run_id, "cannot flush the callback's outbox file: {err}");
+        }
+    }
 }
 
 /// Applies an attempt's result to the entry and writes it. Returns the
@@ -219,9 +234,8 @@ fn settle(
         }
     }
     let (state, attempts) = (record.state, record.attempts);
-    // Written under the lock (no fsync: a crash loses nothing; a power
-    // loss at worst repeats an attempt, which the Idempotency-Key covers),
-    // so a concurrent `forget` cannot be undone by a late write.
+    // Written under the lock, so a concurrent `forget` cannot be undone by
+    // a late write; flushed after it ([`flush_settled`]).
     if let Err(err) = shared.save_entry(&entry.record, durable::Durability::NoFlush) {
         tracing::error!(run_id, "cannot write the callback's outbox file: {err}");
     }

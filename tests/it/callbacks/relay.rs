@@ -250,8 +250,50 @@ async fn phases_hold_the_completion_back_for_30_s_at_most() {
         .iter()
         .filter(|r| r.is_phase())
         .all(|r| r.body["phase"] == "running"));
+    // The log is read from the daemon's stderr as it comes.
+    let logged = std::time::Instant::now() + Duration::from_secs(5);
+    while !daemon.logs().contains("phase reports dropped") && std::time::Instant::now() < logged {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(daemon.logs().contains("phase reports dropped"));
     assert!(!daemon.state_dir().join("outbox/ph-stuck.phases").exists());
+}
+
+/// A run's end stops only its own phase queue's backoff: a run whose phase
+/// the service asked to retry in an hour is not re-posted when other runs
+/// end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_runs_end_leaves_a_phase_queue_in_its_backoff() {
+    let sink = CallbackSink::start().await;
+    sink.script_phases(&[Reply::RetryAfter(503, 3600); 10_000]);
+    let daemon = TestDaemon::start_with(fast(&[])).await;
+    let mut cb = callback(&sink, "herd-a");
+    cb["phases"] = json!(true);
+    daemon
+        .start_run(json!({"run_id": "herd-a", "command": ["sleep", "30"], "callback": cb}))
+        .await;
+    sink.wait("a's first phase", |all| {
+        all.iter()
+            .any(|r| r.is_phase() && r.path.contains("herd-a"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let a_posts = |s: &CallbackSink| s.for_run("herd-a").iter().filter(|r| r.is_phase()).count();
+    let before = a_posts(&sink);
+    for n in 0..3 {
+        let id = format!("herd-b{n}");
+        let mut cb = callback(&sink, &id);
+        cb["phases"] = json!(true);
+        daemon
+            .exec(json!({"run_id": id, "command": ["sleep", "0.3"], "callback": cb}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let after = a_posts(&sink);
+    assert_eq!(
+        before, after,
+        "run a's phase was re-posted despite Retry-After: 3600"
+    );
 }
 
 /// Only the service's shape is taken: an unknown field is refused and
