@@ -38,6 +38,19 @@ impl InputWriter {
     pub async fn eof(&mut self) -> std::io::Result<()> {
         self.stream.write_all(&InputFrame::Eof.encode()).await
     }
+
+    /// Returns once the shim has applied everything written on this
+    /// connection: it closes its end after the last frame (the socket's
+    /// buffer alone says nothing, and the shim serves each connection on
+    /// its own thread, so input written next on another connection could
+    /// otherwise overtake it).
+    pub async fn finish(mut self) -> std::io::Result<()> {
+        use tokio::io::AsyncReadExt;
+        self.stream.shutdown().await?;
+        let mut rest = [0u8; 64];
+        while self.stream.read(&mut rest).await? > 0 {}
+        Ok(())
+    }
 }
 
 impl Registry {

@@ -124,6 +124,34 @@ async fn write_stdin(daemon: &TestDaemon, run_id: &str, query: &str, body: &str)
     request.send().await.unwrap().status()
 }
 
+/// Writes answered one after the other reach the command in that order:
+/// a `204` means the shim has written the bytes into the command's stdin,
+/// so the next write, on a new connection, cannot overtake them.
+#[tokio::test]
+async fn sequential_writes_reach_stdin_in_order() {
+    let daemon = TestDaemon::start().await;
+    daemon
+        .start_run(json!({"run_id": "order", "command": ["cat"], "stdin": "pipe"}))
+        .await;
+    let mut want = String::new();
+    for n in 0..60 {
+        let line = format!("line {n}\n");
+        assert_eq!(
+            write_stdin(&daemon, "order", "", &line).await,
+            StatusCode::NO_CONTENT
+        );
+        want.push_str(&line);
+    }
+    assert_eq!(
+        write_stdin(&daemon, "order", "?close=true", "").await,
+        StatusCode::NO_CONTENT
+    );
+    let run = daemon.wait_ended("order").await;
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let (_, logs) = daemon.text("/v1/runs/order/logs").await;
+    assert_eq!(logs, want);
+}
+
 /// A `bc` driven line by line: through the stdin endpoint and through
 /// attach, each answer read before the next line; closing stdin ends it.
 #[tokio::test]

@@ -102,12 +102,16 @@ async fn exec_it_gives_a_working_shell_in_a_real_terminal() {
     tmux.wait_screen("outer$", 1).await;
     tmux.type_line("before=$(stty -g)");
     tmux.type_line(&format!(
-        "'{}' exec -it --env PS1='inner$ ' -- bash --norc --noprofile",
+        "'{}' exec -it --env PS1='in''ner$ ' -- bash --norc --noprofile",
         support::bin()
     ));
+    // The prompt itself: the typed line says `in''ner$`, so it does not
+    // count (input typed before the terminal goes raw is discarded).
     tmux.wait_screen("inner$", 1).await;
     tmux.type_line("echo answer-$((6*7)); tty; stty size");
-    let screen = tmux.wait_screen("answer-42", 1).await;
+    // The next prompt: all three commands have printed.
+    let screen = tmux.wait_screen("inner$", 2).await;
+    assert!(screen.contains("answer-42"), "{screen}");
     assert!(screen.contains("/dev/pts/"), "{screen}");
     assert!(
         screen.contains("30 90") || screen.contains("29 90"),
@@ -125,7 +129,7 @@ async fn exec_it_gives_a_working_shell_in_a_real_terminal() {
     tmux.type_line("exit 4");
     // Back at the caller's shell (input typed before is the session's).
     tmux.wait_screen("outer$", prompts + 1).await;
-    tmux.type_line("echo exit=$?; [ \"$(stty -g)\" = \"$before\" ] && echo terminal-sane");
+    tmux.type_line("echo exit=$?; [ \"$(stty -g)\" = \"$before\" ] && echo terminal-''sane");
     let screen = tmux.wait_screen("terminal-sane", 1).await;
     assert!(screen.contains("exit=4"), "{screen}");
 }

@@ -128,6 +128,9 @@ pub async fn post_stdin(
     if query.close.unwrap_or(false) {
         input.eof().await.map_err(closed)?;
     }
+    // Applied, not only sent: the next write, on a new connection, comes
+    // after it.
+    input.finish().await.map_err(closed)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
