@@ -27,6 +27,7 @@
 
 pub mod api;
 pub(crate) mod callbacks;
+pub(crate) mod channel_writer;
 pub mod cli;
 pub mod config;
 pub(crate) mod containment;

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 
 use super::meta::{self, EntryKind};
 use super::{located_error, Files, FilesError};
+use crate::channel_writer::ChannelWriter;
 use crate::fsroot;
 
 /// Chunks in flight between the walk and the response.
@@ -97,7 +98,7 @@ impl Files {
         let dir = fsroot::open_dir_beneath(at.base, &at.rel).map_err(|e| located_error(&at, e))?;
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         std::thread::spawn(move || {
-            let sender = ChannelWriter { tx: tx.clone() };
+            let sender = ChannelWriter::new(tx.clone(), "the client went away");
             let walked = Encoder::new(compression, sender).and_then(|encoder| {
                 let mut builder = tar::Builder::new(encoder);
                 builder.follow_symlinks(false);
@@ -170,22 +171,4 @@ fn walk<W: Write>(
         }
     }
     Ok(())
-}
-
-/// Sends what is written as chunks; blocks while the channel is full.
-struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tx
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }

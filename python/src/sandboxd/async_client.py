@@ -365,21 +365,10 @@ class AsyncClient:
     ) -> AsyncIterator[str]:
         """The output as it comes, until the run ends (the iterator then stops)."""
         call = calls.logs(self._run(run_id), stream, offset, follow=True)
-        request = self._http.build_request(
-            call.method, call.path, params=call.params, timeout=calls.WAIT_TIMEOUT
-        )
-        try:
-            response = await self._http.send(request, stream=True)
-        except httpx.TransportError as err:
-            raise calls.transport_failure(self.url, err) from None
-        try:
-            if response.status_code >= 400:
-                await response.aread()
-                calls.check(response)
+        async with self._stream(call) as response:
+            calls.check(response)
             async for text in response.aiter_text():
                 yield text
-        finally:
-            await response.aclose()
 
     async def write_stdin(
         self,

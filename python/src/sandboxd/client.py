@@ -353,20 +353,9 @@ class Client:
     ) -> Iterator[str]:
         """The output as it comes, until the run ends (the iterator then stops)."""
         call = calls.logs(self._run(run_id), stream, offset, follow=True)
-        request = self._http.build_request(
-            call.method, call.path, params=call.params, timeout=calls.WAIT_TIMEOUT
-        )
-        try:
-            response = self._http.send(request, stream=True)
-        except httpx.TransportError as err:
-            raise calls.transport_failure(self.url, err) from None
-        try:
-            if response.status_code >= 400:
-                response.read()
-                calls.check(response)
+        with self._stream(call) as response:
+            calls.check(response)
             yield from response.iter_text()
-        finally:
-            response.close()
 
     def write_stdin(
         self,

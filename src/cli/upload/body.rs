@@ -10,6 +10,7 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 
 use super::progress::Progress;
+use crate::channel_writer::ChannelWriter;
 use crate::cli::client::ClientError;
 
 /// Size of the chunks handed to the request body.
@@ -51,7 +52,7 @@ fn tokio_stream(
 /// Writes `dir` as a tar.gz into `tx`. Paths are relative to `dir`;
 /// symlinks are stored as links, not followed.
 fn pack(dir: &Path, tx: mpsc::Sender<io::Result<Bytes>>, progress: &Progress) -> io::Result<()> {
-    let sink = BufWriter::with_capacity(CHUNK, ChannelWriter { tx });
+    let sink = BufWriter::with_capacity(CHUNK, ChannelWriter::new(tx, "the upload was closed"));
     let gzip = flate2::write::GzEncoder::new(sink, flate2::Compression::new(3));
     let counted = CountingWriter {
         inner: gzip,
@@ -63,24 +64,6 @@ fn pack(dir: &Path, tx: mpsc::Sender<io::Result<Bytes>>, progress: &Progress) ->
     let counted = tar.into_inner()?;
     let mut sink = counted.inner.finish()?;
     sink.flush()
-}
-
-/// Hands each write to the request body as one chunk.
-struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tx
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload was closed"))?;
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Counts the uncompressed tar bytes into the progress.
