@@ -296,6 +296,62 @@ async fn another_runs_end_leaves_a_phase_queue_in_its_backoff() {
     );
 }
 
+/// A hostile run floods its phase endpoint (300 posts back to back on one
+/// connection) while the service is down: every post is taken, the daemon
+/// stays responsive, at most 64 phases wait on disk with the newest last,
+/// and once the service is back it gets them in order, then one completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_flooding_its_phases_is_bounded() {
+    let daemon = TestDaemon::start_with(fast(&[])).await;
+    let down = free_addr();
+    let url = format!("http://{down}/api/automation/v1/runs/ph-flood/complete");
+    let flood = r#"
+import http.client, json, os, urllib.parse
+u = urllib.parse.urlsplit(os.environ["AUTOMATION_PHASE_URL"])
+c = http.client.HTTPConnection(u.hostname, u.port)
+h = {"Authorization": "Bearer " + os.environ["AUTOMATION_CALLBACK_API_KEY"],
+     "Content-Type": "application/json"}
+ok = 0
+for i in range(300):
+    c.request("POST", u.path, json.dumps({"phase": "p%d" % i}), h)
+    r = c.getresponse(); r.read(); ok += r.status == 200
+print(ok)
+"#;
+    let run = daemon
+        .exec(
+            json!({"run_id": "ph-flood", "command": ["python3", "-c", flood],
+                     "callback": {"url": url, "token": TOKEN, "run_id": "ph-flood"}}),
+        )
+        .await;
+    assert_eq!(run["stdout"], "300\n", "{run}");
+    let started = std::time::Instant::now();
+    let (status, _) = daemon.get("/healthz").await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let queued = daemon.state_dir().join("outbox/ph-flood.phases");
+    let stored: Value = serde_json::from_slice(&std::fs::read(&queued).unwrap()).unwrap();
+    let pending = stored["pending"].as_array().unwrap();
+    assert!(pending.len() <= 64, "{} phases wait", pending.len());
+    assert_eq!(pending.last().unwrap()["phase"], "p299");
+
+    let service = CallbackSink::start_at(down).await;
+    service.wait_completions("ph-flood", 1).await;
+    let got = service.for_run("ph-flood");
+    let phases: Vec<u32> = got
+        .iter()
+        .filter(|r| r.is_phase())
+        .map(|r| r.body["phase"].as_str().unwrap()[1..].parse().unwrap())
+        .collect();
+    assert!(phases.len() <= 65, "{} phases posted", phases.len());
+    assert!(
+        phases.windows(2).all(|w| w[0] < w[1]),
+        "in order: {phases:?}"
+    );
+    assert_eq!(phases.last(), Some(&299));
+    assert!(got.last().unwrap().is_complete());
+    assert_eq!(got.iter().filter(|r| r.is_complete()).count(), 1);
+}
+
 /// Only the service's shape is taken: an unknown field is refused and
 /// nothing is stored; an ended run takes none.
 #[tokio::test]
