@@ -806,8 +806,8 @@ async fn runs_without_a_shim_are_lost() {
     assert!(text(&run, "error").contains("restarted"), "{run}");
 }
 
-/// 200 short runs started at once (retrying on 429) all end with their own
-/// exit code.
+/// 200 short runs started at once (retrying on 429 and on the connection
+/// cap's 503) all end with their own exit code.
 #[tokio::test]
 async fn many_concurrent_runs_keep_their_exit_codes() {
     let daemon = TestDaemon::start_with(Options {
@@ -822,12 +822,17 @@ async fn many_concurrent_runs_keep_their_exit_codes() {
         tasks.push(tokio::spawn(async move {
             let body = json!({"run_id": format!("m{i}"), "command": ["sh", "-c", format!("exit {}", i % 7)], "wait": true});
             let mut req = Some(req);
+            // One client per task: retries reuse its connection.
+            let retry_client = reqwest::Client::new();
             loop {
                 let builder = req.take().unwrap_or_else(|| {
-                    reqwest::Client::new().post(format!("{url}/v1/runs")).header("X-Session-API-Key", KEY)
+                    retry_client.post(format!("{url}/v1/runs")).header("X-Session-API-Key", KEY)
                 });
                 let res = builder.json(&body).send().await.unwrap();
-                if res.status() == StatusCode::TOO_MANY_REQUESTS {
+                // 429: no run slot yet; 503: over the connection cap.
+                if res.status() == StatusCode::TOO_MANY_REQUESTS
+                    || res.status() == StatusCode::SERVICE_UNAVAILABLE
+                {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
