@@ -155,15 +155,6 @@ pub(crate) fn parse_absolute(text: &str) -> Result<PathBuf, String> {
     if !text.starts_with('/') {
         return Err(format!("path {text:?} must be absolute, e.g. /tmp/out.txt"));
     }
-    if text.contains('\0') {
-        return Err(format!("path {text:?} contains a NUL byte"));
-    }
-    if text.len() >= 4096 {
-        return Err(format!(
-            "path is {} bytes long; paths must be shorter than 4096 bytes",
-            text.len()
-        ));
-    }
     parse_components(text, PathBuf::from("/"))
 }
 
@@ -177,7 +168,17 @@ pub(crate) fn parse_relative(text: &str) -> Result<PathBuf, String> {
     parse_components(text, PathBuf::new())
 }
 
+/// The checks both kinds of path share, then the components.
 fn parse_components(text: &str, mut out: PathBuf) -> Result<PathBuf, String> {
+    if text.contains('\0') {
+        return Err(format!("path {text:?} contains a NUL byte"));
+    }
+    if text.len() >= 4096 {
+        return Err(format!(
+            "path is {} bytes long; paths must be shorter than 4096 bytes",
+            text.len()
+        ));
+    }
     for component in Path::new(text).components() {
         match component {
             Component::RootDir | Component::CurDir => {}

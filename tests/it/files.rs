@@ -527,3 +527,21 @@ fn walkdir(base: &Path) -> Vec<String> {
     }
     found
 }
+
+/// A NUL byte in a path is a 400 naming it, for a run's files as for any
+/// other path (found by API fuzzing: it was a 500).
+#[tokio::test]
+async fn a_nul_byte_in_a_path_is_a_clear_400() {
+    let daemon = TestDaemon::start().await;
+    daemon
+        .exec(json!({"run_id": "nul", "command": ["true"]}))
+        .await;
+    for path in ["/v1/runs/nul/files?path=a%00b", "/v1/files?path=/tmp/a%00b"] {
+        let (status, body) = daemon.get(path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("NUL"),
+            "{path}: {body}"
+        );
+    }
+}
