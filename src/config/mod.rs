@@ -157,7 +157,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The supervised service's settings.
     pub service: ServiceConfig,
-    /// The executable that runs `sandboxd shim` for each run.
+    /// The executable started as `<exe> shim` for each run: `sandboxd-shim`
+    /// beside sandboxd, else sandboxd itself.
     pub shim_exe: PathBuf,
     /// The user runs execute as (`--run-user`); `None`: sandboxd's own.
     pub run_as: Option<RunAs>,
@@ -275,7 +276,8 @@ impl Config {
                 .and_then(|url| reqwest::Url::parse(url).ok())
                 .map(|url| url.origin()),
         };
-        let shim_exe = std::env::current_exe().context("cannot find sandboxd's own executable")?;
+        let own_exe = std::env::current_exe().context("cannot find sandboxd's own executable")?;
+        let shim_exe = crate::runs::shim::shim_executable(&own_exe);
         Ok(Config {
             listen,
             session_key,

@@ -72,9 +72,14 @@ fn dockerfile_fragment_is_well_formed() {
     );
     let stages: Vec<String> = find("FROM");
     assert!(stages.iter().any(|s| s.ends_with("AS sandboxd-build")));
-    assert!(find("COPY")
-        .iter()
-        .any(|c| c.starts_with("--from=sandboxd-build") && c.ends_with("/usr/local/bin/sandboxd")));
+    // Both executables, side by side: the daemon finds its shim beside it.
+    assert!(find("COPY").iter().any(|c| {
+        c.starts_with("--from=sandboxd-build")
+            && c.contains("/out/sandboxd ")
+            && c.contains("/out/sandboxd-shim ")
+            && c.ends_with(" /usr/local/bin/")
+    }));
+    assert!(build.contains("release/sandboxd-shim"), "{build}");
     let entrypoint: Value = serde_json::from_str(&find("ENTRYPOINT")[0]).unwrap();
     assert_eq!(
         entrypoint,

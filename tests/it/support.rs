@@ -25,6 +25,11 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_sandboxd")
 }
 
+/// The shim's own executable, `sandboxd-shim`.
+pub fn shim_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_sandboxd-shim")
+}
+
 /// How to start a daemon.
 #[derive(Default)]
 pub struct Options {
@@ -49,6 +54,9 @@ pub struct Options {
     /// Run the binary even when nothing else asks for it: the test needs
     /// the process (its pid, signals, kill -9, its log lines).
     pub binary: bool,
+    /// Runs use `sandboxd shim`, as where `sandboxd-shim` is not installed
+    /// beside sandboxd (in-process daemons only).
+    pub own_shim: bool,
 }
 
 impl Options {
@@ -250,7 +258,10 @@ impl TestDaemon {
             unreachable!("parsed as serve");
         };
         let mut config = sandboxd::config::Config::from_args(&args).expect("a valid config");
-        config.shim_exe = bin().into();
+        config.shim_exe = match options.own_shim {
+            true => bin().into(),
+            false => shim_bin().into(),
+        };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

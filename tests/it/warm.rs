@@ -116,6 +116,11 @@ async fn a_run_takes_a_warm_shim_and_the_pool_refills() {
         Some(waiting[0]),
         "the run is on the warm shim"
     );
+    let exe = std::fs::read_link(format!("/proc/{}/exe", waiting[0])).unwrap();
+    assert!(
+        exe.ends_with("sandboxd-shim"),
+        "installed beside sandboxd, the shim's own executable runs it: {exe:?}"
+    );
 
     let refilled = wait_ready_beside(&daemon, 1, &waiting).await;
     assert_ne!(refilled, waiting, "a new shim waits for the next run");
@@ -308,4 +313,34 @@ async fn zero_warm_shims_start_every_shim_on_demand() {
     let (_, status) = daemon.get("/v1/status").await;
     assert_eq!(status["warm_shims"], json!({"target": 0, "ready": 0}));
     assert!(shims_of(daemon_pid(&daemon).await).is_empty());
+}
+
+/// Where `sandboxd-shim` is not installed beside sandboxd, runs go
+/// through `sandboxd shim` and work the same: output, exit code, and the
+/// shim process is sandboxd's own executable.
+#[tokio::test]
+async fn without_sandboxd_shim_runs_use_sandboxd_shim() {
+    let daemon = TestDaemon::start_with(Options {
+        own_shim: true,
+        ..Options::default()
+    })
+    .await;
+    let run = daemon
+        .exec(json!({"command": "echo through sandboxd; exit 3"}))
+        .await;
+    assert_eq!(run["exit_code"], 3, "{run}");
+    assert_eq!(run["stdout"], "through sandboxd\n", "{run}");
+
+    daemon
+        .start_run(json!({"run_id": "own", "command": "sleep 30"}))
+        .await;
+    let running = daemon
+        .wait_run("own", "running", |r| r["pid"].is_number())
+        .await;
+    let shim = parent_of(running["pid"].as_i64().unwrap() as i32).unwrap();
+    let exe = std::fs::read_link(format!("/proc/{shim}/exe")).unwrap();
+    assert_eq!(exe, std::path::Path::new(support::bin()), "{exe:?}");
+    let (code, _) = daemon.post("/v1/runs/own/cancel", json!({})).await;
+    assert!(code.is_success(), "{code}");
+    assert_eq!(daemon.wait_ended("own").await["state"], "cancelled");
 }

@@ -1,4 +1,5 @@
-//! Output capture: one reader thread per pipe pushes what it reads through
+//! Output capture: one reader thread per pipe (started ahead, `parked`)
+//! pushes what it reads through
 //! the masker into `stdout.log` / `stderr.log`, records the arrival order
 //! in `output.idx`, and batches progress events to the daemon.
 
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use self::tail::TailRing;
 use super::events::EventPipe;
+use super::parked::Parked;
 use super::protocol::{ShimControl, ShimEvent};
 use super::{lock, Shared};
 use crate::secrets::mask::{LiveMasker, StreamMasker};
@@ -284,35 +286,66 @@ fn open_append(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Starts the thread that reads `pipe` until its end.
+/// What a reader thread is handed: a pipe (or a terminal's master) to
+/// read until its end, into `stream`.
+pub(super) struct ReaderJob {
+    pipe: File,
+    stream: Stream,
+    shared: Arc<Shared>,
+    masked: StreamMasker,
+}
+
+/// A reader thread started ahead of its pipe.
+pub(super) type ParkedReader = Parked<ReaderJob>;
+
+/// Starts a reader thread that waits for its pipe.
+pub(super) fn park_reader() -> ParkedReader {
+    Parked::start(read_until_end)
+}
+
+/// Reads `pipe` until its end into `stream`, on `thread` (a parked
+/// reader) or, without one, on a thread started now.
 pub(super) fn spawn_reader(
-    mut pipe: impl Read + AsRawFd + Send + 'static,
+    pipe: File,
     stream: Stream,
     shared: &Arc<Shared>,
     masker: &LiveMasker,
+    thread: Option<ParkedReader>,
 ) -> JoinHandle<()> {
     grow_pipe(&pipe);
-    let shared = Arc::clone(shared);
-    let mut masked: StreamMasker = masker.stream();
-    std::thread::spawn(move || {
-        let shared = &*shared;
-        let mut buf = vec![0u8; READ_CHUNK];
-        let mut out = Vec::with_capacity(buf.len() + 64);
-        loop {
-            let n = match pipe.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            };
-            out.clear();
-            masked.push(&buf[..n], &mut out);
-            store(shared, stream, &out, bytes_waiting(&pipe));
-        }
+    let job = ReaderJob {
+        pipe,
+        stream,
+        shared: Arc::clone(shared),
+        masked: masker.stream(),
+    };
+    thread.unwrap_or_else(park_reader).run(job)
+}
+
+fn read_until_end(job: ReaderJob) {
+    let ReaderJob {
+        mut pipe,
+        stream,
+        shared,
+        mut masked,
+    } = job;
+    let shared = &*shared;
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut out = Vec::with_capacity(buf.len() + 64);
+    loop {
+        let n = match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
         out.clear();
-        masked.finish(&mut out);
-        store(shared, stream, &out, false);
-    })
+        masked.push(&buf[..n], &mut out);
+        store(shared, stream, &out, bytes_waiting(&pipe));
+    }
+    out.clear();
+    masked.finish(&mut out);
+    store(shared, stream, &out, false);
 }
 
 fn grow_pipe(pipe: &impl AsRawFd) {
@@ -375,12 +408,13 @@ fn write_what_fits(file: &mut File, bytes: &[u8]) -> (usize, Option<io::Error>) 
     (written, None)
 }
 
-/// Applies the daemon's [`ShimControl`] lines from stdin until it closes:
+/// Starts the thread that, once handed the run's state and masker,
+/// applies the daemon's [`ShimControl`] lines from stdin until it closes:
 /// values to mask are added to the live masker (each reader takes them up
 /// before its next chunk), then acknowledged, so the daemon hands a value
 /// to the run only once output printing it will be masked.
-pub(super) fn spawn_control_thread(shared: Arc<Shared>, masker: LiveMasker) {
-    std::thread::spawn(move || {
+pub(super) fn park_control_thread() -> Parked<(Arc<Shared>, LiveMasker)> {
+    Parked::start(|(shared, masker): (Arc<Shared>, LiveMasker)| {
         let mut line = String::new();
         loop {
             line.zeroize();
@@ -399,7 +433,7 @@ pub(super) fn spawn_control_thread(shared: Arc<Shared>, masker: LiveMasker) {
             lock(&shared.output).events.send_blocking(&event);
         }
         line.zeroize();
-    });
+    })
 }
 
 mod tail;

@@ -117,10 +117,13 @@ fn write_oom_score_adj(oom: &[u8]) -> bool {
     true
 }
 
-/// Runs in the forked child before exec: default dispositions for every
-/// signal, an empty mask, the run's oom_score_adj, and every descriptor
-/// beyond stdio marked close-on-exec. Async-signal-safe calls only.
-pub(super) fn reset_child(oom: &[u8]) {
+/// Runs in the child before exec: default dispositions for every signal,
+/// an empty mask, the run's oom_score_adj, and every descriptor beyond
+/// stdio marked close-on-exec. Async-signal-safe calls only. A forked
+/// child that cannot open its oom_score_adj (a shim that is not root)
+/// `may_become_dumpable` for the write; a child sharing the shim's memory
+/// may not, since that would make the shim dumpable.
+pub(super) fn reset_child(oom: &[u8], may_become_dumpable: bool) {
     // SAFETY: signal, sigprocmask, open, write, close and close_range are
     // async-signal-safe and take no pointers into shared state.
     unsafe {
@@ -148,7 +151,7 @@ pub(super) fn reset_child(oom: &[u8]) {
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         // A write of the child's own oom_score_adj: not a read of /proc,
         // and it must stay here, between fork and exec.
-        if !write_oom_score_adj(oom) {
+        if !write_oom_score_adj(oom) && may_become_dumpable {
             // The /proc files of a non-dumpable process (the shim's fork)
             // are root's: a shim that is not root cannot open its own.
             // Dumpable for the write only; what the moment shows is the

@@ -10,40 +10,47 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, SigSet, Signal};
 use nix::unistd::Pid;
 
+use super::parked::Parked;
 use super::{lock, Shared};
 use crate::signals;
 
-/// Starts the thread that takes the (blocked) signals in `set` and passes
-/// them on to the current process group.
-pub(super) fn spawn_signal_thread(shared: Arc<Shared>, set: SigSet) {
-    std::thread::spawn(move || loop {
+/// Starts the thread that, once handed the run's state, takes the
+/// (blocked) signals in `set` and passes them on to the current process
+/// group. Signals that came before stay pending until then.
+pub(super) fn park_signal_thread(set: SigSet) -> Parked<Arc<Shared>> {
+    Parked::start(move |shared: Arc<Shared>| loop {
         let Ok(signal) = set.wait() else { continue };
         if signals::asks_to_stop(signal) {
             shared.cancelled.store(true, Ordering::SeqCst);
         }
         signal_current(&shared, signal);
-    });
+    })
 }
 
-/// Starts the thread that ends the run at `started + timeout`.
-pub(super) fn spawn_deadline_thread(
-    shared: Arc<Shared>,
-    started: Instant,
-    timeout: Duration,
-    grace: Duration,
-) {
-    let deadline = started + timeout;
-    std::thread::spawn(move || {
-        if !wait_finished_until(&shared, deadline) {
+/// When a run ends by its deadline.
+pub(super) struct Deadline {
+    /// When the run started.
+    pub(super) started: Instant,
+    /// How long it may run.
+    pub(super) timeout: Duration,
+    /// SIGTERM to SIGKILL.
+    pub(super) grace: Duration,
+}
+
+/// Starts the thread that, once handed the run's state and deadline, ends
+/// the run at the deadline.
+pub(super) fn park_deadline_thread() -> Parked<(Arc<Shared>, Deadline)> {
+    Parked::start(|(shared, deadline): (Arc<Shared>, Deadline)| {
+        if !wait_finished_until(&shared, deadline.started + deadline.timeout) {
             return;
         }
         shared.timed_out.store(true, Ordering::SeqCst);
         signal_current(&shared, Signal::SIGTERM);
-        if !wait_finished_until(&shared, Instant::now() + grace) {
+        if !wait_finished_until(&shared, Instant::now() + deadline.grace) {
             return;
         }
         signal_current(&shared, Signal::SIGKILL);
-    });
+    })
 }
 
 /// Marks the run finished: the deadline thread stops waiting.

@@ -1,9 +1,11 @@
-//! The run shim: `sandboxd shim`, one small process per run that owns the
-//! run's processes, so a run outlives a crash or restart of the daemon.
+//! The run shim: `sandboxd-shim` (or `sandboxd shim`), one small process
+//! per run that owns the run's processes, so a run outlives a crash or
+//! restart of the daemon.
 //!
 //! The daemon writes a [`ShimSpec`] (JSON) to the shim's stdin, perhaps
-//! long after starting it (a warm shim, `runs::warm`, waits for it; it
-//! ends quietly if the channel closes first). The shim then:
+//! long after starting it (a warm shim, `runs::warm`, waits for it with
+//! its cgroup made and its threads started (`parked`); it ends quietly if
+//! the channel closes first). The shim then:
 //! - becomes a child subreaper, so the run's orphans are reparented to it
 //!   and reaped by it, never left as zombies;
 //! - runs `bash setup.sh` (when asked and present) and the command, each as
@@ -38,8 +40,9 @@
 //! process: this file (`main` and the phases), `child` (starting a phase's
 //! process) and `clone` (its fork and exec into the cgroup), `capture` (pipes, masking, output files, progress events),
 //! `events` (the non-blocking event pipe), `children` (subreaper duties)
-//! `deadline` (the deadline and signal threads), and `pty` and `stdin`
-//! (the command's pipe or terminal and the input socket feeding it).
+//! `deadline` (the deadline and signal threads), `parked` (threads started
+//! before their work), and `pty` and `stdin` (the command's pipe or
+//! terminal and the input socket feeding it).
 
 mod capture;
 mod child;
@@ -48,6 +51,7 @@ mod clone;
 mod deadline;
 mod events;
 pub mod input;
+mod parked;
 pub mod protocol;
 mod pty;
 mod stdin;
@@ -64,9 +68,12 @@ use nix::sys::signal::{killpg, SigSet, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
-use self::capture::{spawn_reader, OutputFiles, Stream};
+use self::capture::{spawn_reader, OutputFiles, ParkedReader, Stream};
 use self::events::EventPipe;
-pub use self::protocol::{ExitReport, Phase, RunAs, ShimEvent, ShimSpec, StdinMode};
+use self::parked::Parked;
+pub use self::protocol::{
+    shim_executable, ExitReport, Phase, RunAs, ShimEvent, ShimSpec, StdinMode, VERSION_LINE,
+};
 use self::pty::ChildInput;
 use self::stdin::RunInput;
 use crate::containment::RunCgroup;
@@ -130,6 +137,27 @@ impl Shared {
     }
 }
 
+/// The threads a run needs, started before its spec.
+struct Helpers {
+    control: Parked<(Arc<Shared>, LiveMasker)>,
+    signals: Parked<Arc<Shared>>,
+    deadline: Parked<(Arc<Shared>, deadline::Deadline)>,
+    /// Readers of the first phase's output (two pipes, or a terminal).
+    readers: Vec<ParkedReader>,
+}
+
+impl Helpers {
+    /// Starts them; `forwarded` are the signals the shim passes on.
+    fn start(forwarded: SigSet) -> Helpers {
+        Helpers {
+            control: capture::park_control_thread(),
+            signals: deadline::park_signal_thread(forwarded),
+            deadline: deadline::park_deadline_thread(),
+            readers: vec![capture::park_reader(), capture::park_reader()],
+        }
+    }
+}
+
 fn run_shim() -> io::Result<()> {
     // The shim holds secret values: no core dumps, no ptrace by peers.
     set_prctl(libc::PR_SET_DUMPABLE, 0);
@@ -145,6 +173,9 @@ fn run_shim() -> io::Result<()> {
     // (off the run's path for a warm shim): it is named after this shim,
     // holds nothing of any run, and is removed if no spec ever comes.
     let cgroup = RunCgroup::create(&std::process::id().to_string());
+    // The run's threads, started while a warm shim waits (`parked`); they
+    // hold nothing until handed the run.
+    let helpers = Helpers::start(forwarded);
     // The spec is the first line; stdin stays open for control lines. A
     // warm shim waits here; the channel closing first means it was never
     // used (the daemon stopped or died), and it ends having done nothing.
@@ -171,16 +202,21 @@ fn run_shim() -> io::Result<()> {
         )),
     });
     let masker = LiveMasker::new(Masker::new(spec.mask.iter()));
-    capture::spawn_control_thread(shared.clone(), masker.clone());
-    deadline::spawn_signal_thread(shared.clone(), forwarded);
-    deadline::spawn_deadline_thread(
-        shared.clone(),
-        Instant::now(),
-        Duration::from_millis(spec.timeout_ms),
-        Duration::from_millis(spec.kill_grace_ms),
-    );
-
-    let mut report = run_phases(&spec, &shared, &masker, cgroup.as_ref());
+    let Helpers {
+        control,
+        signals,
+        deadline,
+        mut readers,
+    } = helpers;
+    control.run((shared.clone(), masker.clone()));
+    signals.run(shared.clone());
+    let limits = deadline::Deadline {
+        started: Instant::now(),
+        timeout: Duration::from_millis(spec.timeout_ms),
+        grace: Duration::from_millis(spec.kill_grace_ms),
+    };
+    deadline.run((shared.clone(), limits));
+    let mut report = run_phases(&spec, &shared, &masker, cgroup.as_ref(), &mut readers);
     deadline::finish(&shared);
     let mut output = lock(&shared.output);
     let truncation = output.finish();
@@ -222,6 +258,7 @@ fn run_phases(
     shared: &Arc<Shared>,
     masker: &LiveMasker,
     cgroup: Option<&RunCgroup>,
+    readers: &mut Vec<ParkedReader>,
 ) -> ExitReport {
     let mut report = ExitReport::not_started();
     // The input socket listens from the start: a client may attach (and
@@ -242,7 +279,7 @@ fn run_phases(
             input: ChildInput::Null,
             terminal: None,
         };
-        run_phase(phase, spec, shared, masker, cgroup, &mut report)
+        run_phase(phase, spec, shared, masker, cgroup, readers, &mut report)
     };
     if setup_ok && !shared.stopping() {
         report.started_at = Some(Utc::now());
@@ -252,7 +289,7 @@ fn run_phases(
             input: std::mem::replace(&mut input.child, ChildInput::Null),
             terminal: input.terminal.take(),
         };
-        run_phase(phase, spec, shared, masker, cgroup, &mut report);
+        run_phase(phase, spec, shared, masker, cgroup, readers, &mut report);
     }
     input.close();
     report.finished_at = Utc::now();
@@ -268,13 +305,15 @@ struct PhaseRun<'a> {
     terminal: Option<std::fs::File>,
 }
 
-/// Runs one phase to its end; true when it exited 0.
+/// Runs one phase to its end, its output read by `readers` while any is
+/// left; true when it exited 0.
 fn run_phase(
     run: PhaseRun<'_>,
     spec: &ShimSpec,
     shared: &Arc<Shared>,
     masker: &LiveMasker,
     cgroup: Option<&RunCgroup>,
+    readers: &mut Vec<ParkedReader>,
     report: &mut ExitReport,
 ) -> bool {
     let PhaseRun {
@@ -307,22 +346,17 @@ fn run_phase(
         let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
     }
     // A terminal's output is the run's stdout.
-    let readers = [
-        child
-            .stdout
-            .take()
-            .map(|pipe| spawn_reader(pipe, Stream::Stdout, shared, masker)),
-        child
-            .stderr
-            .take()
-            .map(|pipe| spawn_reader(pipe, Stream::Stderr, shared, masker)),
-        terminal.map(|master| spawn_reader(master, Stream::Stdout, shared, masker)),
+    let mut read = |pipe, stream| spawn_reader(pipe, stream, shared, masker, readers.pop());
+    let reading = [
+        child.stdout.take().map(|pipe| read(pipe, Stream::Stdout)),
+        child.stderr.take().map(|pipe| read(pipe, Stream::Stderr)),
+        terminal.map(|master| read(master, Stream::Stdout)),
     ];
     let status = children::wait_for_leader(pid);
     shared.current_pgid.store(0, Ordering::SeqCst);
     children::kill_leftovers(pid, cgroup, spec.kill_uid);
     children::reap_all();
-    for reader in readers.into_iter().flatten() {
+    for reader in reading.into_iter().flatten() {
         let _ = reader.join();
     }
     match status {

@@ -1,16 +1,58 @@
 //! What the daemon and a run's shim say to each other: the [`ShimSpec`]
 //! the daemon writes to the shim's stdin (JSON, secret values wiped on
 //! both sides), the [`ShimEvent`] lines the shim writes to its stdout, the
-//! [`ExitReport`] it leaves in `exit.json`, and the names of the files in a
-//! run dir. Both ends are the same binary; only `exit.json` is read by a
-//! later daemon, so only [`ExitReport`] is versioned.
+//! [`ExitReport`] it leaves in `exit.json`, the names of the files in a
+//! run dir, and which executable runs the shim ([`shim_executable`]). Both
+//! ends are one version (the daemon checks it); only `exit.json` is read by
+//! a later daemon, so only [`ExitReport`] is versioned.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
+
+/// What `sandboxd-shim --version` prints: the daemon uses that executable
+/// only when it says exactly this.
+pub const VERSION_LINE: &str = concat!("sandboxd-shim ", env!("CARGO_PKG_VERSION"));
+
+/// The file name of the shim's own executable, installed beside `sandboxd`.
+pub const SHIM_FILE_NAME: &str = "sandboxd-shim";
+
+/// The executable that runs the shim (as `<exe> shim`) for a daemon
+/// running `daemon_exe`: `sandboxd-shim` beside it when that is there and
+/// of the daemon's version (it maps a tenth of the code: a quicker start
+/// and fork, a smaller idle process), else the daemon's own executable
+/// (`sandboxd shim`). A stale `sandboxd-shim` left by an older install is
+/// skipped, with a warning.
+pub fn shim_executable(daemon_exe: &Path) -> PathBuf {
+    let beside = daemon_exe.with_file_name(SHIM_FILE_NAME);
+    if !beside.is_file() {
+        return daemon_exe.to_owned();
+    }
+    let version = std::process::Command::new(&beside)
+        .arg("--version")
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    match version {
+        Ok(out)
+            if out.status.success() && out.stdout.trim_ascii_end() == VERSION_LINE.as_bytes() =>
+        {
+            beside
+        }
+        _ => {
+            tracing::warn!(
+                "{} is not {VERSION_LINE}: runs use {} shim instead",
+                beside.display(),
+                daemon_exe.display()
+            );
+            daemon_exe.to_owned()
+        }
+    }
+}
 
 /// What the daemon asks the shim to run.
 #[derive(Debug, Serialize, Deserialize)]

@@ -164,3 +164,25 @@ fn exit_report_format() {
     let back: ExitReport = serde_json::from_value(earlier).unwrap();
     assert_eq!(back, report());
 }
+
+/// `sandboxd-shim` beside the daemon is used only when it says it is of
+/// the daemon's version; else (absent, stale, broken) `sandboxd shim`.
+#[test]
+fn the_shim_executable_beside_the_daemon_is_used_when_of_its_version() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = dir.path().join("sandboxd");
+    std::fs::write(&daemon, "").unwrap();
+    assert_eq!(shim_executable(&daemon), daemon, "none beside it");
+    let beside = dir.path().join(SHIM_FILE_NAME);
+    let says = |line: &str| {
+        std::fs::write(&beside, format!("#!/bin/sh\necho '{line}'\n")).unwrap();
+        std::fs::set_permissions(&beside, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    says(VERSION_LINE);
+    assert_eq!(shim_executable(&daemon), beside, "of the daemon's version");
+    says("sandboxd-shim 0.0.1");
+    assert_eq!(shim_executable(&daemon), daemon, "stale");
+    std::fs::write(&beside, "not a program").unwrap();
+    assert_eq!(shim_executable(&daemon), daemon, "broken");
+}

@@ -4,28 +4,35 @@
 //! to move it. Moving a process (a write of `cgroup.procs`) takes the
 //! kernel's cgroup-wide write lock, which waits for an RCU grace period:
 //! about 0.1 ms on a quiet machine and 10 to 20 ms on a busy one, where
-//! it was the largest single cost of a short run. Where `clone3` or
-//! `CLONE_INTO_CGROUP` is refused (Linux < 5.7, a seccomp filter) or
-//! fails, the child is forked and writes `cgroup.procs` itself before
-//! anything else, as before.
+//! it was the largest single cost of a short run.
+//!
+//! Three ways, the first that works: the child shares the shim's memory
+//! until its exec (`shared_memory`: `CLONE_VM`, as `posix_spawn` does, for
+//! a root shim on x86_64 and aarch64); else a forked copy created by
+//! `clone3`; else (Linux < 5.7, a seccomp filter) `fork`, the child then
+//! writing `cgroup.procs` itself before anything else.
 //!
 //! Hand-written because `std::process::Command` has no way to pass clone
-//! flags. The child is a forked copy (no `CLONE_VM`): it may return from
-//! the system call on its own stack, and makes only async-signal-safe
-//! calls on memory prepared before the clone, like a `pre_exec` hook. An
-//! exec that fails sends its errno back through a close-on-exec pipe.
+//! flags. The child makes only async-signal-safe calls on memory prepared
+//! before the clone, like a `pre_exec` hook, and searches the run's PATH
+//! itself as `execvp` would (the C library's `execvp` reads the shim's
+//! environment, not the run's). A failed start sends its errno back
+//! through memory (shared) or a close-on-exec pipe (forked).
 
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::raw::c_char;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use super::protocol::RunAs;
+
+mod shared_memory;
 
 /// `struct clone_args` of `clone3(2)`, the same on every architecture.
 #[repr(C)]
 #[derive(Default)]
-struct CloneArgs {
+pub(super) struct CloneArgs {
     flags: u64,
     pidfd: u64,
     child_tid: u64,
@@ -39,7 +46,7 @@ struct CloneArgs {
     cgroup: u64,
 }
 
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+pub(super) const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// The run's cgroup as a new child enters it: its directory (for
 /// `CLONE_INTO_CGROUP`) and its `cgroup.procs` (for the fallback).
@@ -52,7 +59,12 @@ pub(super) struct Target {
 /// Everything the child needs, prepared before the clone: no allocation
 /// happens after it.
 pub(super) struct Exec {
-    program: CString,
+    /// The paths to try in order: the program itself when it names a
+    /// path, else its name in each directory of the run's PATH.
+    candidates: Vec<CString>,
+    /// For each candidate, `/bin/sh`'s argv to run it as a script (a file
+    /// of no executable format), as `execvp` does.
+    script_argvs: Vec<Vec<*const c_char>>,
     /// Keeps the strings `argv_ptrs` points into.
     _argv: Vec<CString>,
     argv_ptrs: Vec<*const c_char>,
@@ -68,6 +80,9 @@ pub(super) struct Exec {
     /// The run's `oom_score_adj`, as written to /proc.
     oom: Vec<u8>,
     run_as: Option<RunAs>,
+    /// The errno of a failed start, written by a child sharing this
+    /// memory before it exits; 0 while none.
+    failed: AtomicI32,
 }
 
 impl Exec {
@@ -88,10 +103,21 @@ impl Exec {
             .iter()
             .map(|a| c(a.as_bytes()))
             .collect::<io::Result<Vec<_>>>()?;
-        let program = args
-            .first()
-            .cloned()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "the command is empty"))?;
+        if args.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the command is empty",
+            ));
+        }
+        let path = env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.as_str());
+        let candidates = search_path(argv[0].as_bytes(), path)
+            .iter()
+            .map(|p| c(p))
+            .collect::<io::Result<Vec<_>>>()?;
         let envp = env
             .iter()
             .map(|(k, v)| c(format!("{k}={v}").as_bytes()))
@@ -101,8 +127,18 @@ impl Exec {
             list.push(std::ptr::null());
             list
         };
+        let script_argvs = candidates
+            .iter()
+            .map(|file| {
+                let mut list = vec![c"/bin/sh".as_ptr(), file.as_ptr()];
+                list.extend(args.iter().skip(1).map(|a| a.as_ptr()));
+                list.push(std::ptr::null());
+                list
+            })
+            .collect();
         Ok(Exec {
-            program,
+            candidates,
+            script_argvs,
             argv_ptrs: pointers(&args),
             _argv: args,
             envp_ptrs: pointers(&envp),
@@ -112,16 +148,25 @@ impl Exec {
             own_group,
             oom: format!("{oom_score_adj}\n").into_bytes(),
             run_as,
+            failed: AtomicI32::new(0),
         })
     }
 
     /// Starts the child, in `cgroup` when given; its pid once it has
     /// exec'd, or why it could not.
     pub(super) fn spawn(&self, cgroup: Option<Target>) -> io::Result<i32> {
-        self.spawn_with(cgroup, Create::Clone3)
+        self.spawn_with(cgroup, Create::Shared)
     }
 
     fn spawn_with(&self, cgroup: Option<Target>, create: Create) -> io::Result<i32> {
+        // A shim that is not root must make itself dumpable for a moment
+        // in the child to write oom_score_adj (`child::reset_child`),
+        // which a child sharing its memory would do to the shim itself.
+        if create == Create::Shared && nix::unistd::geteuid().is_root() {
+            if let Some(started) = shared_memory::spawn(self, cgroup.map(|c| c.dir)) {
+                return started;
+            }
+        }
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         let (pid, must_move) = clone_child(cgroup, create)?;
         if pid == 0 {
@@ -132,7 +177,7 @@ impl Exec {
             };
             // The new child, a copy of this process: it runs only
             // async-signal-safe calls on memory prepared above.
-            self.in_child(procs, write.as_raw_fd())
+            self.in_child(procs, Some(write.as_raw_fd()))
         }
         drop(write);
         let mut errno = [0u8; 4];
@@ -147,66 +192,130 @@ impl Exec {
 
     /// The child between clone and exec: into the cgroup (fallback only),
     /// stdio, cwd, its process group or session, a clean signal state,
-    /// the run's user, exec. A failure sends errno to `report` and exits.
-    fn in_child(&self, procs: Option<RawFd>, report: RawFd) -> ! {
-        let fail = || -> ! {
-            let errno = io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO);
+    /// the run's user, exec. A failure is told through `failed` (seen by
+    /// a parent sharing this memory) and `report` (a forked child's pipe),
+    /// and the child exits.
+    fn in_child(&self, procs: Option<RawFd>, report: Option<RawFd>) -> ! {
+        let fail = |errno: i32| -> ! {
+            self.failed.store(errno, Ordering::SeqCst);
             // SAFETY: write and _exit are async-signal-safe.
             unsafe {
-                libc::write(report, errno.to_ne_bytes().as_ptr().cast(), 4);
+                if let Some(report) = report {
+                    libc::write(report, errno.to_ne_bytes().as_ptr().cast(), 4);
+                }
                 libc::_exit(127)
             }
         };
+        let last_errno = || {
+            io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO)
+        };
         // SAFETY: async-signal-safe calls on memory prepared before the
-        // clone; this process is the child's own copy, so setting its
-        // `environ` touches no other thread.
+        // clone.
         unsafe {
             if let Some(fd) = procs {
                 // Into the run's cgroup first: whatever the child forks
                 // from now on is killed with the run.
                 if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    fail();
+                    fail(last_errno());
                 }
             }
             for (target, fd) in self.stdio.iter().enumerate() {
                 if libc::dup2(*fd, target as RawFd) < 0 {
-                    fail();
+                    fail(last_errno());
                 }
             }
             if libc::chdir(self.cwd.as_ptr()) != 0 {
-                fail();
+                fail(last_errno());
             }
             if self.own_group && libc::setpgid(0, 0) != 0 {
-                fail();
+                fail(last_errno());
             }
-            super::child::reset_child(&self.oom);
+            // Only a forked copy may become dumpable for a moment.
+            super::child::reset_child(&self.oom, report.is_some());
             if !self.own_group && super::pty::take_terminal().is_err() {
-                fail();
+                fail(last_errno());
             }
             if let Some(user) = self.run_as {
                 if super::child::drop_privileges(user).is_err() {
-                    fail();
+                    fail(last_errno());
                 }
             }
-            // execvp searches the PATH of the run's env, as a shell would.
-            environ = self.envp_ptrs.as_ptr();
-            libc::execvp(self.program.as_ptr(), self.argv_ptrs.as_ptr());
         }
-        fail()
+        fail(self.exec_candidates())
+    }
+
+    /// Tries each candidate as `execvp` does: on to the next one where the
+    /// file is missing or not reachable, a file of no executable format
+    /// run by `/bin/sh`, EACCES reported if any candidate gave it. Returns
+    /// only on failure, with the errno.
+    fn exec_candidates(&self) -> i32 {
+        let mut denied = false;
+        let mut errno = libc::ENOENT;
+        for (file, script_argv) in self.candidates.iter().zip(&self.script_argvs) {
+            // SAFETY: execve on NUL-terminated strings and arrays made
+            // before the clone.
+            unsafe {
+                libc::execve(
+                    file.as_ptr(),
+                    self.argv_ptrs.as_ptr(),
+                    self.envp_ptrs.as_ptr(),
+                );
+                errno = io::Error::last_os_error()
+                    .raw_os_error()
+                    .unwrap_or(libc::EIO);
+                if errno == libc::ENOEXEC {
+                    libc::execve(
+                        c"/bin/sh".as_ptr(),
+                        script_argv.as_ptr(),
+                        self.envp_ptrs.as_ptr(),
+                    );
+                    return libc::ENOEXEC;
+                }
+            }
+            match errno {
+                libc::EACCES => denied = true,
+                libc::ENOENT | libc::ESTALE | libc::ENOTDIR | libc::ENODEV | libc::ETIMEDOUT => {}
+                _ => return errno,
+            }
+        }
+        if denied {
+            libc::EACCES
+        } else {
+            errno
+        }
     }
 }
 
-extern "C" {
-    /// The C library's environment, which `execvp` reads PATH from.
-    static mut environ: *const *const c_char;
+/// The paths `execvp` would try for `program` with the run's `PATH`
+/// (`/bin:/usr/bin` when it has none): the program itself when it holds a
+/// `/`, else `dir/program` for each entry, an empty entry meaning the
+/// working directory.
+fn search_path(program: &[u8], path: Option<&str>) -> Vec<Vec<u8>> {
+    if program.is_empty() {
+        return Vec::new();
+    }
+    if program.contains(&b'/') {
+        return vec![program.to_vec()];
+    }
+    path.unwrap_or("/bin:/usr/bin")
+        .split(':')
+        .map(|dir| match dir {
+            "" => program.to_vec(),
+            dir => [dir.as_bytes(), b"/", program].concat(),
+        })
+        .collect()
 }
 
 /// How the child is created.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Create {
-    /// `clone3` into the cgroup, `fork` where it is refused.
+    /// Sharing memory where it can, else as [`Create::Clone3`].
+    Shared,
+    /// A forked copy by `clone3` into the cgroup, `fork` where it is
+    /// refused (tests take it on purpose).
+    #[cfg_attr(not(test), allow(dead_code))]
     Clone3,
     /// `fork` (the fallback; tests take it on purpose).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -217,7 +326,7 @@ enum Create {
 /// `fork`. Returns the pid (0 in the child) and whether the child must
 /// move itself into the cgroup.
 fn clone_child(cgroup: Option<Target>, create: Create) -> io::Result<(i32, bool)> {
-    if let (Some(target), Create::Clone3) = (cgroup, create) {
+    if let (Some(target), Create::Clone3 | Create::Shared) = (cgroup, create) {
         let mut args = CloneArgs {
             flags: CLONE_INTO_CGROUP | libc::CLONE_VFORK as u64,
             exit_signal: libc::SIGCHLD as u64,
@@ -262,131 +371,4 @@ fn read_full(pipe: &OwnedFd, buf: &mut [u8]) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::containment::RunCgroup;
-    use std::io::Read;
-
-    /// Runs `argv` through [`Exec`] with its stdout piped here, in
-    /// `cgroup`; its exit code and stdout.
-    fn run(argv: &[&str], cgroup: Option<&RunCgroup>, create: Create) -> io::Result<(i32, String)> {
-        run_as(argv, cgroup, create, None)
-    }
-
-    fn run_as(
-        argv: &[&str],
-        cgroup: Option<&RunCgroup>,
-        create: Create,
-        user: Option<RunAs>,
-    ) -> io::Result<(i32, String)> {
-        let (out_read, out_write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
-        let null = std::fs::File::open("/dev/null").unwrap();
-        let stdio = [null.as_raw_fd(), out_write.as_raw_fd(), null.as_raw_fd()];
-        let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
-        let env = [("PATH".to_owned(), "/usr/bin:/bin".to_owned())];
-        let exec = Exec::new(&argv, &env, std::path::Path::new("/"), stdio, true, 0, user)?;
-        let target = cgroup.map(|c| Target {
-            dir: c.dir_fd(),
-            procs: c.procs_fd(),
-        });
-        let pid = exec.spawn_with(target, create)?;
-        drop(out_write);
-        let mut text = String::new();
-        std::fs::File::from(out_read)
-            .read_to_string(&mut text)
-            .unwrap();
-        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
-        let code = match status {
-            nix::sys::wait::WaitStatus::Exited(_, code) => code,
-            other => panic!("{other:?}"),
-        };
-        Ok((code, text))
-    }
-
-    /// The child is in the run's cgroup when its program starts, created
-    /// there by `clone3` or moved there by the fallback, and leads its own
-    /// process group.
-    #[test]
-    fn the_child_starts_in_the_cgroup_either_way() {
-        let name = format!("clone-test-{}", std::process::id());
-        let Some(cgroup) = RunCgroup::create(&name) else {
-            eprintln!("needs a writable cgroup v2; skipped");
-            return;
-        };
-        for create in [Create::Clone3, Create::Fork] {
-            let script = "cat /proc/self/cgroup; cut -d' ' -f5 /proc/$$/stat; echo $$";
-            let (code, out) = run(&["sh", "-c", script], Some(&cgroup), create).unwrap();
-            assert_eq!(code, 0, "{out}");
-            let line = out
-                .lines()
-                .find(|l| l.starts_with("0::"))
-                .unwrap_or_default();
-            assert!(line.ends_with(&format!("/sandboxd-run-{name}")), "{out}");
-            let numbers: Vec<&str> = out
-                .lines()
-                .skip(out.lines().count() - 2)
-                .map(str::trim)
-                .collect();
-            assert_eq!(numbers[0], numbers[1], "its own process group: {out}");
-        }
-    }
-
-    /// A program that cannot be started is an error of the spawn (the
-    /// errno of the failed exec), not a child that exits 127.
-    #[test]
-    fn a_failed_exec_is_reported() {
-        let err = run(&["/nonexistent/program"], None, Create::Clone3).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
-        let (code, out) = run(&["echo", "found on PATH"], None, Create::Fork).unwrap();
-        assert_eq!((code, out.as_str()), (0, "found on PATH\n"));
-    }
-
-    /// The child of a process with threads becomes the run user (as
-    /// root): the change is made for the child alone, without waiting on
-    /// threads the C library believes it has.
-    #[test]
-    fn the_child_becomes_the_run_user_beside_threads() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("needs root; skipped");
-            return;
-        }
-        let _busy = std::thread::spawn(|| std::thread::sleep(std::time::Duration::from_secs(2)));
-        let user = RunAs {
-            uid: 61234,
-            gid: 61234,
-        };
-        for create in [Create::Clone3, Create::Fork] {
-            let (code, out) =
-                run_as(&["sh", "-c", "id -u; id -G"], None, create, Some(user)).unwrap();
-            assert_eq!((code, out.as_str()), (0, "61234\n61234\n"));
-        }
-    }
-
-    extern "C" fn ignore_it(_: libc::c_int) {}
-
-    /// The child starts with every signal at its default, with none
-    /// blocked: one this process ignores or catches is reset.
-    #[test]
-    fn the_child_has_default_signal_dispositions() {
-        // SAFETY: SIGUSR1 ignored and a no-op handler for SIGUSR2, in
-        // this test process (no other test uses them).
-        unsafe {
-            libc::signal(libc::SIGUSR1, libc::SIG_IGN);
-            libc::signal(libc::SIGUSR2, ignore_it as *const () as libc::sighandler_t);
-        }
-        let (code, out) = run(&["cat", "/proc/self/status"], None, Create::Clone3).unwrap();
-        assert_eq!(code, 0, "{out}");
-        let lines: Vec<&str> = out
-            .lines()
-            .filter(|l| {
-                ["SigBlk:", "SigIgn:", "SigCgt:"]
-                    .iter()
-                    .any(|k| l.starts_with(k))
-            })
-            .collect();
-        assert_eq!(lines.len(), 3, "{out}");
-        for line in lines {
-            assert!(line.ends_with("0000000000000000"), "{line}");
-        }
-    }
-}
+mod tests;
