@@ -535,6 +535,47 @@ async fn max_running_gives_429() {
     daemon.exec(json!({"command": ["true"]})).await;
 }
 
+/// A run that outlived a daemon still takes its place under
+/// `--max-running` in the next one; the place is freed when it ends, and
+/// refused starts take none.
+#[tokio::test]
+async fn max_running_counts_a_reattached_run() {
+    let args = vec!["--max-running".to_owned(), "1".to_owned()];
+    let mut daemon = TestDaemon::start_with(Options {
+        args: args.clone(),
+        binary: true,
+        ..Options::default()
+    })
+    .await;
+    daemon
+        .start_run(json!({"run_id": "kept", "command": ["sleep", "1000"]}))
+        .await;
+    daemon
+        .wait_run("kept", "to run", |r| r["state"] == "running")
+        .await;
+    let dir = daemon.dir.clone();
+    daemon.kill9();
+    let daemon = TestDaemon::start_with(Options {
+        args,
+        binary: true,
+        dir: Some(dir),
+        ..Options::default()
+    })
+    .await;
+    for _ in 0..3 {
+        let (status, body) = daemon.post("/v1/runs", json!({"command": ["true"]})).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    }
+    daemon
+        .post("/v1/runs/kept/cancel", json!({"grace_s": 0}))
+        .await;
+    assert_eq!(daemon.wait_ended("kept").await["state"], "cancelled");
+    for _ in 0..3 {
+        let run = daemon.exec(json!({"command": ["true"]})).await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+    }
+}
+
 /// Logs: each stream, offsets, both in arrival order.
 #[tokio::test]
 async fn logs_by_stream_and_offset() {

@@ -95,6 +95,7 @@ impl Registry {
             unsaved: Arc::default(),
             log_masks,
             credentials: Masker::new(credentials.iter().map(|v| v.expose_secret().as_bytes())),
+            unended: Arc::default(),
         };
         Registry {
             inner: Arc::new(Inner {
@@ -167,6 +168,7 @@ impl Registry {
             .await;
         if let Err(err) = started {
             self.lock_runs().remove(&run_id);
+            self.inner.context.unended.fetch_sub(1, Ordering::SeqCst);
             cell.read(|run| {
                 self.inner.tokens.remove(run.token_digest);
                 self.inner.uids.free(run.run_uid);
@@ -192,11 +194,10 @@ impl Registry {
         if (self.inner.uploading)(&new.run_id) {
             return Err(RunError::UploadInProgress(new.run_id.clone()));
         }
-        let running = runs
-            .values()
-            .filter(|slot| !slot.cell.read(|run| run.state().is_terminal()))
-            .count();
-        if running >= self.inner.config.max_running {
+        // Counted under the run map's lock: two creates cannot both take
+        // the last place.
+        let unended = &self.inner.context.unended;
+        if unended.load(Ordering::SeqCst) >= self.inner.config.max_running {
             return Err(RunError::TooManyRunning {
                 limit: self.inner.config.max_running,
             });
@@ -205,6 +206,7 @@ impl Registry {
             first: range.first,
             last: range.last,
         })?;
+        unended.fetch_add(1, Ordering::SeqCst);
         let (token, token_digest) = new_token();
         let run = Run {
             run_id: new.run_id.clone(),
@@ -252,6 +254,9 @@ impl Registry {
         let run_id = cell.read(|run| {
             self.inner.tokens.insert(run.token_digest, &run.run_id);
             self.inner.uids.mark(run.run_uid);
+            if !run.state().is_terminal() {
+                self.inner.context.unended.fetch_add(1, Ordering::SeqCst);
+            }
             run.run_id.clone()
         });
         self.lock_runs().insert(run_id, RunSlot { cell, control });

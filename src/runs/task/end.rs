@@ -92,6 +92,9 @@ impl RunTask {
             run.status = RunStatus::Ended(end);
             ended = Some(run.clone());
         });
+        self.context
+            .unended
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         ended.expect("the change ran")
     }
 

@@ -55,6 +55,11 @@ pub(super) struct TaskContext {
     pub(super) credentials: Masker,
     /// What the daemon's log lines are masked with.
     pub(super) log_masks: LogMasks,
+    /// How many runs have not ended: counted when a run is reserved (or
+    /// restored unended), uncounted when its end is applied. Kept as a
+    /// count so `--max-running` is checked without a walk of every run
+    /// retained.
+    pub(super) unended: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The owner of one live run.
