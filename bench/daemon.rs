@@ -163,6 +163,14 @@ fn main() {
             tree_pss as f64 / 1024.0
         ),
     ));
+    rows.push((
+        "idle tree target: RSS at most 10 MiB".into(),
+        format!(
+            "{:.1} MiB: {}",
+            tree_rss as f64 / 1024.0,
+            verdict(tree_rss <= 10 * 1024)
+        ),
+    ));
 
     let client = reqwest::Client::new();
     let exec_url = format!("{}/v1/runs", daemon.url);

@@ -53,7 +53,13 @@ echo "== installing openhands-agent-server into bench/out/peer (in the backgroun
 bench/install-peer.sh >"$out/peer-install.out" 2>"$out/peer-install.err" &
 install_pid=$!
 
-echo "== building sandboxd (release) and the driver"
+echo "== building sandboxd as images ship it (static, Dockerfile.fragment) and the driver"
+# The build measured is the one Dockerfile.fragment makes: glibc linked
+# statically, sandboxd and sandboxd-shim side by side.
+target="$(uname -m)-unknown-linux-gnu"
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --target "$target" --bins
+export SANDBOXD_BIN="$root/target/$target/release/sandboxd"
+export BENCH_BUILD="static release build (glibc linked in, as Dockerfile.fragment builds it)"
 cargo build --release --bin sandboxd
 driver="$(cargo bench --bench compare --no-run --message-format=json 2>/dev/null |
     grep '"name":"compare"' | grep -o '"executable":"[^"]*"' | tail -n 1 |

@@ -137,6 +137,10 @@ pub(crate) struct Results {
     pub(crate) rev: String,
     /// Size of the sandboxd binary measured.
     pub(crate) sandboxd_bin_bytes: Option<u64>,
+    /// Size of the `sandboxd-shim` beside it, when there is one.
+    pub(crate) shim_bin_bytes: Option<u64>,
+    /// Which build was measured (`BENCH_BUILD`, set by bench/run.sh).
+    pub(crate) build: String,
     pub(crate) agent_version: Option<String>,
     pub(crate) agent_skip: Option<String>,
     pub(crate) rounds: Rounds,
@@ -365,6 +369,10 @@ async fn main() -> anyhow::Result<()> {
         duration: clock.elapsed(),
         rev: cfg.rev.clone(),
         sandboxd_bin_bytes: std::fs::metadata(&cfg.sandboxd_bin).ok().map(|m| m.len()),
+        shim_bin_bytes: std::fs::metadata(cfg.sandboxd_bin.with_file_name("sandboxd-shim"))
+            .ok()
+            .map(|m| m.len()),
+        build: std::env::var("BENCH_BUILD").unwrap_or_else(|_| "release build".into()),
         agent_version,
         agent_skip,
         rounds: cfg.rounds,

@@ -349,10 +349,14 @@ order rotated every round) so drift of the machine hits all three alike.\n"
     );
     let _ = writeln!(
         o,
-        "| sandboxd | commit `{}`, release build{} |",
+        "| sandboxd | commit `{}`, {}{}{} |",
         r.rev,
+        r.build,
         r.sandboxd_bin_bytes
             .map(|b| format!(", binary {:.1} MiB", b as f64 / 1048576.0))
+            .unwrap_or_default(),
+        r.shim_bin_bytes
+            .map(|b| format!(", `sandboxd-shim` {:.1} MiB", b as f64 / 1048576.0))
             .unwrap_or_default()
     );
     let _ = writeln!(
