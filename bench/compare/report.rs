@@ -199,16 +199,16 @@ fn why_exec_limit(s: Option<f64>, l: Option<f64>, post: Option<f64>) -> String {
         .unwrap_or_default();
     format!(
         "sandboxd takes {} more than the bare spawn{post}. The shim's start is off the path (a warm \
-shim waits for its spec, `--warm-shims`, with the run's cgroup already made), so a run is: the HTTP \
-request and the run's first record (temp file and rename), the spec written to the waiting shim, \
-its helper threads, the command created in its cgroup (`clone3` with `CLONE_INTO_CGROUP`, no \
-migration write) and exec'd, the command itself, the shim's clean-up of the run's processes and \
-`exit.json`, the daemon's final record, and the answer: two processes and several thread \
-hand-offs, each a scheduling round trip on 2 cores. Section 7a has the stage-by-stage breakdown. \
-What would close more of it: `CLONE_VM` for the command's clone (no copy of the shim's page \
-tables), fewer helper threads, started while the shim is idle. Not done: dropping the shim (a daemon-spawned command), which would let a \
-double-forked `setsid` grandchild escape the run's clean-up and stop runs surviving a daemon \
-restart.",
+`sandboxd-shim` waits for its spec, `--warm-shims`, with the run's cgroup made and its threads \
+started), and the command is created as `posix_spawn` creates it (`clone3` with `CLONE_VM`, \
+`CLONE_VFORK` and `CLONE_INTO_CGROUP`: nothing copied, no migration write), so a run is: the HTTP \
+request and the run's first record (two directories, a temp file and a rename), the spec written \
+to the waiting shim, the command created and exec'd, the command itself, the shim's clean-up of \
+the run's processes and `exit.json`, the daemon's final record, and the answer: three processes \
+(client, daemon, shim) each woken from sleep two or three times, and on this virtual machine a \
+wake-up of an idle core costs more than a local HTTP round trip (section 7a). Not done: dropping \
+the shim (a daemon-spawned command), which would let a double-forked `setsid` grandchild escape \
+the run's clean-up and stop runs surviving a daemon restart.",
         ms((s - l).max(0.0))
     )
 }
@@ -240,7 +240,7 @@ fn why_rss(r: &Results) -> String {
         .unwrap_or_default();
     format!(
         "Of sandboxd's {} idle RSS only {} is anonymous, private memory; the other {} are clean \
-file pages of its own binary{binary} and of libc, faulted in at start-up (the kernel maps pages \
+file pages of its own binary{binary} (and of libc, in a dynamic build), faulted in at start-up (the kernel maps pages \
 around each fault, so start-up code spread over the binary pulls in much of it). Those pages are \
 shared with any other process mapping the same files and dropped by the kernel under memory \
 pressure; the private part is what the daemon costs the sandbox. What would close the target as \
