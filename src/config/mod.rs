@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use secrecy::{ExposeSecret, SecretString};
 
-pub use crate::runs::shim::RunAs;
+pub use crate::runs::shim::{RunAs, ShimExe};
 
 mod args;
 mod parse;
@@ -159,7 +159,7 @@ pub struct Config {
     pub service: ServiceConfig,
     /// The executable started as `<exe> shim` for each run: `sandboxd-shim`
     /// beside sandboxd, else sandboxd itself.
-    pub shim_exe: PathBuf,
+    pub shim_exe: ShimExe,
     /// The user runs execute as (`--run-user`); `None`: sandboxd's own.
     pub run_as: Option<RunAs>,
     /// `--run-user` as given, for logs and `/v1/status`.
@@ -277,7 +277,7 @@ impl Config {
                 .map(|url| url.origin()),
         };
         let own_exe = std::env::current_exe().context("cannot find sandboxd's own executable")?;
-        let shim_exe = crate::runs::shim::shim_executable(&own_exe);
+        let shim_exe = ShimExe::BesideDaemon(own_exe);
         Ok(Config {
             listen,
             session_key,

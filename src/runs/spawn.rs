@@ -12,7 +12,7 @@
 //! so no other process can read them, not even in the moment before the
 //! shim makes itself non-dumpable.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::io::AsyncWriteExt;
@@ -20,7 +20,29 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, ChildStdout, Command};
 
 use super::record::ShimIdentity;
-use super::shim::protocol::ShimSpec;
+use super::shim::protocol::{ShimExe, ShimSpec};
+
+/// The executable of the shims, chosen on first use: the choice may start
+/// `sandboxd-shim --version`, which the daemon's start should not wait
+/// for. The warm pool's filler makes it first, off the request path.
+pub(super) struct ShimExecutable {
+    choice: ShimExe,
+    chosen: std::sync::OnceLock<PathBuf>,
+}
+
+impl ShimExecutable {
+    pub(super) fn new(choice: ShimExe) -> ShimExecutable {
+        ShimExecutable {
+            choice,
+            chosen: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The executable (choosing it on the first call).
+    pub(super) fn path(&self) -> &Path {
+        self.chosen.get_or_init(|| self.choice.choose())
+    }
+}
 
 /// A started shim.
 pub(super) struct ShimProcess {

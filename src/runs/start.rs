@@ -28,6 +28,8 @@ pub(super) struct Starter {
     resolver: Resolver,
     /// Shims started ahead of need (`--warm-shims`).
     warm: WarmPool,
+    /// The shims' executable.
+    shim_exe: Arc<spawn::ShimExecutable>,
 }
 
 impl Starter {
@@ -38,9 +40,11 @@ impl Starter {
         resolver: Resolver,
         ended: Arc<tokio::sync::Notify>,
     ) -> Starter {
+        let shim_exe = Arc::new(spawn::ShimExecutable::new(config.shim_exe.clone()));
         Starter {
             state_dir: StateDir::new(&config.state_dir),
-            warm: WarmPool::start(&config.shim_exe, config.warm_shims, ended),
+            warm: WarmPool::start(shim_exe.clone(), config.warm_shims, ended),
+            shim_exe,
             config,
             url,
             resolver,
@@ -169,7 +173,7 @@ impl Starter {
                 Err(err) => tracing::debug!("warm shim unusable, starting one: {err}"),
             }
         }
-        let idle = spawn::start_idle_shim(&self.config.shim_exe)?;
+        let idle = spawn::start_idle_shim(self.shim_exe.path())?;
         spawn::hand_spec(idle, spec).await
     }
 

@@ -19,14 +19,13 @@
 //! shim: [`WarmPool::take`] skips shims that have exited, and a spec that
 //! cannot be handed over falls back to a cold start (`runs::spawn`).
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use super::spawn::{start_idle_shim, IdleShim};
+use super::spawn::{start_idle_shim, IdleShim, ShimExecutable};
 
 /// How often the filler looks for idle shims that died.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -40,7 +39,7 @@ pub(super) struct WarmPool {
 }
 
 struct Inner {
-    exe: PathBuf,
+    exe: Arc<ShimExecutable>,
     /// How many idle shims the pool keeps.
     target: usize,
     idle: Mutex<Vec<IdleShim>>,
@@ -55,9 +54,9 @@ impl WarmPool {
     /// A pool of `target` shims of `exe`, filled in the background of the
     /// current tokio runtime (none outside one, or with `target` 0);
     /// `ended` is told whenever a run's end is recorded.
-    pub(super) fn start(exe: &Path, target: usize, ended: Arc<Notify>) -> WarmPool {
+    pub(super) fn start(exe: Arc<ShimExecutable>, target: usize, ended: Arc<Notify>) -> WarmPool {
         let inner = Arc::new(Inner {
-            exe: exe.to_owned(),
+            exe,
             target,
             idle: Mutex::new(Vec::with_capacity(target)),
             wake: Notify::new(),
@@ -131,7 +130,7 @@ impl Inner {
             crate::containment::remove_leftover_cgroups();
         }
         while !self.closed.load(Ordering::SeqCst) && self.lock().len() < self.target {
-            match start_idle_shim(&self.exe) {
+            match start_idle_shim(self.exe.path()) {
                 Ok(shim) => self.lock().push(shim),
                 Err(err) => {
                     tracing::warn!("cannot start a warm shim: {err}");

@@ -258,10 +258,10 @@ impl TestDaemon {
             unreachable!("parsed as serve");
         };
         let mut config = sandboxd::config::Config::from_args(&args).expect("a valid config");
-        config.shim_exe = match options.own_shim {
+        config.shim_exe = sandboxd::config::ShimExe::Exactly(match options.own_shim {
             true => bin().into(),
             false => shim_bin().into(),
-        };
+        });
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());

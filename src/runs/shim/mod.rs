@@ -72,7 +72,8 @@ use self::capture::{spawn_reader, OutputFiles, ParkedReader, Stream};
 use self::events::EventPipe;
 use self::parked::Parked;
 pub use self::protocol::{
-    shim_executable, ExitReport, Phase, RunAs, ShimEvent, ShimSpec, StdinMode, VERSION_LINE,
+    shim_executable, ExitReport, Phase, RunAs, ShimEvent, ShimExe, ShimSpec, StdinMode,
+    VERSION_LINE,
 };
 use self::pty::ChildInput;
 use self::stdin::RunInput;

@@ -20,6 +20,28 @@ pub const VERSION_LINE: &str = concat!("sandboxd-shim ", env!("CARGO_PKG_VERSION
 /// The file name of the shim's own executable, installed beside `sandboxd`.
 pub const SHIM_FILE_NAME: &str = "sandboxd-shim";
 
+/// Which executable runs each run's shim (as `<exe> shim`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShimExe {
+    /// [`shim_executable`] of this daemon executable: `sandboxd-shim`
+    /// beside it, else itself. Decided on first use (it starts
+    /// `sandboxd-shim --version`), so not on the daemon's way to ready.
+    BesideDaemon(PathBuf),
+    /// Exactly this executable.
+    Exactly(PathBuf),
+}
+
+impl ShimExe {
+    /// The executable, checking `sandboxd-shim`'s version where that is
+    /// the choice.
+    pub fn choose(&self) -> PathBuf {
+        match self {
+            ShimExe::BesideDaemon(daemon_exe) => shim_executable(daemon_exe),
+            ShimExe::Exactly(exe) => exe.clone(),
+        }
+    }
+}
+
 /// The executable that runs the shim (as `<exe> shim`) for a daemon
 /// running `daemon_exe`: `sandboxd-shim` beside it when that is there and
 /// of the daemon's version (it maps a tenth of the code: a quicker start

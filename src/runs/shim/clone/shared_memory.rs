@@ -140,13 +140,31 @@ impl Drop for Stack {
 }
 
 /// `clone3(args)`; the child (0 returned, on the stack `args` names) calls
-/// `child(arg)`, which never returns. The parent gets the pid or -1.
+/// `child(arg)`, which never returns. The parent gets the pid, or -1 with
+/// errno set.
 ///
 /// # Safety
 /// `args` names a stack that stays mapped until the child has exec'd or
 /// exited, and `child` makes only the calls a vfork child may.
-#[cfg(target_arch = "x86_64")]
 unsafe fn clone3_on_stack(
+    args: &mut CloneArgs,
+    child: extern "C" fn(*mut libc::c_void) -> !,
+    arg: *mut libc::c_void,
+) -> libc::c_long {
+    // SAFETY: as this function's own contract.
+    let ret = unsafe { raw_clone3(args, child, arg) };
+    if ret < 0 {
+        // The system call itself returns -errno.
+        // SAFETY: this thread's errno.
+        unsafe { *libc::__errno_location() = -ret as i32 };
+        return -1;
+    }
+    ret
+}
+
+/// The system call, on x86_64: the pid, or -errno.
+#[cfg(target_arch = "x86_64")]
+unsafe fn raw_clone3(
     args: &mut CloneArgs,
     child: extern "C" fn(*mut libc::c_void) -> !,
     arg: *mut libc::c_void,
@@ -175,24 +193,19 @@ unsafe fn clone3_on_stack(
             options(nostack),
         );
     }
-    if ret < 0 {
-        // The raw system call returns -errno; the caller reads errno.
-        // SAFETY: this thread's errno.
-        unsafe { *libc::__errno_location() = -ret as i32 };
-        return -1;
-    }
     ret
 }
 
-/// As for x86_64: x20 and x21 survive the system call.
+/// The system call, on aarch64: as on x86_64, with x20 and x21 surviving
+/// the system call.
 #[cfg(target_arch = "aarch64")]
-unsafe fn clone3_on_stack(
+unsafe fn raw_clone3(
     args: &mut CloneArgs,
     child: extern "C" fn(*mut libc::c_void) -> !,
     arg: *mut libc::c_void,
 ) -> libc::c_long {
     let ret: libc::c_long;
-    // SAFETY: as for x86_64; the new stack's top is 16-byte aligned.
+    // SAFETY: as on x86_64; the new stack's top is 16-byte aligned.
     unsafe {
         std::arch::asm!(
             "svc 0",
@@ -209,19 +222,15 @@ unsafe fn clone3_on_stack(
             options(nostack),
         );
     }
-    if ret < 0 {
-        // SAFETY: this thread's errno.
-        unsafe { *libc::__errno_location() = -ret as i32 };
-        return -1;
-    }
     ret
 }
 
+/// Elsewhere: no trampoline, refused as the kernel would refuse it.
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-unsafe fn clone3_on_stack(
+unsafe fn raw_clone3(
     _args: &mut CloneArgs,
     _child: extern "C" fn(*mut libc::c_void) -> !,
     _arg: *mut libc::c_void,
 ) -> libc::c_long {
-    -1
+    -(libc::ENOSYS as libc::c_long)
 }
