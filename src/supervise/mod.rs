@@ -194,13 +194,17 @@ impl Inner {
     }
 
     fn set_state(&self, state: ServiceState) {
+        self.set_state_with(state, None);
+    }
+
+    /// Sets the state and, in the same lock, when the next start is due
+    /// (a backoff's): a status read never sees one without the other.
+    fn set_state_with(&self, state: ServiceState, next_start: Option<DateTime<Utc>>) {
         let changed = {
             let mut live = self.lock_live();
             let changed = live.state != state;
             live.state = state;
-            if state != ServiceState::Backoff {
-                live.next_start = None;
-            }
+            live.next_start = next_start.filter(|_| state == ServiceState::Backoff);
             changed
         };
         if changed {

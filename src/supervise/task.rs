@@ -71,10 +71,10 @@ impl Task {
                 delay_s = delay.as_secs_f64(),
                 "service exited; restarting after a delay"
             );
-            inner.set_state(ServiceState::Backoff);
-            inner.lock_live().next_start = chrono::Duration::from_std(delay)
+            let next_start = chrono::Duration::from_std(delay)
                 .ok()
                 .map(|d| Utc::now() + d);
+            inner.set_state_with(ServiceState::Backoff, next_start);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = inner.stop.cancelled() => break exit,
