@@ -18,6 +18,15 @@
 //! and no write to memory the shim reads except [`Exec`]'s failure slot.
 //! Its signal handlers are its own (no `CLONE_SIGHAND`), and it starts with
 //! every signal blocked until it has reset them.
+//!
+//! Between its change to the run's uid and its exec the child is a process
+//! of the run's uid in the shim's memory. That memory is non-dumpable, so
+//! no process without `CAP_SYS_PTRACE` reads it through `/proc` or ptrace
+//! (`run_uids::a_run_reads_nothing_of_runs_starting_beside_it` tries,
+//! while runs start). Only where `fs.suid_dumpable` is 1 (the kernel's
+//! insecure debugging setting) does the uid change make it readable by
+//! that uid for those microseconds, and it then holds only the run's own
+//! spec.
 
 use std::io;
 use std::os::fd::RawFd;
@@ -87,11 +96,7 @@ fn with_signals_blocked(clone: impl FnOnce() -> libc::c_long) -> libc::c_long {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         let pid = clone();
-        let errno = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        if pid < 0 {
-            tracing::trace!("clone3 sharing memory refused: {errno}");
-        }
         pid
     }
 }
@@ -140,31 +145,13 @@ impl Drop for Stack {
 }
 
 /// `clone3(args)`; the child (0 returned, on the stack `args` names) calls
-/// `child(arg)`, which never returns. The parent gets the pid, or -1 with
-/// errno set.
+/// `child(arg)`, which never returns. The parent gets the pid, or -errno.
 ///
-/// # Safety
+/// # Safety (of each architecture's version)
 /// `args` names a stack that stays mapped until the child has exec'd or
 /// exited, and `child` makes only the calls a vfork child may.
-unsafe fn clone3_on_stack(
-    args: &mut CloneArgs,
-    child: extern "C" fn(*mut libc::c_void) -> !,
-    arg: *mut libc::c_void,
-) -> libc::c_long {
-    // SAFETY: as this function's own contract.
-    let ret = unsafe { raw_clone3(args, child, arg) };
-    if ret < 0 {
-        // The system call itself returns -errno.
-        // SAFETY: this thread's errno.
-        unsafe { *libc::__errno_location() = -ret as i32 };
-        return -1;
-    }
-    ret
-}
-
-/// The system call, on x86_64: the pid, or -errno.
 #[cfg(target_arch = "x86_64")]
-unsafe fn raw_clone3(
+unsafe fn clone3_on_stack(
     args: &mut CloneArgs,
     child: extern "C" fn(*mut libc::c_void) -> !,
     arg: *mut libc::c_void,
@@ -196,10 +183,9 @@ unsafe fn raw_clone3(
     ret
 }
 
-/// The system call, on aarch64: as on x86_64, with x20 and x21 surviving
-/// the system call.
+/// On aarch64, x20 and x21 survive the system call.
 #[cfg(target_arch = "aarch64")]
-unsafe fn raw_clone3(
+unsafe fn clone3_on_stack(
     args: &mut CloneArgs,
     child: extern "C" fn(*mut libc::c_void) -> !,
     arg: *mut libc::c_void,
@@ -227,7 +213,7 @@ unsafe fn raw_clone3(
 
 /// Elsewhere: no trampoline, refused as the kernel would refuse it.
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-unsafe fn raw_clone3(
+unsafe fn clone3_on_stack(
     _args: &mut CloneArgs,
     _child: extern "C" fn(*mut libc::c_void) -> !,
     _arg: *mut libc::c_void,
