@@ -22,6 +22,7 @@ use crate::support::{self, Options, TestDaemon};
 const FIRST: u32 = 61300;
 const SECOND: u32 = 61320;
 const THIRD: u32 = 61340;
+const FOURTH: u32 = 61360;
 const WIDTH: u32 = 10;
 
 /// The flags of a daemon with `--run-uid-range first-(first+WIDTH-1)`
@@ -159,6 +160,74 @@ async fn a_run_cannot_reach_another_run() {
     assert_ne!(prober_uid, meta.uid(), "two runs share a uid");
     assert!(stdout.contains(&format!("gid {prober_uid} ")), "{stdout}");
     daemon.post("/v1/runs/victim/cancel", json!({})).await;
+}
+
+/// Scans /proc for 2 s, reading the environ and memory of every process
+/// it finds but its own: shims, and their children between the clone and
+/// the exec, when the child shares its shim's memory and has already
+/// become its run's uid. Prints what it read and whether a secret was in
+/// it, and that it reads its own (the probe works).
+const STARTING_PROBE: &str = r#"
+import os, time
+me, read, leaked, seen, until = os.getpid(), [], False, set(), time.time() + 2
+while time.time() < until:
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        seen.add(pid)
+        for name in ("environ", "mem"):
+            try:
+                with open(f"/proc/{pid}/{name}", "rb") as f:
+                    data = f.read(1 << 16) if name == "environ" else f.read(0)
+                read.append((pid, name))
+                leaked = leaked or b"starter-secret" in data
+            except OSError:
+                pass
+own = len(open(f"/proc/{me}/environ", "rb").read()) > 0 and open(f"/proc/{me}/mem", "rb").read(0) == b""
+print(f"seen={len(seen)} own={own} read={len(read)} leaked={leaked} {read[:5]}")
+"#;
+
+/// A run cannot read runs that start beside it: not their shims, and not
+/// their commands between the clone and the exec, while they share their
+/// shim's memory and already run as their own uid (each removed once
+/// ended, freeing its uid for the next). Not root: refused.
+#[tokio::test]
+async fn a_run_reads_nothing_of_runs_starting_beside_it() {
+    if refused_unless_root(FOURTH) {
+        return;
+    }
+    let dir = shared_dir();
+    let daemon = daemon_in(&dir, FOURTH).await;
+    daemon
+        .start_run(json!({"run_id": "prober", "command": ["python3", "-c", STARTING_PROBE]}))
+        .await;
+    let mut started = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        let run_id = format!("starter{started}");
+        let body = json!({"run_id": run_id, "command": ["true"], "wait": true,
+                          "secrets": {"STARTER": {"kind": "StaticSecret", "value": format!("starter-secret-{started}")}}});
+        let (status, run) = daemon.post("/v1/runs", body).await;
+        assert!(status.is_success(), "{status}: {run}");
+        assert_eq!(run["state"], "succeeded", "{run}");
+        // Removed, so its uid is free for the next one.
+        let (status, _) = daemon.delete(&format!("/v1/runs/{run_id}")).await;
+        assert!(status.is_success(), "{status}");
+        started += 1;
+    }
+    let prober = daemon.wait_ended("prober").await;
+    assert_eq!(prober["state"], "succeeded", "{prober}");
+    let (_, out) = daemon.text("/v1/runs/prober/logs").await;
+    eprintln!("{started} runs started beside the prober: {out}");
+    assert!(
+        started >= 20,
+        "only {started} runs started beside the prober"
+    );
+    assert!(
+        !out.contains("seen=0 ") && out.contains(" own=True "),
+        "{out}"
+    );
+    assert!(out.contains(" read=0 leaked=False"), "{out}");
 }
 
 /// A process of a run's uid outside the run's process tree (here one the
