@@ -362,6 +362,27 @@ async fn leftovers_end_with_the_run() {
     assert_gone(text(&run, "stdout").trim().parse().unwrap()).await;
 }
 
+/// An orphan that exits while its run goes on is reaped then, not left a
+/// zombie until the run ends: a run that keeps leaving orphans (a shell
+/// loop of background jobs) must not fill the process table.
+#[tokio::test]
+async fn orphans_are_reaped_while_the_run_goes_on() {
+    let daemon = TestDaemon::start().await;
+    daemon
+        .start_run(
+            json!({"run_id": "o1", "command": "sh -c 'sleep 0.2 & echo $!'; exec sleep 1000"}),
+        )
+        .await;
+    let orphan = grandchild_pid(&daemon, "o1").await;
+    assert_gone(orphan).await;
+    let (_, run) = daemon.get("/v1/runs/o1").await;
+    assert_eq!(run["state"], "running", "{run}");
+    daemon
+        .post("/v1/runs/o1/cancel", json!({"grace_s": 0.5}))
+        .await;
+    assert_eq!(daemon.wait_ended("o1").await["state"], "cancelled");
+}
+
 /// /signal delivers to the group; a run killed by a signal is failed with
 /// the signal's name.
 #[tokio::test]

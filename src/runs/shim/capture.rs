@@ -1,15 +1,14 @@
-//! Output capture: one reader thread per pipe (started ahead, `parked`)
-//! pushes what it reads through
-//! the masker into `stdout.log` / `stderr.log`, records the arrival order
-//! in `output.idx`, and batches progress events to the daemon.
+//! Output capture: the shim's main thread reads each pipe (`pump`)
+//! through the masker into `stdout.log` / `stderr.log`, records the
+//! arrival order in `output.idx`, and batches progress events to the
+//! daemon.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use self::tail::TailRing;
@@ -17,7 +16,7 @@ use super::events::EventPipe;
 use super::parked::Parked;
 use super::protocol::{ShimControl, ShimEvent};
 use super::{lock, Shared};
-use crate::secrets::mask::{LiveMasker, StreamMasker};
+use crate::secrets::mask::LiveMasker;
 use crate::state_dir::RunDir;
 use zeroize::Zeroize;
 
@@ -286,68 +285,6 @@ fn open_append(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// What a reader thread is handed: a pipe (or a terminal's master) to
-/// read until its end, into `stream`.
-pub(super) struct ReaderJob {
-    pipe: File,
-    stream: Stream,
-    shared: Arc<Shared>,
-    masked: StreamMasker,
-}
-
-/// A reader thread started ahead of its pipe.
-pub(super) type ParkedReader = Parked<ReaderJob>;
-
-/// Starts a reader thread that waits for its pipe.
-pub(super) fn park_reader() -> ParkedReader {
-    Parked::start(read_until_end)
-}
-
-/// Reads `pipe` until its end into `stream`, on `thread` (a parked
-/// reader) or, without one, on a thread started now.
-pub(super) fn spawn_reader(
-    pipe: File,
-    stream: Stream,
-    shared: &Arc<Shared>,
-    masker: &LiveMasker,
-    thread: Option<ParkedReader>,
-) -> JoinHandle<()> {
-    grow_pipe(&pipe);
-    let job = ReaderJob {
-        pipe,
-        stream,
-        shared: Arc::clone(shared),
-        masked: masker.stream(),
-    };
-    thread.unwrap_or_else(park_reader).run(job)
-}
-
-fn read_until_end(job: ReaderJob) {
-    let ReaderJob {
-        mut pipe,
-        stream,
-        shared,
-        mut masked,
-    } = job;
-    let shared = &*shared;
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut out = Vec::with_capacity(buf.len() + 64);
-    loop {
-        let n = match pipe.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        };
-        out.clear();
-        masked.push(&buf[..n], &mut out);
-        store(shared, stream, &out, bytes_waiting(&pipe));
-    }
-    out.clear();
-    masked.finish(&mut out);
-    store(shared, stream, &out, false);
-}
-
 fn grow_pipe(pipe: &impl AsRawFd) {
     // SAFETY: fcntl on a pipe descriptor we own; failure leaves it as it was.
     unsafe {
@@ -436,6 +373,9 @@ pub(super) fn park_control_thread() -> Parked<(Arc<Shared>, LiveMasker)> {
     })
 }
 
+mod pump;
 mod tail;
+
+pub(super) use pump::Pump;
 #[cfg(test)]
 mod tests;

@@ -1,6 +1,7 @@
-//! The shim as a child subreaper: waiting for a phase's leader while
-//! reaping orphans, ending what is left of the run after it, and reaping
-//! every child before the next phase or the end.
+//! The shim as a child subreaper: ending what is left of the run after a
+//! phase's leader, and reaping every child before the next phase or the
+//! end. (Waiting for the leader while reaping orphans is `capture::Pump`'s,
+//! which reads the phase's output meanwhile.)
 
 use std::time::{Duration, Instant};
 
@@ -11,17 +12,6 @@ use nix::unistd::Pid;
 
 use crate::containment::RunCgroup;
 use crate::procfs;
-
-/// Waits for the leader, reaping any orphan that exits meanwhile.
-pub(super) fn wait_for_leader(leader: i32) -> WaitStatus {
-    loop {
-        match waitpid(None, None) {
-            Ok(status) if status.pid() == Some(Pid::from_raw(leader)) => return status,
-            Ok(_) | Err(Errno::EINTR) => continue,
-            Err(_) => return WaitStatus::Exited(Pid::from_raw(leader), -1),
-        }
-    }
-}
 
 /// Ends what is left of a run after its leader: the rest of its process
 /// group, everything in the run's cgroup (when it has one), and every

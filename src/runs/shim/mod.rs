@@ -15,7 +15,8 @@
 //!   (`pty`; a terminal's output is captured as stdout) and listens for the
 //!   input on the run dir's `stdin.sock` (`stdin`, frames of `input`);
 //! - captures stdout and stderr through the masker into `stdout.log`,
-//!   `stderr.log` and `output.idx` (arrival order of chunks) in the run dir;
+//!   `stderr.log` and `output.idx` (arrival order of chunks) in the run dir,
+//!   on its main thread while it waits for the phase's leader (`capture`);
 //! - enforces the deadline (SIGTERM to the group, SIGKILL after the grace);
 //! - forwards the [`FORWARDED_SIGNALS`](crate::signals::FORWARDED_SIGNALS)
 //!   to the current process group; SIGTERM and SIGINT also mean "cancelled";
@@ -38,7 +39,9 @@
 //! Layout: [`protocol`] is what the daemon and the shim exchange (the
 //! daemon side is `runs::spawn` and the supervisor); the rest is the shim
 //! process: this file (`main` and the phases), `child` (starting a phase's
-//! process) and `clone` (its fork and exec into the cgroup), `capture` (pipes, masking, output files, progress events),
+//! process) and `clone` (its fork and exec into the cgroup), `capture`
+//! (pipes, masking, output files, progress events; `capture::Pump` reads
+//! them and waits for the leader),
 //! `events` (the non-blocking event pipe), `children` (subreaper duties)
 //! `deadline` (the deadline and signal threads), `parked` (threads started
 //! before their work), and `pty` and `stdin` (the command's pipe or
@@ -68,7 +71,7 @@ use nix::sys::signal::{killpg, SigSet, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
-use self::capture::{spawn_reader, OutputFiles, ParkedReader, Stream};
+use self::capture::{OutputFiles, Pump, Stream};
 use self::events::EventPipe;
 use self::parked::Parked;
 pub use self::protocol::{
@@ -143,8 +146,6 @@ struct Helpers {
     control: Parked<(Arc<Shared>, LiveMasker)>,
     signals: Parked<Arc<Shared>>,
     deadline: Parked<(Arc<Shared>, deadline::Deadline)>,
-    /// Readers of the first phase's output (two pipes, or a terminal).
-    readers: Vec<ParkedReader>,
 }
 
 impl Helpers {
@@ -154,7 +155,6 @@ impl Helpers {
             control: capture::park_control_thread(),
             signals: deadline::park_signal_thread(forwarded),
             deadline: deadline::park_deadline_thread(),
-            readers: vec![capture::park_reader(), capture::park_reader()],
         }
     }
 }
@@ -167,7 +167,11 @@ fn run_shim() -> io::Result<()> {
     for signal in FORWARDED_SIGNALS {
         forwarded.add(signal);
     }
-    forwarded.thread_block().map_err(io::Error::from)?;
+    // SIGCHLD too, in every thread: the main thread takes it from a
+    // signalfd (`capture::Pump`) with the run's output.
+    let mut blocked = forwarded;
+    blocked.add(Signal::SIGCHLD);
+    blocked.thread_block().map_err(io::Error::from)?;
 
     // The run's own cgroup where one is writable, else the /proc walk
     // alone ends what the run leaves behind. Made before the spec comes
@@ -177,6 +181,7 @@ fn run_shim() -> io::Result<()> {
     // The run's threads, started while a warm shim waits (`parked`); they
     // hold nothing until handed the run.
     let helpers = Helpers::start(forwarded);
+    let mut pump = Pump::new()?;
     // The spec is the first line; stdin stays open for control lines. A
     // warm shim waits here; the channel closing first means it was never
     // used (the daemon stopped or died), and it ends having done nothing.
@@ -207,7 +212,6 @@ fn run_shim() -> io::Result<()> {
         control,
         signals,
         deadline,
-        mut readers,
     } = helpers;
     control.run((shared.clone(), masker.clone()));
     signals.run(shared.clone());
@@ -217,7 +221,7 @@ fn run_shim() -> io::Result<()> {
         grace: Duration::from_millis(spec.kill_grace_ms),
     };
     deadline.run((shared.clone(), limits));
-    let mut report = run_phases(&spec, &shared, &masker, cgroup.as_ref(), &mut readers);
+    let mut report = run_phases(&spec, &shared, &masker, cgroup.as_ref(), &mut pump);
     deadline::finish(&shared);
     let mut output = lock(&shared.output);
     let truncation = output.finish();
@@ -259,7 +263,7 @@ fn run_phases(
     shared: &Arc<Shared>,
     masker: &LiveMasker,
     cgroup: Option<&RunCgroup>,
-    readers: &mut Vec<ParkedReader>,
+    pump: &mut Pump,
 ) -> ExitReport {
     let mut report = ExitReport::not_started();
     // The input socket listens from the start: a client may attach (and
@@ -280,7 +284,7 @@ fn run_phases(
             input: ChildInput::Null,
             terminal: None,
         };
-        run_phase(phase, spec, shared, masker, cgroup, readers, &mut report)
+        run_phase(phase, spec, shared, masker, cgroup, pump, &mut report)
     };
     if setup_ok && !shared.stopping() {
         report.started_at = Some(Utc::now());
@@ -290,7 +294,7 @@ fn run_phases(
             input: std::mem::replace(&mut input.child, ChildInput::Null),
             terminal: input.terminal.take(),
         };
-        run_phase(phase, spec, shared, masker, cgroup, readers, &mut report);
+        run_phase(phase, spec, shared, masker, cgroup, pump, &mut report);
     }
     input.close();
     report.finished_at = Utc::now();
@@ -306,7 +310,7 @@ struct PhaseRun<'a> {
     terminal: Option<std::fs::File>,
 }
 
-/// Runs one phase to its end, its output read by `readers` while any is
+/// Runs one phase to its end, its output read by `pump` while any is
 /// left; true when it exited 0.
 fn run_phase(
     run: PhaseRun<'_>,
@@ -314,7 +318,7 @@ fn run_phase(
     shared: &Arc<Shared>,
     masker: &LiveMasker,
     cgroup: Option<&RunCgroup>,
-    readers: &mut Vec<ParkedReader>,
+    pump: &mut Pump,
     report: &mut ExitReport,
 ) -> bool {
     let PhaseRun {
@@ -347,19 +351,21 @@ fn run_phase(
         let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
     }
     // A terminal's output is the run's stdout.
-    let mut read = |pipe, stream| spawn_reader(pipe, stream, shared, masker, readers.pop());
-    let reading = [
-        child.stdout.take().map(|pipe| read(pipe, Stream::Stdout)),
-        child.stderr.take().map(|pipe| read(pipe, Stream::Stderr)),
-        terminal.map(|master| read(master, Stream::Stdout)),
+    let sources = [
+        (child.stdout.take(), Stream::Stdout),
+        (child.stderr.take(), Stream::Stderr),
+        (terminal, Stream::Stdout),
     ];
-    let status = children::wait_for_leader(pid);
+    for (pipe, stream) in sources {
+        if let Some(pipe) = pipe {
+            pump.add(pipe, stream, masker);
+        }
+    }
+    let status = pump.until_exit(shared, pid);
     shared.current_pgid.store(0, Ordering::SeqCst);
     children::kill_leftovers(pid, cgroup, spec.kill_uid);
     children::reap_all();
-    for reader in reading.into_iter().flatten() {
-        let _ = reader.join();
-    }
+    pump.drain(shared);
     match status {
         WaitStatus::Exited(_, code) => report.exit_code = Some(code),
         WaitStatus::Signaled(_, signal, _) => report.signal = Some(signal as i32),

@@ -1,5 +1,5 @@
 //! Threads started before their work is known. A warm shim starts its
-//! helper and output-reader threads while it waits for its spec, so the
+//! helper threads (control, signals, deadline) while it waits for its spec, so the
 //! run's path hands each its work (one wake-up) instead of creating it (a
 //! stack mapping and a clone each, competing with the command's exec for
 //! the CPU). A parked thread whose work never comes ends when its
