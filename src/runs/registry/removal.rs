@@ -21,6 +21,17 @@ impl Registry {
             .collect()
     }
 
+    /// How many runs have ended, from the run map's size and the count of
+    /// unended runs: no walk.
+    pub(in crate::runs) fn ended_count(&self) -> usize {
+        let unended = self
+            .inner
+            .context
+            .unended
+            .load(std::sync::atomic::Ordering::SeqCst);
+        self.lock_runs().len().saturating_sub(unended)
+    }
+
     /// Takes an ended run out of the registry unless something protects
     /// it: someone following or waiting on it, or its pending callback.
     pub(in crate::runs) fn take_prunable(&self, run_id: &str) -> Option<Arc<RunCell>> {
