@@ -11,6 +11,7 @@
 //! a restart and re-attaches to shims that are still alive; [`input`]
 //! reaches a run's stdin through its shim's socket.
 
+mod ended;
 pub mod env;
 mod finish;
 pub mod input;

@@ -39,15 +39,6 @@ pub struct PruneReport {
     pub removed: usize,
     /// Runs past a limit still left (protected, or beyond the batch).
     pub left: usize,
-    /// When the oldest ended run still kept passes `--retain-for`; none
-    /// without that limit or without an ended run.
-    pub next_age_due: Option<DateTime<Utc>>,
-}
-
-/// An ended run as retention sees it.
-struct Candidate {
-    run_id: String,
-    finished_at: DateTime<Utc>,
 }
 
 impl Registry {
@@ -66,102 +57,47 @@ impl Registry {
         let registry = self.clone();
         let ended = self.context().ended.clone();
         tokio::spawn(async move {
-            // What the last pass found: a run's end starts a walk of every
-            // run only when a limit may have been passed since.
-            let mut last: Option<PruneReport> = None;
             loop {
                 let a_run_ended = ended.notified();
-                let now = Utc::now();
-                if last.is_none_or(|last| registry.prune_may_be_due(now, &last)) {
-                    let report = registry.prune_once(now);
-                    last = Some(report);
-                    if report.removed == PRUNE_BATCH {
-                        tokio::time::sleep(PRUNE_BACKLOG_INTERVAL).await;
-                        continue;
-                    }
+                let report = registry.prune_once(Utc::now());
+                if report.removed == PRUNE_BATCH {
+                    tokio::time::sleep(PRUNE_BACKLOG_INTERVAL).await;
+                    continue;
                 }
                 tokio::select! {
                     () = a_run_ended => {}
-                    () = tokio::time::sleep(interval) => last = None,
+                    () = tokio::time::sleep(interval) => {}
                 }
             }
         });
     }
 
-    /// Whether a pass could remove anything, judged without walking the
-    /// runs (a pass runs after every run's end; a walk takes the run map's
-    /// lock for as long as it takes to read every run): more ended runs
-    /// than `--retain-runs`, a run left over by the `last` pass, or the
-    /// oldest kept run past `--retain-for`. A run ending now is the
-    /// youngest: it is never the first to pass `--retain-for`.
-    fn prune_may_be_due(&self, now: DateTime<Utc>, last: &PruneReport) -> bool {
-        let retention = self.config().retention;
-        let ended = self.ended_count();
-        last.left > 0
-            || retention.max_runs.is_some_and(|max| ended > max)
-            || match last.next_age_due {
-                Some(due) => now >= due,
-                // No ended run was kept: the one that just ended is due
-                // after its own age.
-                None => retention.max_age.is_some() && ended > 0,
-            }
-    }
-
-    /// One pass: removes up to a batch of the ended runs past a limit.
+    /// One pass: removes up to a batch of the ended runs past a limit,
+    /// the oldest first. The index of ended runs (`runs::ended`) gives
+    /// them without a walk: a pass after each run's end costs the runs it
+    /// removes.
     pub fn prune_once(&self, now: DateTime<Utc>) -> PruneReport {
         let retention = self.config().retention;
-        let ended = self.ended_runs();
+        let ended = &self.context().ended_runs;
         let over_count = retention
             .max_runs
             .map_or(0, |max| ended.len().saturating_sub(max));
-        let too_old = |finished_at: DateTime<Utc>| {
-            retention.max_age.is_some_and(|age| {
-                let age = chrono::Duration::from_std(age).unwrap_or(chrono::Duration::MAX);
-                now.signed_duration_since(finished_at) > age
-            })
+        let cutoff = retention.max_age.and_then(|age| {
+            let age = chrono::Duration::from_std(age).ok()?;
+            now.checked_sub_signed(age)
+        });
+        let (due, total) = ended.due(over_count, cutoff, PRUNE_BATCH);
+        let mut report = PruneReport {
+            left: total - due.len(),
+            ..PruneReport::default()
         };
-        let next_age_due = |kept: &mut dyn Iterator<Item = DateTime<Utc>>| {
-            let age = chrono::Duration::from_std(retention.max_age?).ok()?;
-            kept.min()?.checked_add_signed(age)
-        };
-        // When nothing is due (the common case), the pass stops before
-        // sorting.
-        if over_count == 0 && !ended.iter().any(|(_, finished_at)| too_old(*finished_at)) {
-            return PruneReport {
-                next_age_due: next_age_due(&mut ended.iter().map(|(_, at)| *at)),
-                ..PruneReport::default()
-            };
-        }
-        let mut ended: Vec<Candidate> = ended
-            .into_iter()
-            .map(|(run_id, finished_at)| Candidate {
-                run_id,
-                finished_at,
-            })
-            .collect();
-        ended.sort_by(|a, b| (a.finished_at, &a.run_id).cmp(&(b.finished_at, &b.run_id)));
-        let due: Vec<&Candidate> = ended
-            .iter()
-            .enumerate()
-            .filter(|(index, c)| *index < over_count || too_old(c.finished_at))
-            .map(|(_, c)| c)
-            .collect();
-        let mut report = PruneReport::default();
-        let mut removed = std::collections::HashSet::new();
-        for candidate in &due {
-            if report.removed == PRUNE_BATCH || !self.prune_run(&candidate.run_id) {
+        for run_id in &due {
+            if self.prune_run(run_id) {
+                report.removed += 1;
+            } else {
                 report.left += 1;
-                continue;
             }
-            removed.insert(candidate.run_id.as_str());
-            report.removed += 1;
         }
-        report.next_age_due = next_age_due(
-            &mut ended
-                .iter()
-                .filter(|c| !removed.contains(c.run_id.as_str()))
-                .map(|c| c.finished_at),
-        );
         if report.removed > 0 {
             self.context().metrics.runs_pruned(report.removed as u64);
             tracing::info!(

@@ -96,6 +96,7 @@ impl Registry {
             log_masks,
             credentials: Masker::new(credentials.iter().map(|v| v.expose_secret().as_bytes())),
             unended: Arc::default(),
+            ended_runs: Arc::default(),
         };
         Registry {
             inner: Arc::new(Inner {
@@ -254,8 +255,15 @@ impl Registry {
         let run_id = cell.read(|run| {
             self.inner.tokens.insert(run.token_digest, &run.run_id);
             self.inner.uids.mark(run.run_uid);
-            if !run.state().is_terminal() {
-                self.inner.context.unended.fetch_add(1, Ordering::SeqCst);
+            match run.end() {
+                Some(end) => self
+                    .inner
+                    .context
+                    .ended_runs
+                    .insert(&run.run_id, end.finished_at),
+                None => {
+                    self.inner.context.unended.fetch_add(1, Ordering::SeqCst);
+                }
             }
             run.run_id.clone()
         });

@@ -3,33 +3,17 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
-
 use super::Registry;
 use crate::runs::task::RunCell;
 use crate::runs::RunError;
 
 impl Registry {
-    /// Every ended run and when it ended.
-    pub(in crate::runs) fn ended_runs(&self) -> Vec<(String, chrono::DateTime<Utc>)> {
-        let runs = self.lock_runs();
-        runs.iter()
-            .filter_map(|(run_id, slot)| {
-                let finished_at = slot.cell.read(|run| run.end().map(|e| e.finished_at))?;
-                Some((run_id.clone(), finished_at))
-            })
-            .collect()
-    }
-
-    /// How many runs have ended, from the run map's size and the count of
-    /// unended runs: no walk.
-    pub(in crate::runs) fn ended_count(&self) -> usize {
-        let unended = self
-            .inner
-            .context
-            .unended
-            .load(std::sync::atomic::Ordering::SeqCst);
-        self.lock_runs().len().saturating_sub(unended)
+    /// Takes a removed run out of the index of ended runs.
+    fn forget_end(&self, cell: &RunCell) {
+        if let Some(finished_at) = cell.read(|run| run.end().map(|end| end.finished_at)) {
+            let run_id = cell.read(|run| run.run_id.clone());
+            self.inner.context.ended_runs.remove(&run_id, finished_at);
+        }
     }
 
     /// Takes an ended run out of the registry unless something protects
@@ -49,6 +33,7 @@ impl Registry {
             return None;
         }
         let slot = runs.remove(run_id)?;
+        self.forget_end(&slot.cell);
         self.inner.tokens.remove(digest);
         self.inner.context.unsaved.forget(&run_id.to_owned());
         Some(slot.cell)
@@ -72,6 +57,7 @@ impl Registry {
             }
             runs.remove(run_id).expect("checked above")
         };
+        self.forget_end(&slot.cell);
         let (default_cwd, run_uid) = slot.cell.read(|run| {
             self.inner.tokens.remove(run.token_digest);
             (run.default_cwd, run.run_uid)

@@ -95,7 +95,13 @@ impl RunTask {
         self.context
             .unended
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        ended.expect("the change ran")
+        let ended: Run = ended.expect("the change ran");
+        if let Some(end) = ended.end() {
+            self.context
+                .ended_runs
+                .insert(&self.run_id, end.finished_at);
+        }
+        ended
     }
 
     fn completion(&self, run: &Run) -> Option<Completion> {

@@ -60,6 +60,8 @@ pub(super) struct TaskContext {
     /// count so `--max-running` is checked without a walk of every run
     /// retained.
     pub(super) unended: Arc<std::sync::atomic::AtomicUsize>,
+    /// The ended runs kept, in the order of their end (for retention).
+    pub(super) ended_runs: Arc<super::ended::EndedRuns>,
 }
 
 /// The owner of one live run.
