@@ -255,16 +255,7 @@ impl Registry {
         let run_id = cell.read(|run| {
             self.inner.tokens.insert(run.token_digest, &run.run_id);
             self.inner.uids.mark(run.run_uid);
-            match run.end() {
-                Some(end) => self
-                    .inner
-                    .context
-                    .ended_runs
-                    .insert(&run.run_id, end.finished_at),
-                None => {
-                    self.inner.context.unended.fetch_add(1, Ordering::SeqCst);
-                }
-            }
+            self.inner.context.count_restored(run);
             run.run_id.clone()
         });
         self.lock_runs().insert(run_id, RunSlot { cell, control });

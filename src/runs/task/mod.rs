@@ -64,6 +64,20 @@ pub(super) struct TaskContext {
     pub(super) ended_runs: Arc<super::ended::EndedRuns>,
 }
 
+impl TaskContext {
+    /// Counts a restored run: among the unended, or in the index of the
+    /// ended.
+    pub(super) fn count_restored(&self, run: &Run) {
+        match run.end() {
+            Some(end) => self.ended_runs.insert(&run.run_id, end.finished_at),
+            None => {
+                self.unended
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+}
+
 /// The owner of one live run.
 pub(super) struct RunTask {
     run_id: String,
