@@ -51,6 +51,11 @@ fn start() -> (Daemon, Duration) {
 /// A daemon keeping `warm` shims (an env setting, so builds that predate
 /// the flag ignore it).
 fn start_warm(warm: usize) -> (Daemon, Duration) {
+    start_with(warm, &[])
+}
+
+/// A daemon keeping `warm` shims, with more settings in `env`.
+fn start_with(warm: usize, env: &[(&str, &str)]) -> (Daemon, Duration) {
     let dir = tempfile::Builder::new()
         .prefix("sandboxd-bench")
         .tempdir_in(scratch())
@@ -61,6 +66,7 @@ fn start_warm(warm: usize) -> (Daemon, Duration) {
     let mut child = Command::new(daemon_binary())
         .env("SANDBOXD_MAX_OUTPUT_BYTES", "0")
         .env("SANDBOXD_WARM_SHIMS", warm.to_string())
+        .envs(env.iter().copied())
         .args([
             "serve",
             "--listen",
@@ -249,6 +255,26 @@ fn main() {
             started.elapsed().as_secs_f64() * 1000.0
         ),
     ));
+
+    // A daemon that has run for a while keeps --retain-runs ended runs
+    // (1,000 by default) and removes the oldest as each run ends:
+    // exec-and-wait in that steady state.
+    let (kept, _) = start_with(1, &[("SANDBOXD_RETAIN_RUNS", "1000")]);
+    let kept_url = format!("{}/v1/runs", kept.url);
+    let mut kept_ms = Vec::new();
+    for round in 0..1300 {
+        let ms = runtime.block_on(exec_true(&client, &kept_url));
+        std::thread::sleep(Duration::from_millis(2));
+        if round >= 1100 {
+            kept_ms.push(ms);
+        }
+    }
+    let (k_med, k_p99) = summary(kept_ms);
+    rows.push((
+        "exec-and-wait `true` past `--retain-runs` (1,000 kept; median / p99)".into(),
+        format!("{k_med:.2} / {k_p99:.2} ms"),
+    ));
+    drop(kept);
 
     if std::env::var_os("BENCH_EXEC_ONLY").is_some() {
         print_table(rows);
