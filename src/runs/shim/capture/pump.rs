@@ -111,7 +111,7 @@ impl Pump {
         }
         let mut index = 0;
         for is_ready in ready.into_iter().take(self.sources.len()) {
-            if is_ready && !self.read_chunk(index, shared) {
+            if is_ready && !self.read_ready(index, shared) {
                 let mut source = self.sources.remove(index);
                 self.out.clear();
                 source.masked.finish(&mut self.out);
@@ -122,29 +122,57 @@ impl Pump {
         }
     }
 
+    /// Reads source `index` while it has bytes waiting (a fast writer
+    /// costs no `poll` per chunk), a bounded number of chunks so the other
+    /// source and SIGCHLD are seen; false at its end.
+    fn read_ready(&mut self, index: usize, shared: &Shared) -> bool {
+        for _ in 0..CHUNKS_PER_POLL {
+            match self.read_chunk(index, shared) {
+                Chunk::Drained => return true,
+                Chunk::End => return false,
+                Chunk::More => {}
+            }
+        }
+        true
+    }
+
     /// Reads one chunk of source `index` through its masker into its
-    /// stream; false at its end.
-    fn read_chunk(&mut self, index: usize, shared: &Shared) -> bool {
+    /// stream.
+    fn read_chunk(&mut self, index: usize, shared: &Shared) -> Chunk {
         let source = &mut self.sources[index];
         let n = loop {
             match source.pipe.read(&mut self.buf) {
-                Ok(0) => return false,
+                Ok(0) => return Chunk::End,
                 Ok(n) => break n,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 // A terminal's master reads EIO once its slave is closed.
-                Err(_) => return false,
+                Err(_) => return Chunk::End,
             }
         };
         self.out.clear();
         source.masked.push(&self.buf[..n], &mut self.out);
-        store(
-            shared,
-            source.stream,
-            &self.out,
-            bytes_waiting(&source.pipe),
-        );
-        true
+        let more = bytes_waiting(&source.pipe);
+        store(shared, source.stream, &self.out, more);
+        if more {
+            Chunk::More
+        } else {
+            Chunk::Drained
+        }
     }
+}
+
+/// Chunks read from one source, while it has more waiting, before the
+/// next `poll`.
+const CHUNKS_PER_POLL: usize = 16;
+
+/// What reading a chunk left.
+enum Chunk {
+    /// More bytes wait in the pipe.
+    More,
+    /// The pipe is empty for now.
+    Drained,
+    /// The source has ended.
+    End,
 }
 
 /// Reaps the children that have exited without waiting; the leader's
