@@ -10,10 +10,14 @@ use crate::runs::RunError;
 impl Registry {
     /// Takes a removed run out of the index of ended runs.
     fn forget_end(&self, cell: &RunCell) {
-        if let Some(finished_at) = cell.read(|run| run.end().map(|end| end.finished_at)) {
-            let run_id = cell.read(|run| run.run_id.clone());
-            self.inner.context.ended_runs.remove(&run_id, finished_at);
-        }
+        cell.read(|run| {
+            if let Some(end) = run.end() {
+                self.inner
+                    .context
+                    .ended_runs
+                    .remove(&run.run_id, end.finished_at);
+            }
+        });
     }
 
     /// Takes an ended run out of the registry unless something protects

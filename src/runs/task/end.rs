@@ -89,19 +89,19 @@ impl RunTask {
                     run.started_at = report.started_at;
                 }
             }
+            // Indexed under the run's lock: whoever sees the run ended
+            // (a DELETE, retention) finds it in the index too, so a run
+            // deleted as it ends leaves no entry behind.
+            self.context
+                .ended_runs
+                .insert(&self.run_id, end.finished_at);
             run.status = RunStatus::Ended(end);
             ended = Some(run.clone());
         });
         self.context
             .unended
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        let ended: Run = ended.expect("the change ran");
-        if let Some(end) = ended.end() {
-            self.context
-                .ended_runs
-                .insert(&self.run_id, end.finished_at);
-        }
-        ended
+        ended.expect("the change ran")
     }
 
     fn completion(&self, run: &Run) -> Option<Completion> {
