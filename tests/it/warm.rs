@@ -130,6 +130,32 @@ async fn a_run_takes_a_warm_shim_and_the_pool_refills() {
     assert_eq!(ended["state"], "cancelled", "{ended}");
 }
 
+/// Threads of `pid`, from `/proc/<pid>/task`.
+fn threads_of(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| tasks.count())
+        .unwrap_or(0)
+}
+
+/// A shim is one thread, idle and while its run runs: the run's output,
+/// signals, control lines and deadline all reach that thread, so the
+/// run's start and end wake nothing else. Its deadline still ends the run.
+#[tokio::test]
+async fn a_shim_is_one_thread_idle_and_running() {
+    let daemon = binary_daemon(&["--warm-shims", "1"]).await;
+    let waiting = wait_ready(&daemon, 1).await;
+    assert_eq!(threads_of(waiting[0]), 1, "an idle warm shim");
+    daemon
+        .start_run(json!({"run_id": "one", "command": "echo started; sleep 30", "timeout_s": 2}))
+        .await;
+    daemon
+        .wait_run("one", "running", |r| r["stdout_bytes"].as_u64() > Some(0))
+        .await;
+    assert_eq!(threads_of(waiting[0]), 1, "a shim whose run runs");
+    let ended = daemon.wait_ended("one").await;
+    assert_eq!(ended["state"], "timed_out", "{ended}");
+}
+
 /// Idle shims killed behind the daemon's back are never handed a run: the
 /// next run starts and succeeds, and the pool is full again soon after.
 #[tokio::test]

@@ -8,17 +8,13 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::tail::TailRing;
 use super::events::EventPipe;
-use super::parked::Parked;
-use super::protocol::{ShimControl, ShimEvent};
+use super::protocol::ShimEvent;
 use super::{lock, Shared};
-use crate::secrets::mask::LiveMasker;
 use crate::state_dir::RunDir;
-use zeroize::Zeroize;
 
 /// Bytes read from a pipe at once.
 const READ_CHUNK: usize = 256 * 1024;
@@ -343,34 +339,6 @@ fn write_what_fits(file: &mut File, bytes: &[u8]) -> (usize, Option<io::Error>) 
         }
     }
     (written, None)
-}
-
-/// Starts the thread that, once handed the run's state and masker,
-/// applies the daemon's [`ShimControl`] lines from stdin until it closes:
-/// values to mask are added to the live masker (each reader takes them up
-/// before its next chunk), then acknowledged, so the daemon hands a value
-/// to the run only once output printing it will be masked.
-pub(super) fn park_control_thread() -> Parked<(Arc<Shared>, LiveMasker)> {
-    Parked::start(|(shared, masker): (Arc<Shared>, LiveMasker)| {
-        let mut line = String::new();
-        loop {
-            line.zeroize();
-            line.clear();
-            match io::stdin().read_line(&mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let Ok(control) = serde_json::from_str::<ShimControl>(&line) else {
-                super::diagnose("unreadable control line");
-                continue;
-            };
-            let ShimControl::Mask { seq, values } = &control;
-            masker.add(values.iter());
-            let event = ShimEvent::Masked { seq: *seq };
-            lock(&shared.output).events.send_blocking(&event);
-        }
-        line.zeroize();
-    })
 }
 
 mod pump;

@@ -117,6 +117,46 @@ fn write_oom_score_adj(oom: &[u8]) -> bool {
     true
 }
 
+/// The signals whose disposition in the shim is not the default (ignored,
+/// or caught by a handler of the Rust runtime), a bit each (`1 << (n -
+/// 1)`); noted by [`note_signal_dispositions`] while a warm shim waits.
+static NOT_DEFAULT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+/// Notes which signals the child must set back to their default: those the
+/// shim does not leave at the default. Asked once, before the spec: the
+/// shim changes no disposition after its start (it blocks the signals it
+/// takes and reads them from a `signalfd`), so a child resets those few
+/// instead of asking the kernel to reset all 62.
+pub(super) fn note_signal_dispositions() {
+    let mut not_default = 0u64;
+    for signal in 1..=64 {
+        let mut current = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: rt_sigaction with no new action only writes the current
+        // one into our local.
+        let asked = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                std::ptr::null::<KernelSigaction>(),
+                &mut current as *mut KernelSigaction,
+                8usize,
+            )
+        };
+        if asked != 0 || current.handler != libc::SIG_DFL {
+            not_default |= 1 << (signal - 1);
+        }
+    }
+    // The C library's own two (cancellation, set*id), whose handlers it
+    // may install later, are reset always.
+    not_default |= (1 << 31) | (1 << 32);
+    let _ = NOT_DEFAULT.set(not_default);
+}
+
 /// Runs in the child before exec: default dispositions for every signal,
 /// an empty mask, the run's oom_score_adj, and every descriptor beyond
 /// stdio marked close-on-exec. Async-signal-safe calls only. A forked
@@ -135,8 +175,13 @@ pub(super) fn reset_child(oom: &[u8], may_become_dumpable: bool) {
             restorer: 0,
             mask: 0,
         };
+        // Every signal when the shim did not note its dispositions.
+        let not_default = NOT_DEFAULT.get().copied().unwrap_or(u64::MAX);
         for signal in 1..=64 {
-            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+            if not_default & (1 << (signal - 1)) != 0
+                && signal != libc::SIGKILL
+                && signal != libc::SIGSTOP
+            {
                 libc::syscall(
                     libc::SYS_rt_sigaction,
                     signal,

@@ -4,8 +4,10 @@
 //!
 //! The daemon writes a [`ShimSpec`] (JSON) to the shim's stdin, perhaps
 //! long after starting it (a warm shim, `runs::warm`, waits for it with
-//! its cgroup made and its threads started (`parked`); it ends quietly if
-//! the channel closes first). The shim then:
+//! its cgroup made; it ends quietly if the channel closes first). The
+//! shim is one thread (input sockets of runs that take input aside): the
+//! run's output, its signals, the daemon's control lines and the deadline
+//! all come to its main thread through one `poll` (`capture::Pump`). It:
 //! - becomes a child subreaper, so the run's orphans are reparented to it
 //!   and reaped by it, never left as zombies;
 //! - runs `bash setup.sh` (when asked and present) and the command, each as
@@ -42,19 +44,20 @@
 //! process) and `clone` (its fork and exec into the cgroup), `capture`
 //! (pipes, masking, output files, progress events; `capture::Pump` reads
 //! them and waits for the leader),
-//! `events` (the non-blocking event pipe), `children` (subreaper duties)
-//! `deadline` (the deadline and signal threads), `parked` (threads started
-//! before their work), and `pty` and `stdin` (the command's pipe or
-//! terminal and the input socket feeding it).
+//! `events` (the non-blocking event pipe), `children` (subreaper duties),
+//! `control` (the control channel: the spec, then control lines),
+//! `deadline` (the deadline, and the signals passed on), and `pty` and
+//! `stdin` (the command's pipe or terminal and the input socket feeding
+//! it).
 
 mod capture;
 mod child;
 mod children;
 mod clone;
+mod control;
 mod deadline;
 mod events;
 pub mod input;
-mod parked;
 pub mod protocol;
 mod pty;
 mod stdin;
@@ -63,7 +66,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -72,8 +75,8 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 
 use self::capture::{OutputFiles, Pump, Stream};
+use self::control::ControlChannel;
 use self::events::EventPipe;
-use self::parked::Parked;
 pub use self::protocol::{
     shim_executable, ExitReport, Phase, RunAs, ShimEvent, ShimExe, ShimSpec, StdinMode,
     VERSION_LINE,
@@ -121,7 +124,7 @@ fn diagnose(message: &str) {
     }
 }
 
-/// What the shim's threads share.
+/// The run's state the shim's parts read and change (on its one thread).
 struct Shared {
     /// Process group of the phase running now; 0 between phases.
     current_pgid: AtomicI32,
@@ -129,8 +132,6 @@ struct Shared {
     cancelled: AtomicBool,
     /// The deadline passed.
     timed_out: AtomicBool,
-    /// Set when the last phase has ended; wakes the deadline thread.
-    finished: (Mutex<bool>, Condvar),
     output: Mutex<OutputFiles>,
 }
 
@@ -138,24 +139,6 @@ impl Shared {
     /// Whether no further phase may start.
     fn stopping(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst) || self.timed_out.load(Ordering::SeqCst)
-    }
-}
-
-/// The threads a run needs, started before its spec.
-struct Helpers {
-    control: Parked<(Arc<Shared>, LiveMasker)>,
-    signals: Parked<Arc<Shared>>,
-    deadline: Parked<(Arc<Shared>, deadline::Deadline)>,
-}
-
-impl Helpers {
-    /// Starts them; `forwarded` are the signals the shim passes on.
-    fn start(forwarded: SigSet) -> Helpers {
-        Helpers {
-            control: capture::park_control_thread(),
-            signals: deadline::park_signal_thread(forwarded),
-            deadline: deadline::park_deadline_thread(),
-        }
     }
 }
 
@@ -167,8 +150,9 @@ fn run_shim() -> io::Result<()> {
     for signal in FORWARDED_SIGNALS {
         forwarded.add(signal);
     }
-    // SIGCHLD too, in every thread: the main thread takes it from a
-    // signalfd (`capture::Pump`) with the run's output.
+    // SIGCHLD too: the main thread takes them all from a signalfd
+    // (`capture::Pump`) with the run's output. Blocked before any thread
+    // (an input socket's) starts, so every thread inherits the mask.
     let mut blocked = forwarded;
     blocked.add(Signal::SIGCHLD);
     blocked.thread_block().map_err(io::Error::from)?;
@@ -178,16 +162,15 @@ fn run_shim() -> io::Result<()> {
     // (off the run's path for a warm shim): it is named after this shim,
     // holds nothing of any run, and is removed if no spec ever comes.
     let cgroup = RunCgroup::create(&std::process::id().to_string());
-    // The run's threads, started while a warm shim waits (`parked`); they
-    // hold nothing until handed the run.
-    let helpers = Helpers::start(forwarded);
-    let mut pump = Pump::new()?;
+    child::note_signal_dispositions();
+    let mut pump = Pump::new(blocked, ControlChannel::stdin())?;
     // The spec is the first line; stdin stays open for control lines. A
     // warm shim waits here; the channel closing first means it was never
     // used (the daemon stopped or died), and it ends having done nothing.
-    let Some(spec) = ShimSpec::read_from(io::stdin().lock())? else {
+    let Some(spec) = pump.read_spec()? else {
         return Ok(());
     };
+    let started = Instant::now();
     let _ = SHIM_LOG.set(RunDir::new(&spec.run_dir).shim_log());
     let cgroup = cgroup.and_then(|prepared| prepared.or_again(&std::process::id().to_string()));
     let default_hook = std::panic::take_hook();
@@ -200,7 +183,6 @@ fn run_shim() -> io::Result<()> {
         current_pgid: AtomicI32::new(0),
         cancelled: AtomicBool::new(false),
         timed_out: AtomicBool::new(false),
-        finished: (Mutex::new(false), Condvar::new()),
         output: Mutex::new(OutputFiles::new(
             &spec.run_dir,
             spec.max_output_bytes,
@@ -208,21 +190,13 @@ fn run_shim() -> io::Result<()> {
         )),
     });
     let masker = LiveMasker::new(Masker::new(spec.mask.iter()));
-    let Helpers {
-        control,
-        signals,
-        deadline,
-    } = helpers;
-    control.run((shared.clone(), masker.clone()));
-    signals.run(shared.clone());
-    let limits = deadline::Deadline {
-        started: Instant::now(),
-        timeout: Duration::from_millis(spec.timeout_ms),
-        grace: Duration::from_millis(spec.kill_grace_ms),
-    };
-    deadline.run((shared.clone(), limits));
+    let deadline = deadline::Deadline::new(
+        started,
+        Duration::from_millis(spec.timeout_ms),
+        Duration::from_millis(spec.kill_grace_ms),
+    );
+    pump.start_run(&shared, masker.clone(), deadline);
     let mut report = run_phases(&spec, &shared, &masker, cgroup.as_ref(), &mut pump);
-    deadline::finish(&shared);
     let mut output = lock(&shared.output);
     let truncation = output.finish();
     report.stdout_bytes = output.stdout_bytes();
@@ -286,6 +260,8 @@ fn run_phases(
         };
         run_phase(phase, spec, shared, masker, cgroup, pump, &mut report)
     };
+    // A signal or the deadline that came while setup ended.
+    pump.take_waiting(shared);
     if setup_ok && !shared.stopping() {
         report.started_at = Some(Utc::now());
         let phase = PhaseRun {

@@ -180,6 +180,12 @@ impl ShimSpec {
         encode_line(self)
     }
 
+    /// Parses the spec from its line (the caller wipes the line).
+    pub fn from_line(line: &[u8]) -> io::Result<ShimSpec> {
+        serde_json::from_slice::<ShimSpec>(line)
+            .map_err(|e| io::Error::other(format!("bad spec: {e}")))
+    }
+
     /// Reads the spec, the first line of `input` (the shim's stdin),
     /// wiping the text it was parsed from. `None`: the channel closed
     /// before a byte came (a warm shim that was never used).

@@ -1,18 +1,20 @@
-//! The phase's output, read by the shim's main thread while it waits for
-//! the phase's leader: one `poll` over the output pipes (or the terminal)
-//! and a `signalfd` of SIGCHLD. The command's exit, the end of its output
-//! and the reaping of its orphans wake this one thread; reader threads
-//! would each have to be scheduled (on the cores the command's exec needs)
-//! before the end could be told.
+//! The shim's main thread, between a phase's start and its end: one
+//! `poll` over the phase's output (pipes or the terminal), a `signalfd` of
+//! SIGCHLD and the forwarded signals, and the daemon's control channel,
+//! with the run's deadline as its timeout. The command's exit, the end of
+//! its output, a signal to pass on, a control line and the deadline all
+//! wake this one thread: helper threads would each have to be woken (on
+//! the cores the command's exec needs) when the run starts and ends.
 //!
-//! SIGCHLD is blocked in every thread of the shim from its start (`run_shim`
-//! blocks it before starting any thread), so it is never lost: it stays
-//! pending for the `signalfd` until read. A run's child starts with an
-//! empty mask (`child::reset_child`). Orphans are reaped as they exit.
+//! The signals are blocked from the shim's start (`run_shim`), so none is
+//! lost: each stays pending for the `signalfd` until read. A run's child
+//! starts with an empty mask (`child::reset_child`). Orphans are reaped
+//! as they exit.
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::AsFd;
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -22,6 +24,9 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::{bytes_waiting, grow_pipe, store, Stream, READ_CHUNK};
+use crate::runs::shim::control::ControlChannel;
+use crate::runs::shim::deadline::{self, Deadline};
+use crate::runs::shim::protocol::ShimSpec;
 use crate::runs::shim::Shared;
 use crate::secrets::mask::{LiveMasker, StreamMasker};
 
@@ -32,9 +37,15 @@ struct Source {
     masked: StreamMasker,
 }
 
-/// Reads the phase's output and waits for its leader, on one thread.
+/// Reads the phase's output and waits for its leader, on one thread,
+/// taking signals, control lines and the deadline as they come.
 pub(in crate::runs::shim) struct Pump {
-    sigchld: SignalFd,
+    /// SIGCHLD and the forwarded signals.
+    signals: SignalFd,
+    control: ControlChannel,
+    /// The run's masker, once the spec came: control lines add to it.
+    masker: Option<LiveMasker>,
+    deadline: Deadline,
     sources: Vec<Source>,
     /// Bytes read from a source at once, then those bytes masked: made
     /// while a warm shim waits, and kept for every phase.
@@ -43,18 +54,54 @@ pub(in crate::runs::shim) struct Pump {
 }
 
 impl Pump {
-    /// A pump with no source yet. SIGCHLD must already be blocked.
-    pub(in crate::runs::shim) fn new() -> io::Result<Pump> {
-        let mut set = SigSet::empty();
-        set.add(Signal::SIGCHLD);
-        let sigchld = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-            .map_err(io::Error::from)?;
+    /// A pump with no source yet, reading `control`. The `signals` (which
+    /// include SIGCHLD) must already be blocked in the calling thread.
+    pub(in crate::runs::shim) fn new(signals: SigSet, control: ControlChannel) -> io::Result<Pump> {
+        debug_assert!(signals.contains(Signal::SIGCHLD));
+        let signals =
+            SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+                .map_err(io::Error::from)?;
         Ok(Pump {
-            sigchld,
+            signals,
+            control,
+            masker: None,
+            deadline: Deadline::none(),
             sources: Vec::new(),
             buf: vec![0u8; READ_CHUNK],
             out: Vec::with_capacity(READ_CHUNK + 64),
         })
+    }
+
+    /// Waits for the run's spec on the control channel (see
+    /// [`ControlChannel::read_spec`]).
+    pub(in crate::runs::shim) fn read_spec(&mut self) -> io::Result<Option<ShimSpec>> {
+        self.control.read_spec()
+    }
+
+    /// Starts watching for the run: its masker (control lines add to it)
+    /// and its deadline. Control lines that came with the spec are
+    /// applied now.
+    pub(in crate::runs::shim) fn start_run(
+        &mut self,
+        shared: &Shared,
+        masker: LiveMasker,
+        deadline: Deadline,
+    ) {
+        self.control.apply_pending(shared, &masker);
+        self.masker = Some(masker);
+        self.deadline = deadline;
+    }
+
+    /// Takes what came while no phase ran (signals, control lines, the
+    /// deadline), without waiting: asked before a phase starts.
+    pub(in crate::runs::shim) fn take_waiting(&mut self, shared: &Shared) {
+        self.take_signals(shared);
+        if let Some(masker) = &self.masker {
+            if self.control.fd().is_some_and(|fd| readable_now(fd)) {
+                self.control.on_readable(shared, masker);
+            }
+        }
+        self.deadline.enforce(shared, Instant::now());
     }
 
     /// Adds a source to read into `stream` until its end.
@@ -74,7 +121,7 @@ impl Pump {
             if let Some(status) = reap_until(leader) {
                 return status;
             }
-            self.poll_once(shared, true);
+            self.poll_once(shared);
         }
     }
 
@@ -82,35 +129,48 @@ impl Pump {
     /// their write ends are closed.
     pub(in crate::runs::shim) fn drain(&mut self, shared: &Shared) {
         while !self.sources.is_empty() {
-            self.poll_once(shared, false);
+            self.poll_once(shared);
         }
     }
 
-    /// Waits until a source or (with `children`) SIGCHLD is ready, and
-    /// takes one chunk from each ready source.
-    fn poll_once(&mut self, shared: &Shared, children: bool) {
-        let ready = {
+    /// Waits until a source, a signal or a control line is ready or the
+    /// deadline is due; takes each, and one burst of each ready source.
+    /// SIGCHLD only wakes it: reaping is the caller's.
+    fn poll_once(&mut self, shared: &Shared) {
+        let sources = self.sources.len();
+        let (ready, signals, control) = {
             let mut fds: Vec<PollFd<'_>> = self
                 .sources
                 .iter()
                 .map(|s| PollFd::new(s.pipe.as_fd(), PollFlags::POLLIN))
                 .collect();
-            if children {
-                fds.push(PollFd::new(self.sigchld.as_fd(), PollFlags::POLLIN));
+            fds.push(PollFd::new(self.signals.as_fd(), PollFlags::POLLIN));
+            if let Some(fd) = self.control.fd() {
+                fds.push(PollFd::new(fd, PollFlags::POLLIN));
             }
-            match poll(&mut fds, PollTimeout::NONE) {
-                Ok(_) => fds
-                    .iter()
-                    .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
-                    .collect::<Vec<bool>>(),
-                Err(_) => return,
+            let timeout = poll_timeout(&self.deadline);
+            if poll(&mut fds, timeout).is_err() {
+                return;
             }
+            let ready: Vec<bool> = fds
+                .iter()
+                .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+                .collect();
+            let signals = ready[sources];
+            let control = ready.get(sources + 1) == Some(&true);
+            (ready, signals, control)
         };
-        if children && ready.last() == Some(&true) {
-            while let Ok(Some(_)) = self.sigchld.read_signal() {}
+        if signals {
+            self.take_signals(shared);
         }
+        if control {
+            if let Some(masker) = &self.masker {
+                self.control.on_readable(shared, masker);
+            }
+        }
+        self.deadline.enforce(shared, Instant::now());
         let mut index = 0;
-        for is_ready in ready.into_iter().take(self.sources.len()) {
+        for is_ready in ready.into_iter().take(sources) {
             if is_ready && !self.read_ready(index, shared) {
                 let mut source = self.sources.remove(index);
                 self.out.clear();
@@ -119,6 +179,19 @@ impl Pump {
                 continue;
             }
             index += 1;
+        }
+    }
+
+    /// Reads every pending signal: SIGCHLD only wakes the poll (the
+    /// caller reaps); the others are passed on to the current group.
+    fn take_signals(&mut self, shared: &Shared) {
+        while let Ok(Some(info)) = self.signals.read_signal() {
+            let Ok(signal) = Signal::try_from(info.ssi_signo as i32) else {
+                continue;
+            };
+            if signal != Signal::SIGCHLD {
+                deadline::forward(shared, signal);
+            }
         }
     }
 
@@ -159,6 +232,24 @@ impl Pump {
             Chunk::Drained
         }
     }
+}
+
+/// The deadline's wait as a `poll` timeout, rounded up to a millisecond
+/// (a wake-up before the deadline would only poll again).
+fn poll_timeout(deadline: &Deadline) -> PollTimeout {
+    match deadline.wait(Instant::now()) {
+        None => PollTimeout::NONE,
+        Some(wait) => {
+            let ms = wait.as_micros().div_ceil(1000);
+            PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+        }
+    }
+}
+
+/// Whether `fd` can be read without waiting.
+fn readable_now(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 
 /// Chunks read from one source, while it has more waiting, before the
