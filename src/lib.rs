@@ -21,6 +21,7 @@
 //! - [`callbacks`]: the completion outbox and its delivery.
 //! - [`supervise`]: the supervised service and PID 1 duties.
 //! - [`procfs`]: all reading of `/proc`, and [`procfs::ProcessIdentity`].
+//! - `netdiag`: the listening TCP sockets and their owners (sock_diag).
 //! - [`signals`]: the one list of forwarded signals.
 //! - [`state_dir`]: every path of the state dir.
 //! - [`metrics`], [`telemetry`], [`durable`]: cross-cutting helpers.
@@ -37,6 +38,7 @@ pub mod error;
 pub mod files;
 pub(crate) mod fsroot;
 pub(crate) mod metrics;
+pub(crate) mod netdiag;
 pub(crate) mod procfs;
 pub mod runs;
 pub mod secrets;

@@ -67,7 +67,16 @@ impl RunCgroup {
     /// since it was made (a cgroup prepared ahead of need is empty, and
     /// an empty cgroup can be removed by anyone allowed to).
     pub(crate) fn or_again(self, name: &str) -> Option<RunCgroup> {
-        match self.dir.join("cgroup.procs").exists() {
+        // Looked up from the directory's own descriptor: one name, not the
+        // whole path from the root of the hierarchy. A removed directory
+        // holds no file any more.
+        let present = nix::sys::stat::fstatat(
+            Some(self.handle.as_raw_fd()),
+            "cgroup.procs",
+            nix::fcntl::AtFlags::empty(),
+        )
+        .is_ok();
+        match present {
             true => Some(self),
             false => {
                 // Its drop removes the path: before the new one is made.

@@ -3,6 +3,7 @@
 //! carry the session key (decoded, split or spread over headers), and
 //! whether the agent-server's port is really held by the agent-server.
 
+use crate::netdiag::Listener;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use reqwest::Url;
@@ -148,22 +149,16 @@ pub fn url_texts(url: &Url) -> [String; 2] {
 }
 
 /// Uids owning a TCP socket in LISTEN state on `port` that a connection
-/// to `host` may reach (a wildcard or the same address), from
-/// `/proc/net/tcp` and `/proc/net/tcp6`. Empty when nothing listens (or
-/// /proc cannot be read).
+/// to `host` may reach (a wildcard or the same address), asked of the
+/// kernel (`netdiag`), else read from `/proc/net/tcp` and
+/// `/proc/net/tcp6`. Empty when nothing listens (or neither answers).
 pub fn listener_uids(host: IpAddr, port: u16) -> Vec<u32> {
-    let mut uids = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        uids.extend(
-            parse_listeners(&text)
-                .into_iter()
-                .filter(|l| l.port == port && reaches(l.addr, host))
-                .map(|l| l.uid),
-        );
-    }
+    let listeners = crate::netdiag::tcp_listeners().unwrap_or_else(proc_listeners);
+    let mut uids: Vec<u32> = listeners
+        .into_iter()
+        .filter(|l| l.port == port && reaches(l.addr, host))
+        .map(|l| l.uid)
+        .collect();
     uids.sort_unstable();
     uids.dedup();
     uids
@@ -195,12 +190,13 @@ pub fn loopback_port_holders(url: &Url) -> Option<Vec<u32>> {
     Some(uids)
 }
 
-/// One listening socket of a /proc/net/tcp table.
-#[derive(Debug, PartialEq, Eq)]
-struct Listener {
-    addr: IpAddr,
-    port: u16,
-    uid: u32,
+/// The listening sockets of `/proc/net/tcp` and `/proc/net/tcp6`.
+fn proc_listeners() -> Vec<Listener> {
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| parse_listeners(&text))
+        .collect()
 }
 
 /// The LISTEN (state `0A`) rows of a /proc/net/tcp or tcp6 table.
