@@ -199,12 +199,14 @@ fn why_exec_limit(s: Option<f64>, l: Option<f64>, post: Option<f64>) -> String {
         .unwrap_or_default();
     format!(
         "sandboxd takes {} more than the bare spawn{post}. The shim's start is off the path (a warm \
-`sandboxd-shim` waits for its spec, `--warm-shims`, with the run's cgroup made and its threads \
-started), and the command is created as `posix_spawn` creates it (`clone3` with `CLONE_VM`, \
-`CLONE_VFORK` and `CLONE_INTO_CGROUP`: nothing copied, no migration write), so a run is: the HTTP \
-request and the run's first record (two directories, a temp file and a rename), the spec written \
-to the waiting shim, the command created and exec'd, the command itself (the shim's main thread \
-reads its output and waits for its exit in one `poll`), the shim's clean-up of the run's \
+`sandboxd-shim` waits for its spec, `--warm-shims`, with the run's cgroup made), and the command \
+is created as `posix_spawn` creates it (`clone3` with `CLONE_VM`, `CLONE_VFORK` and \
+`CLONE_INTO_CGROUP`: nothing copied, no migration write), so a run is: the HTTP request and the \
+run's first record (two directories, a temp file and a rename), the spec written to the waiting \
+shim, the command created and exec'd (a child born into a fresh cgroup wakes the waiting shim \
+onto the child's CPU, where the shim waits for it: bench/exec-path.md), the command \
+itself (the shim, one thread, reads its output and waits for its exit in one `poll`), the shim's \
+clean-up of the run's \
 processes and `exit.json`, the daemon's final record, and the answer: three processes (client, \
 daemon, shim) each woken from sleep two or three times, and on this virtual machine a wake-up of \
 an idle core costs more than a local HTTP round trip (section 7a). Not done: dropping \
