@@ -24,6 +24,11 @@ struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ShimLabels {
+    shim: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
     outcome: String,
 }
@@ -39,6 +44,7 @@ struct Inner {
     http_requests: Family<HttpLabels, Counter>,
     runs_ended: Family<StateLabels, Counter>,
     runs_started: Counter,
+    run_shims: Family<ShimLabels, Counter>,
     run_duration: Histogram,
     callback_attempts: Family<OutcomeLabels, Counter>,
     upload_bytes: Counter,
@@ -65,6 +71,12 @@ impl Metrics {
         );
         let runs_started = Counter::default();
         registry.register("runs_started", "Runs accepted", runs_started.clone());
+        let run_shims = Family::<ShimLabels, Counter>::default();
+        registry.register(
+            "run_shims",
+            "Runs by the shim they were handed to: warm (started ahead of need) or cold (started for the run)",
+            run_shims.clone(),
+        );
         let buckets = [0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
         let run_duration = Histogram::new(buckets.into_iter());
         registry.register(
@@ -108,6 +120,7 @@ impl Metrics {
                 http_requests,
                 runs_ended,
                 runs_started,
+                run_shims,
                 run_duration,
                 callback_attempts,
                 upload_bytes,
@@ -141,6 +154,15 @@ impl Metrics {
     /// Counts an accepted run.
     pub fn run_started(&self) {
         self.inner.runs_started.inc();
+    }
+
+    /// Counts a run handed to a warm shim, or to one started for it.
+    pub fn run_shim(&self, warm: bool) {
+        let shim = if warm { "warm" } else { "cold" };
+        self.inner
+            .run_shims
+            .get_or_create(&ShimLabels { shim })
+            .inc();
     }
 
     /// Counts an ended run and its duration.

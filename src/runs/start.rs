@@ -85,7 +85,7 @@ impl Starter {
         );
         // A warm shim is known before the first record, which names it: a
         // daemon restarted after a crash finds the shim and re-attaches.
-        let warm = self.warm.take();
+        let warm = self.warm.take().await;
         if let Some(shim) = &warm {
             task.note_shim(shim.identity());
         }
@@ -151,6 +151,7 @@ impl Starter {
         drop(spec);
         drop(resolved);
         if let Ok(shim) = &shim {
+            context.metrics.run_shim(noted == Some(shim.identity));
             if noted != Some(shim.identity) {
                 // In the record before the run is acknowledged.
                 task.record_shim(shim.identity);

@@ -18,7 +18,16 @@
 //! (killed by someone) and replaces them. A run never lands on a dead
 //! shim: [`WarmPool::take`] skips shims that have exited, and a spec that
 //! cannot be handed over falls back to a cold start (`runs::spawn`).
+//!
+//! A run that finds the pool empty while a replacement is owed (a caller
+//! running one run after another asks for the next as the last one's
+//! replacement starts) claims that replacement, hurries the filler and
+//! waits for it: the start is already under way, so it is ready sooner
+//! than a shim started anew, and the machine does not start two. Only as
+//! many runs wait as replacements are owed; the rest of a burst starts
+//! cold at once.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -33,6 +42,11 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 /// How long a refill waits for a run to end after a shim was taken.
 const REFILL_WAIT: Duration = Duration::from_millis(20);
 
+/// How long a run waits for the replacement it claimed before it starts
+/// a shim of its own: far beyond a shim's start, which takes about a
+/// millisecond, so it is reached only when the start failed unseen.
+const CLAIM_WAIT: Duration = Duration::from_secs(1);
+
 /// The pool of idle shims; closed when dropped.
 pub(super) struct WarmPool {
     inner: Arc<Inner>,
@@ -42,12 +56,24 @@ struct Inner {
     exe: Arc<ShimExecutable>,
     /// How many idle shims the pool keeps.
     target: usize,
-    idle: Mutex<Vec<IdleShim>>,
+    idle: Mutex<Idle>,
     /// Wakes the filler (a shim was taken, or the pool closed).
     wake: Notify,
+    /// Tells the filler a run waits for its next shim: start it now.
+    hurry: Notify,
+    /// Told when the filler has added a shim or given up on one.
+    added: Notify,
     /// Told whenever a run's end is recorded.
     ended: Arc<Notify>,
     closed: AtomicBool,
+}
+
+/// The idle shims, oldest first (the likeliest to be done starting), and
+/// how many runs wait for one.
+#[derive(Default)]
+struct Idle {
+    shims: VecDeque<IdleShim>,
+    claimed: usize,
 }
 
 impl WarmPool {
@@ -58,8 +84,10 @@ impl WarmPool {
         let inner = Arc::new(Inner {
             exe,
             target,
-            idle: Mutex::new(Vec::with_capacity(target)),
+            idle: Mutex::new(Idle::default()),
             wake: Notify::new(),
+            hurry: Notify::new(),
+            added: Notify::new(),
             ended,
             closed: AtomicBool::new(false),
         });
@@ -71,22 +99,39 @@ impl WarmPool {
         WarmPool { inner }
     }
 
-    /// A live idle shim, if one is ready; the filler starts its
-    /// replacement.
-    pub(super) fn take(&self) -> Option<IdleShim> {
+    /// A live idle shim: one that is ready, or the replacement already
+    /// owed to the pool when no run waits for it yet; `None` when the run
+    /// should start a shim of its own. The filler starts the replacement.
+    pub(super) async fn take(&self) -> Option<IdleShim> {
         if self.inner.target == 0 {
             return None;
         }
+        let added = self.inner.added.notified();
+        tokio::pin!(added);
+        added.as_mut().enable();
+        let claimed = {
+            let mut idle = self.inner.lock();
+            if let Some(shim) = idle.take_unclaimed() {
+                drop(idle);
+                self.inner.wake.notify_one();
+                return Some(shim);
+            }
+            // Every shim the pool lacks is owed: the filler starts it.
+            let owed = self.inner.target - idle.shims.len();
+            let claim = idle.claimed < owed && !self.inner.closed.load(Ordering::SeqCst);
+            idle.claimed += usize::from(claim);
+            claim
+        };
+        self.inner.wake.notify_one();
+        if !claimed {
+            return None;
+        }
+        self.inner.hurry.notify_one();
+        let _ = tokio::time::timeout(CLAIM_WAIT, added).await;
         let taken = {
             let mut idle = self.inner.lock();
-            let mut found = None;
-            while let Some(mut shim) = idle.pop() {
-                if shim.is_alive() {
-                    found = Some(shim);
-                    break;
-                }
-            }
-            found
+            idle.claimed -= 1;
+            idle.take_unclaimed()
         };
         self.inner.wake.notify_one();
         taken
@@ -94,14 +139,15 @@ impl WarmPool {
 
     /// How many shims the pool keeps, and how many are idle now.
     pub(super) fn counts(&self) -> (usize, usize) {
-        (self.inner.target, self.inner.lock().len())
+        (self.inner.target, self.inner.lock().shims.len())
     }
 
     /// Ends every idle shim (their channels close) and stops refilling.
     pub(super) fn close(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
-        self.inner.lock().clear();
+        self.inner.lock().shims.clear();
         self.inner.wake.notify_one();
+        self.inner.added.notify_waiters();
     }
 }
 
@@ -111,8 +157,21 @@ impl Drop for WarmPool {
     }
 }
 
+impl Idle {
+    /// The oldest live shim beyond those the waiting runs will take.
+    fn take_unclaimed(&mut self) -> Option<IdleShim> {
+        while self.shims.len() > self.claimed {
+            let mut shim = self.shims.pop_front()?;
+            if shim.is_alive() {
+                return Some(shim);
+            }
+        }
+        None
+    }
+}
+
 impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<IdleShim>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -121,25 +180,29 @@ impl Inner {
     fn refill(&self) {
         let died = {
             let mut idle = self.lock();
-            let before = idle.len();
-            idle.retain_mut(IdleShim::is_alive);
-            idle.len() < before
+            let before = idle.shims.len();
+            idle.shims.retain_mut(IdleShim::is_alive);
+            idle.shims.len() < before
         };
         if died {
             // A shim killed while idle left its prepared cgroup behind.
             crate::containment::remove_leftover_cgroups();
         }
-        while !self.closed.load(Ordering::SeqCst) && self.lock().len() < self.target {
-            match start_idle_shim(self.exe.path()) {
-                Ok(shim) => self.lock().push(shim),
-                Err(err) => {
-                    tracing::warn!("cannot start a warm shim: {err}");
-                    return;
-                }
+        while !self.closed.load(Ordering::SeqCst) && self.lock().shims.len() < self.target {
+            let started = start_idle_shim(self.exe.path());
+            let failed = started.as_ref().err().cloned();
+            if let Ok(shim) = started {
+                self.lock().shims.push_back(shim);
+            }
+            // A waiting run takes the shim, or starts its own at once.
+            self.added.notify_waiters();
+            if let Some(err) = failed {
+                tracing::warn!("cannot start a warm shim: {err}");
+                return;
             }
         }
         if self.closed.load(Ordering::SeqCst) {
-            self.lock().clear();
+            self.lock().shims.clear();
         }
     }
 }
@@ -170,7 +233,13 @@ async fn fill(pool: Weak<Inner>) {
         if tokio::time::timeout(CHECK_EVERY, woken).await.is_ok()
             && !inner.closed.load(Ordering::SeqCst)
         {
-            let _ = tokio::time::timeout(REFILL_WAIT, a_run_ended).await;
+            // A run waiting for its shim cuts the wait short.
+            let hurried = inner.hurry.notified();
+            tokio::select! {
+                _ = a_run_ended => {}
+                _ = hurried => {}
+                _ = tokio::time::sleep(REFILL_WAIT) => {}
+            }
         }
     }
 }

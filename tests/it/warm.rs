@@ -305,6 +305,33 @@ async fn the_init_reaps_the_idle_shims_of_a_killed_daemon() {
     assert_ne!(status["pid"], inner, "{status}");
 }
 
+/// The count of runs `/metrics` says were handed to a `kind` shim.
+async fn runs_on(daemon: &TestDaemon, kind: &str) -> u64 {
+    let (_, metrics) = daemon.text("/metrics").await;
+    let prefix = format!("sandboxd_run_shims_total{{shim=\"{kind}\"}} ");
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |count| count.trim().parse().unwrap())
+}
+
+/// A caller running one run after another gets a warm shim every time:
+/// the next run asks while the last one's replacement is still starting,
+/// and waits for it rather than start a second shim.
+#[tokio::test]
+async fn back_to_back_runs_all_land_on_warm_shims() {
+    let daemon = binary_daemon(&["--warm-shims", "1"]).await;
+    wait_ready(&daemon, 1).await;
+    for i in 0..30 {
+        let run = daemon
+            .exec(json!({"command": ["true"], "wait": true, "setup": false}))
+            .await;
+        assert_eq!(run["exit_code"], 0, "run {i}: {run}");
+    }
+    assert_eq!(runs_on(&daemon, "cold").await, 0);
+    assert_eq!(runs_on(&daemon, "warm").await, 30);
+}
+
 /// More concurrent runs than warm shims: the rest start cold, every run is
 /// right, and each run's output is its own.
 #[tokio::test]
@@ -325,6 +352,9 @@ async fn a_burst_beyond_the_pool_starts_shims_cold() {
         assert_eq!(run["exit_code"], i % 3, "{run}");
         assert_eq!(run["stdout"], format!("run-{i}\n"), "{run}");
     }
+    let cold = runs_on(&daemon, "cold").await;
+    assert!(cold > 0, "a burst of 24 on a pool of 1 starts shims cold");
+    assert_eq!(cold + runs_on(&daemon, "warm").await, 24);
 }
 
 /// `--warm-shims 0`: no shim waits while the daemon is idle, and runs work.
@@ -335,6 +365,7 @@ async fn zero_warm_shims_start_every_shim_on_demand() {
         .exec(json!({"command": "echo cold", "wait": true}))
         .await;
     assert_eq!(run["stdout"], "cold\n", "{run}");
+    assert_eq!(runs_on(&daemon, "cold").await, 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, status) = daemon.get("/v1/status").await;
     assert_eq!(status["warm_shims"], json!({"target": 0, "ready": 0}));
