@@ -77,9 +77,13 @@ pub(super) fn start_idle_shim(exe: &Path) -> Result<IdleShim, String> {
     let (daemon_end, shim_end) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| format!("cannot make the run's spec channel: {e}"))?;
     let shim_stdin = std::os::fd::OwnedFd::from(shim_end);
-    let mut child = Command::new(exe)
-        .arg("shim")
-        .env_clear()
+    let mut command = Command::new(exe);
+    command.arg("shim").env_clear();
+    if let Some(mount) = crate::containment::cgroup2_mount() {
+        // Spares each shim a read of the mount table.
+        command.env(crate::containment::CGROUP2_MOUNT_ENV, mount);
+    }
+    let mut child = command
         .stdin(Stdio::from(shim_stdin))
         .stdout(Stdio::piped())
         // The shim writes its own diagnostics to shim.log, created only

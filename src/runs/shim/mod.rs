@@ -92,6 +92,9 @@ use crate::state_dir::RunDir;
 /// Entry point of `sandboxd shim`. Its exit code only says whether the shim
 /// itself worked; the run's result is in `exit.json`.
 pub fn main() -> ExitCode {
+    crate::containment::take_cgroup2_mount_hint(
+        std::env::var_os(crate::containment::CGROUP2_MOUNT_ENV).map(Into::into),
+    );
     match run_shim() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
