@@ -10,9 +10,7 @@ use std::path::Path;
 
 mod cgroup;
 
-pub(crate) use cgroup::{
-    cgroup2_mount, remove_leftover_cgroups, take_cgroup2_mount_hint, RunCgroup, CGROUP2_MOUNT_ENV,
-};
+pub(crate) use cgroup::{cgroup2_mount, remove_leftover_cgroups, RunCgroup, CGROUP2_MOUNT_ENV};
 
 /// Gives a run's work dir to the user it runs as (`--run-user`, or its
 /// own uid from `--run-uid-range`): the directory itself, not followed if

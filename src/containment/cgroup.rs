@@ -13,41 +13,38 @@ use std::time::{Duration, Instant};
 /// is mounted: `/sys/fs/cgroup` (pure v2) or `/sys/fs/cgroup/unified`
 /// (hybrid), joined with the `0::` line of `/proc/self/cgroup`.
 pub(crate) fn own_cgroup_dir() -> Option<PathBuf> {
+    own_cgroup_dir_under(None)
+}
+
+/// [`own_cgroup_dir`], the hierarchy's mount point taken from `hint`
+/// when it names one.
+fn own_cgroup_dir_under(hint: Option<&Path>) -> Option<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let rel = text.lines().find_map(|line| line.strip_prefix("0::"))?;
-    let mount = cgroup2_mount()?;
+    let mount = cgroup2_mount_or(hint)?;
     let dir = mount.join(rel.trim_start_matches('/'));
     dir.join("cgroup.procs").is_file().then_some(dir)
 }
 
 /// The environment variable in which the daemon names the unified
-/// hierarchy's mount point to the shims it starts.
+/// hierarchy's mount point to the shims it starts: reading
+/// `/proc/self/mountinfo` (formatting every mount of the namespace) was 5%
+/// of a shim's CPU when each shim read it to prepare its cgroup.
 pub(crate) const CGROUP2_MOUNT_ENV: &str = "SANDBOXD_CGROUP2_MOUNT";
 
-/// Where this process found the unified hierarchy, kept for its life: a
-/// mount point does not move under a running daemon, and reading
-/// `/proc/self/mountinfo` (formatting every mount of the namespace) was
-/// 5% of a shim's CPU when each shim read it to prepare its cgroup.
-static CGROUP2_MOUNT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-
-/// Takes the mount point the daemon named (a shim calls this first, with
-/// its `SANDBOXD_CGROUP2_MOUNT`); a path that is not a cgroup2 root is
-/// ignored, and the mount table read instead.
-pub(crate) fn take_cgroup2_mount_hint(hint: Option<PathBuf>) {
-    let usable = hint.filter(|dir| dir.is_absolute() && dir.join("cgroup.controllers").is_file());
-    if usable.is_some() {
-        let _ = CGROUP2_MOUNT.set(usable);
+/// The mount point named in `hint` when it is a cgroup2 root, else the
+/// one `/proc/self/mountinfo` gives.
+fn cgroup2_mount_or(hint: Option<&Path>) -> Option<PathBuf> {
+    match hint {
+        Some(dir) if dir.is_absolute() && dir.join("cgroup.controllers").is_file() => {
+            Some(dir.to_owned())
+        }
+        _ => cgroup2_mount(),
     }
 }
 
-/// Where the unified (v2) hierarchy is mounted: the hint taken, else
-/// `/proc/self/mountinfo`, read once.
-pub(crate) fn cgroup2_mount() -> Option<PathBuf> {
-    CGROUP2_MOUNT.get_or_init(read_cgroup2_mount).clone()
-}
-
 /// Where the unified (v2) hierarchy is mounted, from `/proc/self/mountinfo`.
-fn read_cgroup2_mount() -> Option<PathBuf> {
+pub(crate) fn cgroup2_mount() -> Option<PathBuf> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     text.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
@@ -74,7 +71,17 @@ impl RunCgroup {
     /// Creates `sandboxd-run-<name>` beside this process's cgroup; `None`
     /// when there is no writable cgroup v2 or no `cgroup.kill` (Linux < 5.14).
     pub(crate) fn create(name: &str) -> Option<RunCgroup> {
-        let dir = fresh_cgroup_dir(&own_cgroup_dir()?, name)?;
+        RunCgroup::create_under(name, None)
+    }
+
+    /// [`RunCgroup::create`], the hierarchy's mount point taken from
+    /// `mount_hint` when it names one (a shim's, from the daemon).
+    pub(crate) fn create_under(name: &str, mount_hint: Option<&Path>) -> Option<RunCgroup> {
+        RunCgroup::create_in(&own_cgroup_dir_under(mount_hint)?, name)
+    }
+
+    fn create_in(parent: &Path, name: &str) -> Option<RunCgroup> {
+        let dir = fresh_cgroup_dir(parent, name)?;
         let usable = dir.join("cgroup.kill").exists();
         let procs = std::fs::OpenOptions::new()
             .write(true)
@@ -106,8 +113,9 @@ impl RunCgroup {
             true => Some(self),
             false => {
                 // Its drop removes the path: before the new one is made.
+                let parent = self.dir.parent()?.to_owned();
                 drop(self);
-                RunCgroup::create(name)
+                RunCgroup::create_in(&parent, name)
             }
         }
     }

@@ -28,6 +28,9 @@ use super::shim::protocol::{ShimExe, ShimSpec};
 pub(super) struct ShimExecutable {
     choice: ShimExe,
     chosen: std::sync::OnceLock<PathBuf>,
+    /// Where the unified cgroup hierarchy is mounted, found once and named
+    /// to every shim, which would otherwise read the mount table.
+    cgroup2_mount: Option<PathBuf>,
 }
 
 impl ShimExecutable {
@@ -35,6 +38,7 @@ impl ShimExecutable {
         ShimExecutable {
             choice,
             chosen: std::sync::OnceLock::new(),
+            cgroup2_mount: crate::containment::cgroup2_mount(),
         }
     }
 
@@ -73,13 +77,14 @@ impl IdleShim {
 
 /// Starts a shim that waits for its spec. The error is a sentence for the
 /// run's `error` field.
-pub(super) fn start_idle_shim(exe: &Path) -> Result<IdleShim, String> {
+pub(super) fn start_idle_shim(shim_exe: &ShimExecutable) -> Result<IdleShim, String> {
+    let exe = shim_exe.path();
     let (daemon_end, shim_end) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| format!("cannot make the run's spec channel: {e}"))?;
     let shim_stdin = std::os::fd::OwnedFd::from(shim_end);
     let mut command = Command::new(exe);
     command.arg("shim").env_clear();
-    if let Some(mount) = crate::containment::cgroup2_mount() {
+    if let Some(mount) = &shim_exe.cgroup2_mount {
         // Spares each shim a read of the mount table.
         command.env(crate::containment::CGROUP2_MOUNT_ENV, mount);
     }

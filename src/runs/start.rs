@@ -174,7 +174,7 @@ impl Starter {
                 Err(err) => tracing::debug!("warm shim unusable, starting one: {err}"),
             }
         }
-        let idle = spawn::start_idle_shim(self.shim_exe.path())?;
+        let idle = spawn::start_idle_shim(&self.shim_exe)?;
         spawn::hand_spec(idle, spec).await
     }
 

@@ -109,7 +109,7 @@ impl WarmPool {
         let added = self.inner.added.notified();
         tokio::pin!(added);
         added.as_mut().enable();
-        let claimed = {
+        let claim = {
             let mut idle = self.inner.lock();
             if let Some(shim) = idle.take_unclaimed() {
                 drop(idle);
@@ -120,19 +120,13 @@ impl WarmPool {
             let owed = self.inner.target - idle.shims.len();
             let claim = idle.claimed < owed && !self.inner.closed.load(Ordering::SeqCst);
             idle.claimed += usize::from(claim);
-            claim
+            claim.then(|| Claim(&self.inner))
         };
         self.inner.wake.notify_one();
-        if !claimed {
-            return None;
-        }
+        let claim = claim?;
         self.inner.hurry.notify_one();
         let _ = tokio::time::timeout(CLAIM_WAIT, added).await;
-        let taken = {
-            let mut idle = self.inner.lock();
-            idle.claimed -= 1;
-            idle.take_unclaimed()
-        };
+        let taken = claim.redeem();
         self.inner.wake.notify_one();
         taken
     }
@@ -154,6 +148,27 @@ impl WarmPool {
 impl Drop for WarmPool {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// A run's claim on a shim the pool is owed. Given back when dropped, so
+/// a request abandoned while it waits (its client went away) leaves no
+/// claim behind: one left would hold back a shim from every later run.
+struct Claim<'a>(&'a Inner);
+
+impl Claim<'_> {
+    /// The claimed shim, if it has come.
+    fn redeem(self) -> Option<IdleShim> {
+        let mut idle = self.0.lock();
+        idle.claimed -= 1;
+        std::mem::forget(self);
+        idle.take_unclaimed()
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.0.lock().claimed -= 1;
     }
 }
 
@@ -189,7 +204,7 @@ impl Inner {
             crate::containment::remove_leftover_cgroups();
         }
         while !self.closed.load(Ordering::SeqCst) && self.lock().shims.len() < self.target {
-            let started = start_idle_shim(self.exe.path());
+            let started = start_idle_shim(&self.exe);
             let failed = started.as_ref().err().cloned();
             if let Ok(shim) = started {
                 self.lock().shims.push_back(shim);
@@ -241,5 +256,57 @@ async fn fill(pool: Weak<Inner>) {
                 _ = tokio::time::sleep(REFILL_WAIT) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runs::shim::protocol::ShimExe;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A pool of one shim whose executable waits for its spec channel to
+    /// close, as a shim does while idle.
+    fn pool_of_one(dir: &std::path::Path) -> WarmPool {
+        let exe = dir.join("idle-shim");
+        std::fs::write(&exe, "#!/bin/sh\nexec cat >/dev/null\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = Arc::new(ShimExecutable::new(ShimExe::Exactly(exe)));
+        WarmPool::start(exe, 1, Arc::new(Notify::new()))
+    }
+
+    async fn until_ready(pool: &WarmPool) {
+        for _ in 0..500 {
+            if pool.counts().1 == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the pool never filled");
+    }
+
+    #[tokio::test]
+    async fn one_run_waits_for_the_owed_shim_and_an_abandoned_wait_gives_its_claim_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool_of_one(dir.path());
+        until_ready(&pool).await;
+        let first = pool.take().await;
+        assert!(first.is_some(), "the ready shim");
+        // The pool is empty and owes one: of two runs asking at once, one
+        // claims it and gets it, the other is told at once to start cold.
+        let (second, third) = tokio::join!(pool.take(), pool.take());
+        assert_eq!(
+            (second.is_some(), third.is_some()),
+            (true, false),
+            "the owed shim goes to the one run that claimed it"
+        );
+        assert_eq!(pool.inner.lock().claimed, 0);
+        // A run that stops waiting (its request dropped) takes its claim
+        // back: the next shim still goes to the next run.
+        let abandoned = tokio::time::timeout(Duration::ZERO, pool.take()).await;
+        drop(abandoned);
+        assert_eq!(pool.inner.lock().claimed, 0);
+        until_ready(&pool).await;
+        assert!(pool.take().await.is_some(), "no claim left behind");
     }
 }

@@ -92,9 +92,6 @@ use crate::state_dir::RunDir;
 /// Entry point of `sandboxd shim`. Its exit code only says whether the shim
 /// itself worked; the run's result is in `exit.json`.
 pub fn main() -> ExitCode {
-    crate::containment::take_cgroup2_mount_hint(
-        std::env::var_os(crate::containment::CGROUP2_MOUNT_ENV).map(Into::into),
-    );
     match run_shim() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -164,7 +161,11 @@ fn run_shim() -> io::Result<()> {
     // alone ends what the run leaves behind. Made before the spec comes
     // (off the run's path for a warm shim): it is named after this shim,
     // holds nothing of any run, and is removed if no spec ever comes.
-    let cgroup = RunCgroup::create(&std::process::id().to_string());
+    let mount_hint = std::env::var_os(crate::containment::CGROUP2_MOUNT_ENV);
+    let cgroup = RunCgroup::create_under(
+        &std::process::id().to_string(),
+        mount_hint.as_deref().map(std::path::Path::new),
+    );
     child::note_signal_dispositions();
     let mut pump = Pump::new(blocked, ControlChannel::stdin())?;
     // The spec is the first line; stdin stays open for control lines. A
