@@ -285,8 +285,31 @@ mod tests {
         panic!("the pool never filled");
     }
 
-    #[tokio::test]
-    async fn one_run_waits_for_the_owed_shim_and_an_abandoned_wait_gives_its_claim_back() {
+    /// Runs `body` on a runtime of its own thread and fails if it has not
+    /// ended within 60 s: a lock taken twice would hang the test instead.
+    fn within_a_minute(body: impl std::future::Future<Output = ()> + Send + 'static) {
+        let (done, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(body);
+            let _ = done.send(());
+        });
+        match ended.recv_timeout(Duration::from_secs(60)) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("hung: a deadlock"),
+            Err(_) => panic!("the test's body panicked"),
+            Ok(()) => {}
+        }
+    }
+
+    #[test]
+    fn one_run_waits_for_the_owed_shim_and_an_abandoned_wait_gives_its_claim_back() {
+        within_a_minute(takes_with_claims());
+    }
+
+    async fn takes_with_claims() {
         let dir = tempfile::tempdir().unwrap();
         let pool = pool_of_one(dir.path());
         until_ready(&pool).await;
