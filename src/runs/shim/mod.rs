@@ -225,6 +225,7 @@ fn run_shim() -> io::Result<()> {
         _ => None,
     };
     let report = Box::new(report);
+    yield_to_the_daemon();
     output.events.send_blocking(&ShimEvent::Ended { report });
     written.map_err(|err| io::Error::new(err.kind(), format!("cannot write exit.json: {err}")))?;
     let Some(exit_file) = exit_file else {
@@ -234,6 +235,18 @@ fn run_shim() -> io::Result<()> {
     drop(output);
     exit_file.sync_all()?;
     durable::sync_dir(&spec.run_dir)
+}
+
+/// Puts the shim in the idle scheduling class before it tells the daemon
+/// of the run's end. The daemon's reader is woken onto this CPU (a pipe's
+/// wake-up expects its writer to sleep), and what the shim still does
+/// (the cgroup removed, its own exit, the flushes of a durable run) would
+/// otherwise hold it there while the caller waits for the answer.
+fn yield_to_the_daemon() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler reads `param` and changes only this
+    // process's policy; lowering it needs no privilege.
+    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
 }
 
 fn run_phases(
