@@ -30,8 +30,12 @@ use crate::telemetry::LogMasks;
 /// The only caller of [`harden`], [`bind`] and [`Signals::install`].
 pub fn main(config: Config, service: Vec<String>, log_masks: LogMasks) -> ExitCode {
     harden();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs every task: a request, its run's task and the warm
+    // pool hand work to each other without waking a second worker (a
+    // context switch each, costly on a virtual machine), which took 0.15
+    // to 0.2 ms off exec-and-wait (bench/exec-path.md). What may block
+    // (fsyncs, extraction, file reads) runs on the blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

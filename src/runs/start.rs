@@ -89,7 +89,8 @@ impl Starter {
         if let Some(shim) = &warm {
             task.note_shim(shim.identity());
         }
-        write_ahead(&cell, &run.cwd, run.default_cwd, &run_dir, new.record_sync)
+        write_ahead_off_runtime(&cell, &run.cwd, run.default_cwd, &run_dir, new.record_sync)
+            .await
             .map_err(|(action, path, err)| RunError::io(&run.run_id, action, &path, err))?;
         // Its own uid (and gid) from --run-uid-range, else --run-user.
         let run_as = match run.run_uid {
@@ -230,6 +231,26 @@ impl Starter {
 }
 
 type DirError = (&'static str, PathBuf, std::io::Error);
+
+/// [`write_ahead`], on the blocking pool when the record is flushed (an
+/// fsync may take the disk's milliseconds; the runtime's one thread goes on
+/// serving meanwhile). Without the flush it is a few cheap calls, made here.
+async fn write_ahead_off_runtime(
+    cell: &Arc<RunCell>,
+    cwd: &Path,
+    default_cwd: bool,
+    run_dir: &RunDir,
+    sync: durable::Durability,
+) -> Result<(), DirError> {
+    if sync == durable::Durability::NoFlush {
+        return write_ahead(cell, cwd, default_cwd, run_dir, sync);
+    }
+    let (cell, cwd, run_dir) = (cell.clone(), cwd.to_owned(), run_dir.clone());
+    let dir = run_dir.path().to_owned();
+    tokio::task::spawn_blocking(move || write_ahead(&cell, &cwd, default_cwd, &run_dir, sync))
+        .await
+        .map_err(|err| ("writing the record of", dir, std::io::Error::other(err)))?
+}
 
 /// Creates the run's work dir (when it is the default one) and state dir,
 /// and writes its first record. A run refused here (a full or broken

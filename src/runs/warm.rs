@@ -237,7 +237,7 @@ async fn fill(pool: Weak<Inner>) {
         if inner.closed.load(Ordering::SeqCst) {
             return;
         }
-        // Starting a shim is a fork and exec: off the runtime's workers.
+        // Starting a shim is a fork and exec: off the runtime's thread.
         let filling = inner.clone();
         if tokio::task::spawn_blocking(move || filling.refill())
             .await

@@ -269,8 +269,8 @@ impl TestDaemon {
         let thread = std::thread::Builder::new()
             .name("sandboxd".into())
             .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
+                // The runtime `sandboxd serve` runs on (daemon::main).
+                let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
                 let res = runtime.block_on(async move {

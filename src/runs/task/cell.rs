@@ -2,7 +2,7 @@
 //! changes are visible only to the run's task (the parent module): the
 //! compiler keeps every other module from changing a run.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::watch;
 
@@ -89,6 +89,21 @@ impl RunCell {
         let _turn = self.writing.lock().unwrap_or_else(|e| e.into_inner());
         let record = self.lock().to_record();
         record::save(&self.run_dir, &record, sync)
+    }
+
+    /// [`Self::persist`], a flushed write (an fsync, which may take the
+    /// disk's milliseconds) on the blocking pool: the runtime's one thread
+    /// goes on serving meanwhile.
+    pub(super) async fn persist_off_runtime(
+        self: Arc<Self>,
+        sync: durable::Durability,
+    ) -> std::io::Result<()> {
+        if sync == durable::Durability::NoFlush {
+            return self.persist(sync);
+        }
+        tokio::task::spawn_blocking(move || self.persist(sync))
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     /// Changes the run (the task only).

@@ -29,7 +29,7 @@ impl RunTask {
         }
         // A run with a callback made its promise durable in the outbox; the
         // record follows the run's own durability.
-        match self.save(self.sync) {
+        match self.save_off_runtime(self.sync).await {
             Ok(()) => self.tidy(&run),
             Err(err) => tracing::error!(
                 run_id = self.run_id,

@@ -218,6 +218,14 @@ impl RunTask {
         self.context.unsaved.note(&self.run_id, written)
     }
 
+    /// [`Self::save`], with a flushed write (an fsync, which may take the
+    /// disk's milliseconds) on the blocking pool: the runtime's one thread
+    /// goes on serving meanwhile.
+    async fn save_off_runtime(&self, sync: durable::Durability) -> std::io::Result<()> {
+        let written = self.cell.clone().persist_off_runtime(sync).await;
+        self.context.unsaved.note(&self.run_id, written)
+    }
+
     /// Hands values to mask to the shim (a control line on its stdin); the
     /// caller hears back when the shim's `Masked` event arrives.
     async fn send_mask(
@@ -353,15 +361,24 @@ impl RunTask {
             }
             Control::Report { report, done } => {
                 self.cell.change(|run| run.report.merge(report));
-                let saved = self.save(durable::Durability::Flush).map_err(|source| {
-                    RunError::io(
-                        &self.run_id,
-                        "writing the record of",
-                        self.cell.run_dir().path(),
-                        source,
-                    )
+                let cell = self.cell.clone();
+                let unsaved = self.context.unsaved.clone();
+                let run_id = self.run_id.clone();
+                tokio::spawn(async move {
+                    let written = cell
+                        .clone()
+                        .persist_off_runtime(durable::Durability::Flush)
+                        .await;
+                    let saved = unsaved.note(&run_id, written).map_err(|source| {
+                        RunError::io(
+                            &run_id,
+                            "writing the record of",
+                            cell.run_dir().path(),
+                            source,
+                        )
+                    });
+                    let _ = done.send(saved);
                 });
-                let _ = done.send(saved);
             }
         }
     }
