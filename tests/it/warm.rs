@@ -156,6 +156,35 @@ async fn a_shim_is_one_thread_idle_and_running() {
     assert_eq!(ended["state"], "timed_out", "{ended}");
 }
 
+/// A run's processes start in the normal scheduling class: the idle class
+/// a shim takes just before it tells the daemon of the run's end reaches
+/// neither its setup nor its command, nor the next run's (on the
+/// replacement shim), nor a durable run's (whose shim flushes after `Ended`).
+#[tokio::test]
+async fn runs_start_in_the_normal_scheduling_class() {
+    let daemon = binary_daemon(&["--warm-shims", "1"]).await;
+    let cwd = daemon.dir.path().join("sched");
+    std::fs::create_dir_all(&cwd).unwrap();
+    // Field 41 of /proc/<pid>/stat is the scheduling policy: 0 is the
+    // normal class, 5 the idle one.
+    let policy = "awk '{print $41}' /proc/self/stat";
+    std::fs::write(cwd.join("setup.sh"), format!("{policy} > setup-policy\n")).unwrap();
+    let command = format!("cat setup-policy; {policy}");
+    for run_id in ["first", "second"] {
+        let run = daemon
+            .exec(json!({"run_id": run_id, "command": command, "cwd": cwd, "wait": true}))
+            .await;
+        assert_eq!(run["stdout"], "0\n0\n", "{run}");
+    }
+    daemon
+        .start_run(json!({"run_id": "durable", "command": command, "cwd": cwd}))
+        .await;
+    let ended = daemon.wait_ended("durable").await;
+    assert_eq!(ended["state"], "succeeded", "{ended}");
+    let (_, logs) = daemon.text("/v1/runs/durable/logs?stream=stdout").await;
+    assert_eq!(logs, "0\n0\n");
+}
+
 /// Idle shims killed behind the daemon's back are never handed a run: the
 /// next run starts and succeeds, and the pool is full again soon after.
 #[tokio::test]
