@@ -68,6 +68,20 @@ fn write_new(tmp: &Path, bytes: &[u8], mode: u32, sync: Durability) -> io::Resul
     Ok(())
 }
 
+/// Runs `write` here when it does not flush, else on the blocking pool:
+/// an fsync may take the disk's milliseconds, and the daemon's runtime is
+/// one thread that goes on serving meanwhile. `Err` only when `write`
+/// panicked.
+pub(crate) async fn off_runtime_when_flushed<T: Send + 'static>(
+    sync: Durability,
+    write: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    match sync {
+        Durability::NoFlush => Ok(write()),
+        Durability::Flush => tokio::task::spawn_blocking(write).await,
+    }
+}
+
 /// fsyncs a directory, making renames and creations in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

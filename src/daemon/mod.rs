@@ -32,9 +32,9 @@ pub fn main(config: Config, service: Vec<String>, log_masks: LogMasks) -> ExitCo
     harden();
     // One thread runs every task: a request, its run's task and the warm
     // pool hand work to each other without waking a second worker (a
-    // context switch each, costly on a virtual machine), which took 0.15
-    // to 0.2 ms off exec-and-wait (bench/exec-path.md). What may block
-    // (fsyncs, extraction, file reads) runs on the blocking pool.
+    // context switch each, costly on a virtual machine): 0.08 to 0.13 ms
+    // off exec-and-wait in paired rounds (bench/exec-path.md). What may
+    // block (fsyncs, extraction, file reads) runs on the blocking pool.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

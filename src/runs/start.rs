@@ -232,9 +232,8 @@ impl Starter {
 
 type DirError = (&'static str, PathBuf, std::io::Error);
 
-/// [`write_ahead`], on the blocking pool when the record is flushed (an
-/// fsync may take the disk's milliseconds; the runtime's one thread goes on
-/// serving meanwhile). Without the flush it is a few cheap calls, made here.
+/// [`write_ahead`], on the blocking pool when the record is flushed
+/// ([`durable::off_runtime_when_flushed`]).
 async fn write_ahead_off_runtime(
     cell: &Arc<RunCell>,
     cwd: &Path,
@@ -242,14 +241,13 @@ async fn write_ahead_off_runtime(
     run_dir: &RunDir,
     sync: durable::Durability,
 ) -> Result<(), DirError> {
-    if sync == durable::Durability::NoFlush {
-        return write_ahead(cell, cwd, default_cwd, run_dir, sync);
-    }
     let (cell, cwd, run_dir) = (cell.clone(), cwd.to_owned(), run_dir.clone());
     let dir = run_dir.path().to_owned();
-    tokio::task::spawn_blocking(move || write_ahead(&cell, &cwd, default_cwd, &run_dir, sync))
-        .await
-        .map_err(|err| ("writing the record of", dir, std::io::Error::other(err)))?
+    durable::off_runtime_when_flushed(sync, move || {
+        write_ahead(&cell, &cwd, default_cwd, &run_dir, sync)
+    })
+    .await
+    .map_err(|err| ("writing the record of", dir, std::io::Error::other(err)))?
 }
 
 /// Creates the run's work dir (when it is the default one) and state dir,

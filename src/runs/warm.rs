@@ -14,8 +14,9 @@
 //! a run takes a shim and starts the replacement [`AFTER_AN_END`] after a
 //! run has ended (the taken shim's run, usually: a short run is answered
 //! without a shim start competing with it for the CPU) or once
-//! [`REFILL_WAIT`] has passed, whichever comes first; and it looks every few seconds for idle shims that died
-//! (killed by someone) and replaces them. A run never lands on a dead
+//! [`REFILL_WAIT`] has passed, whichever comes first; and it looks every
+//! few seconds for idle shims that died (killed by someone) and replaces
+//! them. A run never lands on a dead
 //! shim: [`WarmPool::take`] skips shims that have exited, and a spec that
 //! cannot be handed over falls back to a cold start (`runs::spawn`).
 //!
@@ -257,12 +258,12 @@ async fn fill(pool: Weak<Inner>) {
             // A run waiting for its shim cuts the wait short.
             let hurried = inner.hurry.notified();
             tokio::pin!(hurried);
-            let a_run_ended = tokio::select! {
+            let after_an_end = tokio::select! {
                 _ = a_run_ended => true,
                 _ = &mut hurried => false,
                 _ = tokio::time::sleep(REFILL_WAIT) => false,
             };
-            if a_run_ended {
+            if after_an_end {
                 // The run's end is first answered to whoever waits for it.
                 tokio::select! {
                     _ = &mut hurried => {}

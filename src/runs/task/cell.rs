@@ -91,17 +91,13 @@ impl RunCell {
         record::save(&self.run_dir, &record, sync)
     }
 
-    /// [`Self::persist`], a flushed write (an fsync, which may take the
-    /// disk's milliseconds) on the blocking pool: the runtime's one thread
-    /// goes on serving meanwhile.
+    /// [`Self::persist`], a flushed write on the blocking pool
+    /// ([`durable::off_runtime_when_flushed`]).
     pub(super) async fn persist_off_runtime(
         self: Arc<Self>,
         sync: durable::Durability,
     ) -> std::io::Result<()> {
-        if sync == durable::Durability::NoFlush {
-            return self.persist(sync);
-        }
-        tokio::task::spawn_blocking(move || self.persist(sync))
+        durable::off_runtime_when_flushed(sync, move || self.persist(sync))
             .await
             .map_err(std::io::Error::other)?
     }

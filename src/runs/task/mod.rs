@@ -218,9 +218,7 @@ impl RunTask {
         self.context.unsaved.note(&self.run_id, written)
     }
 
-    /// [`Self::save`], with a flushed write (an fsync, which may take the
-    /// disk's milliseconds) on the blocking pool: the runtime's one thread
-    /// goes on serving meanwhile.
+    /// [`Self::save`], a flushed write on the blocking pool.
     async fn save_off_runtime(&self, sync: durable::Durability) -> std::io::Result<()> {
         let written = self.cell.clone().persist_off_runtime(sync).await;
         self.context.unsaved.note(&self.run_id, written)
