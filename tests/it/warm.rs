@@ -185,6 +185,46 @@ async fn runs_start_in_the_normal_scheduling_class() {
     assert_eq!(logs, "0\n0\n");
 }
 
+/// A run that keeps every core busy does not keep the shims of other runs
+/// alive: a shim in the idle class after `Ended` still gets the CPU to
+/// remove its cgroup and exit, and its run is answered first.
+#[tokio::test]
+async fn a_cpu_hog_does_not_hold_the_shims_of_ended_runs() {
+    let daemon = binary_daemon(&["--warm-shims", "1"]).await;
+    let pid = daemon_pid(&daemon).await;
+    let hog_shim = wait_ready(&daemon, 1).await;
+    let spin = "for i in 1 2 3; do (while :; do :; done) & done; wait";
+    daemon
+        .start_run(json!({"run_id": "hog", "command": spin, "timeout_s": 60}))
+        .await;
+    daemon
+        .wait_run("hog", "running", |r| r["pid"].is_number())
+        .await;
+    for _ in 0..5 {
+        let run = daemon
+            .exec(json!({"command": ["true"], "wait": true}))
+            .await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+    }
+    // Left: the hog's shim and the one idle warm shim.
+    let mut last = Vec::new();
+    support::wait_for(
+        "the shims of the ended runs gone while the hog spins",
+        || async {
+            let mut others = shims_of(pid);
+            others.retain(|shim| !hog_shim.contains(shim));
+            (others.len() <= 1, others)
+        },
+        &mut last,
+    )
+    .await;
+    let (_, hog) = daemon.get("/v1/runs/hog").await;
+    assert_eq!(hog["state"], "running", "the CPU stayed busy: {hog}");
+    daemon.post("/v1/runs/hog/cancel", json!({})).await;
+    let ended = daemon.wait_ended("hog").await;
+    assert_eq!(ended["state"], "cancelled", "{ended}");
+}
+
 /// Idle shims killed behind the daemon's back are never handed a run: the
 /// next run starts and succeeds, and the pool is full again soon after.
 #[tokio::test]
