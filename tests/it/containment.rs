@@ -691,7 +691,18 @@ async fn a_restarted_daemon_has_no_credential_in_its_environ() {
     let (reads, leaks) = reader.join().unwrap();
     assert!(reads > 10, "the reader read {reads} times");
     assert!(leaks.is_empty(), "environ showed a credential: {leaks:?}");
-    let service_key = std::fs::read_to_string(&seen_by_service).unwrap_or_default();
+    // The service's shell writes the file just after it is started: the
+    // status may name its pid first.
+    let mut service_key = String::new();
+    support::wait_for(
+        "the service to write the key it was given",
+        || async {
+            let text = std::fs::read_to_string(&seen_by_service).unwrap_or_default();
+            (!text.trim().is_empty(), text)
+        },
+        &mut service_key,
+    )
+    .await;
     assert_eq!(service_key.trim(), support::KEY, "the service has the key");
 }
 
