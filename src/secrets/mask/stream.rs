@@ -136,6 +136,14 @@ impl StreamMasker {
         out.extend_from_slice(&pending[emitted..]);
     }
 
+    /// Whether the next chunk would come out as it goes in: no value to
+    /// mask (values added since the last chunk included) and nothing held
+    /// back. Such a chunk may skip [`StreamMasker::push`] and its copy.
+    pub fn passes_through(&mut self) -> bool {
+        self.refresh();
+        self.masker.matcher.is_none() && self.pending.is_empty() && !self.open
+    }
+
     /// Bytes held back, waiting for the next chunk.
     pub fn pending_len(&self) -> usize {
         self.pending.len()

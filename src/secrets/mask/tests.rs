@@ -126,6 +126,25 @@ fn live_masker_takes_values_between_chunks() {
     assert_eq!(live.current().mask(b"first-sec+rotated"), b"****");
 }
 
+/// A stream passes chunks through untouched only while it has no value
+/// to mask: a value added to its live masker ends that at once.
+#[test]
+fn a_stream_passes_through_until_it_has_a_value() {
+    let live = LiveMasker::new(Masker::new(Vec::<&[u8]>::new()));
+    let mut stream = live.stream();
+    assert!(stream.passes_through());
+    let mut out = Vec::new();
+    stream.push(b"nothing-to-hide ", &mut out);
+    assert!(stream.passes_through());
+    live.add(["late-secret"]);
+    assert!(!stream.passes_through());
+    stream.push(b"late-secret late-sec", &mut out);
+    assert!(!stream.passes_through(), "a held-back tail is pending");
+    stream.finish(&mut out);
+    assert_eq!(out, b"nothing-to-hide **** late-sec");
+    assert!(!Masker::new(["a-secret"]).stream().passes_through());
+}
+
 #[test]
 fn every_length_from_min_to_200_is_masked_one_byte_at_a_time() {
     for len in MIN_MASKED_LEN..=200 {

@@ -210,7 +210,7 @@ impl Pump {
     }
 
     /// Reads one chunk of source `index` through its masker into its
-    /// stream.
+    /// stream (as read, with nothing to mask: no copy).
     fn read_chunk(&mut self, index: usize, shared: &Shared) -> Chunk {
         let source = &mut self.sources[index];
         let n = loop {
@@ -222,10 +222,14 @@ impl Pump {
                 Err(_) => return Chunk::End,
             }
         };
-        self.out.clear();
-        source.masked.push(&self.buf[..n], &mut self.out);
         let more = bytes_waiting(&source.pipe);
-        store(shared, source.stream, &self.out, more);
+        if source.masked.passes_through() {
+            store(shared, source.stream, &self.buf[..n], more);
+        } else {
+            self.out.clear();
+            source.masked.push(&self.buf[..n], &mut self.out);
+            store(shared, source.stream, &self.out, more);
+        }
         if more {
             Chunk::More
         } else {
