@@ -832,6 +832,56 @@ async fn running_runs_are_reattached_after_a_crash() {
     assert!(daemon.logs().contains("re-attached"));
 }
 
+/// A run that ends while no daemon runs is recorded by the next one: its
+/// shim, with no daemon to tell, writes how the run ended before it
+/// exits, and the restarted daemon reads it.
+#[tokio::test]
+async fn a_run_that_ends_while_no_daemon_runs_is_recorded_by_the_next() {
+    let mut daemon = TestDaemon::start_binary().await;
+    let gate = daemon.dir.path().join("gate");
+    let cmd = format!(
+        "while [ ! -e {} ]; do sleep 0.02; done; echo done; exit 5",
+        gate.display()
+    );
+    daemon
+        .start_run(json!({"run_id": "nd", "command": cmd}))
+        .await;
+    daemon
+        .wait_run("nd", "to run", |r| r["state"] == "running")
+        .await;
+    let record: Value = serde_json::from_slice(
+        &std::fs::read(daemon.state_dir().join("runs/nd/record.json")).unwrap(),
+    )
+    .unwrap();
+    let shim = record["shim"]["pid"].as_i64().unwrap() as i32;
+    let dir = daemon.dir.clone();
+    daemon.kill9();
+    std::fs::write(&gate, "").unwrap();
+    let mut alive = true;
+    support::wait_for(
+        "the shim to end with its run",
+        || async {
+            let alive = support::alive(shim);
+            (!alive, alive)
+        },
+        &mut alive,
+    )
+    .await;
+    let daemon = TestDaemon::start_with(Options {
+        binary: true,
+        dir: Some(dir),
+        ..Options::default()
+    })
+    .await;
+    let (_, run) = daemon.get("/v1/runs/nd").await;
+    assert_eq!(
+        (run["state"].as_str(), run["exit_code"].as_i64()),
+        (Some("failed"), Some(5)),
+        "{run}"
+    );
+    assert_eq!(daemon.text("/v1/runs/nd/logs").await.1, "done\n");
+}
+
 /// When the run's owner died with sandboxd, the run is `lost` with an
 /// explanation, never `running` forever.
 #[tokio::test]

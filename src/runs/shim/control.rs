@@ -87,10 +87,37 @@ impl ControlChannel {
                 super::diagnose("unreadable control line");
                 continue;
             };
-            let ShimControl::Mask { seq, values } = &control;
+            // `Recorded` comes only after the run's end, when no phase
+            // reads the channel (`wait_recorded`).
+            let ShimControl::Mask { seq, values } = &control else {
+                continue;
+            };
             masker.add(values.iter());
             let event = ShimEvent::Masked { seq: *seq };
             lock(&shared.output).events.send_blocking(&event);
+        }
+    }
+
+    /// After the run's `Ended` event: waits (at most `patience`) for the
+    /// daemon to say it has recorded the end. False when the channel
+    /// closed first (the daemon died, or could not write its record) or
+    /// the wait ran out: then the shim writes `exit.json` for whichever
+    /// daemon reads it next.
+    pub(super) fn wait_recorded(&mut self, patience: std::time::Duration) -> bool {
+        let until = std::time::Instant::now() + patience;
+        loop {
+            while let Some(line) = self.take_line() {
+                if let Ok(ShimControl::Recorded) = serde_json::from_slice::<ShimControl>(&line) {
+                    return true;
+                }
+            }
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if !self.open || !readable_within(self.input.as_fd(), left) {
+                return false;
+            }
+            if self.read_more().is_err() {
+                return false;
+            }
         }
     }
 
@@ -123,6 +150,23 @@ impl ControlChannel {
         self.pending[left..].zeroize();
         self.pending.truncate(left);
         Some(line)
+    }
+}
+
+/// Whether `fd` becomes readable (or closed) within `wait`.
+fn readable_within(fd: BorrowedFd<'_>, wait: std::time::Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let ms = wait.as_millis().min(i32::MAX as u128) as i32;
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    loop {
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            Ok(ready) => return ready > 0,
+            Err(_) => return false,
+        }
     }
 }
 

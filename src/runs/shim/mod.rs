@@ -211,20 +211,34 @@ fn run_shim() -> io::Result<()> {
     report.timed_out = shared.timed_out.load(Ordering::SeqCst);
     report.cancelled = shared.cancelled.load(Ordering::SeqCst) && !report.timed_out;
     let bytes = serde_json::to_vec(&report).map_err(io::Error::other)?;
-    // The daemon hears of the end as soon as exit.json is in place (an
-    // atomic rename: a crash of the daemon loses nothing). The flushes that
-    // make the logs and the report survive a power loss come after, off
-    // the path from the child's exit to its completion callback; the
-    // daemon flushes its outbox and record itself.
     let exit_path = RunDir::new(&spec.run_dir).exit_report();
+    let report = Box::new(report);
+    if !spec.durable {
+        // The daemon's record is the run's end, and the daemon says when
+        // it is written (`Recorded`). `exit.json` only when it does not
+        // say so: a daemon that died (the next one reads the file, after
+        // this shim's exit) or could not write its record.
+        yield_to_the_daemon();
+        output.events.send_blocking(&ShimEvent::Ended { report });
+        drop(output);
+        if pump.wait_recorded(RECORDED_PATIENCE) {
+            return Ok(());
+        }
+        return durable::write_atomic(&exit_path, &bytes, 0o600, durable::Durability::NoFlush)
+            .map_err(|err| io::Error::new(err.kind(), format!("cannot write exit.json: {err}")));
+    }
+    // A durable run: the daemon hears of the end as soon as exit.json is
+    // in place (an atomic rename: a crash of the daemon loses nothing).
+    // The flushes that make the logs and the report survive a power loss
+    // come after, off the path from the child's exit to its completion
+    // callback; the daemon flushes its outbox and record itself.
     let written = durable::write_atomic(&exit_path, &bytes, 0o600, durable::Durability::NoFlush);
     // Opened before the daemon hears of the end: it may remove exit.json
     // once its final record is written.
     let exit_file = match &written {
-        Ok(()) if spec.durable => Some(File::open(&exit_path)?),
+        Ok(()) => Some(File::open(&exit_path)?),
         _ => None,
     };
-    let report = Box::new(report);
     yield_to_the_daemon();
     output.events.send_blocking(&ShimEvent::Ended { report });
     written.map_err(|err| io::Error::new(err.kind(), format!("cannot write exit.json: {err}")))?;
@@ -236,6 +250,10 @@ fn run_shim() -> io::Result<()> {
     exit_file.sync_all()?;
     durable::sync_dir(&spec.run_dir)
 }
+
+/// How long a shim waits after `Ended` for the daemon's `Recorded`
+/// before it writes `exit.json` anyway (a daemon stopped, or swamped).
+const RECORDED_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Puts the shim in the idle scheduling class before it tells the daemon
 /// of the run's end. The daemon's reader is woken onto this CPU (a pipe's

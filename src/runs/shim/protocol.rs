@@ -226,12 +226,16 @@ pub enum ShimControl {
         /// The values.
         values: Vec<String>,
     },
+    /// The daemon has recorded the run's end from [`ShimEvent::Ended`]:
+    /// the shim of a run that is not durable need not write `exit.json`.
+    Recorded,
 }
 
 impl Drop for ShimControl {
     fn drop(&mut self) {
-        let ShimControl::Mask { values, .. } = self;
-        values.zeroize();
+        if let ShimControl::Mask { values, .. } = self {
+            values.zeroize();
+        }
     }
 }
 

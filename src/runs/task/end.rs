@@ -5,8 +5,10 @@ use crate::callbacks::Completion;
 use crate::durable;
 use crate::runs::finish::{self, Ending};
 use crate::runs::run::{Run, RunStatus};
+use crate::runs::shim::protocol::{self, ShimControl};
 use crate::runs::shim::ExitReport;
 use crate::runs::{logs, Progress};
+use crate::state_dir::RunDir;
 
 /// Bytes of each output stream kept for the completion payload.
 const COMPLETION_TAIL_BYTES: u64 = 4096;
@@ -15,10 +17,22 @@ impl RunTask {
     /// Records the run's end: in memory at once (from here on the run
     /// reads as ended and takes no more reports: the control channel is
     /// closed, so every accepted report is in the payload), then the
-    /// outbox (durable), then the record, then wakes every waiter.
-    pub(super) async fn finish(mut self, report: Result<ExitReport, String>) {
+    /// outbox (durable), then the record, then wakes every waiter. A run
+    /// that promised nothing durable (no callback, no flushed record)
+    /// wakes its waiters before its record is written: its caller's
+    /// answer does not wait for the file, and a daemon that dies before
+    /// the write leaves the shim to write `exit.json` (it writes it unless
+    /// told the end is recorded). Whether the final record was written.
+    pub(super) async fn finish(&mut self, report: Result<ExitReport, String>) -> bool {
         self.control.close();
         let run = self.apply_end(report);
+        let end = run.end().expect("the end was just applied");
+        let answer_first = self.sync == durable::Durability::NoFlush && run.callback.is_none();
+        if answer_first {
+            self.publish_end(end);
+            // The waiters (a `wait` request's answer) run before the write.
+            tokio::task::yield_now().await;
+        }
         if let Some(completion) = self.completion(&run) {
             if let Err(err) = self.context.outbox.enqueue(completion).await {
                 tracing::error!(
@@ -29,14 +43,16 @@ impl RunTask {
         }
         // A run with a callback made its promise durable in the outbox; the
         // record follows the run's own durability.
-        match self.save_off_runtime(self.sync).await {
-            Ok(()) => self.tidy(&run),
-            Err(err) => tracing::error!(
-                run_id = self.run_id,
-                "cannot write the run's final record: {err}"
-            ),
-        }
-        let end = run.end().expect("the end was just applied");
+        let recorded = match self.save_off_runtime(self.sync).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!(
+                    run_id = self.run_id,
+                    "cannot write the run's final record: {err}"
+                );
+                false
+            }
+        };
         tracing::info!(
             run_id = self.run_id,
             state = end.outcome.as_str(),
@@ -47,28 +63,58 @@ impl RunTask {
         self.context
             .metrics
             .run_ended(end.outcome.as_str(), run.duration_s());
+        if !answer_first {
+            self.publish_end(end);
+        }
+        // Its secrets are no longer needed: dropping them zeroizes them.
+        self.cell.forget_secrets();
+        self.context.log_masks.unmask(&self.run_id);
+        self.context.ended.notify_waiters();
+        recorded
+    }
+
+    /// [`Self::finish`], then [`Self::tidy`] once the record is written:
+    /// for a run whose shim has exited already (or never started).
+    pub(super) async fn finish_and_tidy(&mut self, report: Result<ExitReport, String>) {
+        if self.finish(report).await {
+            self.tidy();
+        }
+    }
+
+    /// Tells waiters and followers the run has ended.
+    fn publish_end(&self, end: &crate::runs::run::RunEnd) {
         self.cell.progress().send_replace(Progress {
             stdout_bytes: end.stdout_bytes,
             stderr_bytes: end.stderr_bytes,
             ended: true,
         });
-        // Its secrets are no longer needed: dropping them zeroizes them.
-        self.cell.forget_secrets();
-        self.context.log_masks.unmask(&self.run_id);
-        self.context.ended.notify_waiters();
     }
 
-    /// Removes what the final record makes redundant: `exit.json` (once
-    /// the record is as durable as it was: flushed, or a run without
-    /// callback whose shim did not flush either) and the default work dir
-    /// when the run left it empty (no bundle, nothing written).
-    fn tidy(&self, run: &Run) {
-        if self.sync == durable::Durability::Flush || run.callback.is_none() {
+    /// Tells the shim its report is recorded: a shim of a run that is not
+    /// durable then exits without writing `exit.json`.
+    pub(super) async fn say_recorded(shim: &mut tokio::net::UnixStream) {
+        use tokio::io::AsyncWriteExt;
+        if let Ok(line) = protocol::encode_line(&ShimControl::Recorded) {
+            // A shim that is gone has nothing left to write.
+            let _ = shim.write_all(&line).await;
+        }
+    }
+
+    /// Removes what the final record makes redundant, once the run's shim
+    /// has exited (it writes no file after that): `exit.json` (once the
+    /// record is as durable as it was: flushed, or a run without callback
+    /// whose shim did not flush either) and the default work dir when the
+    /// run left it empty (no bundle, nothing written).
+    pub(super) fn tidy(&self) {
+        let (callback, default_cwd, cwd) = self
+            .cell
+            .read(|run| (run.callback.is_some(), run.default_cwd, run.cwd.clone()));
+        if self.sync == durable::Durability::Flush || !callback {
             let _ = std::fs::remove_file(self.cell.run_dir().exit_report());
         }
-        if run.default_cwd {
+        if default_cwd {
             // Fails, as it should, on a dir that is not empty.
-            let _ = std::fs::remove_dir(&run.cwd);
+            let _ = std::fs::remove_dir(&cwd);
         }
     }
 
@@ -130,4 +176,12 @@ fn truncation_text(end: &crate::runs::run::RunEnd) -> Option<String> {
         "{} bytes of stdout and {} bytes of stderr dropped ({reason})",
         end.stdout_truncated_bytes, end.stderr_truncated_bytes
     ))
+}
+
+/// The shim's `exit.json`, or why there is none.
+pub(in crate::runs) fn read_exit_report(run_dir: &RunDir) -> Result<ExitReport, String> {
+    let path = run_dir.exit_report();
+    let bytes = std::fs::read(&path)
+        .map_err(|_| "the run's shim ended without recording how the run ended".to_owned())?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("the run's exit record is unreadable: {e}"))
 }

@@ -6,7 +6,9 @@
 //! The task follows the shim's events (spawned pid, output counters, the
 //! end), applies controls (stop, signal, report), and at the end records
 //! the run's end: in memory, then the completion in the outbox (durable),
-//! then the record, then it wakes everyone waiting on the run.
+//! then the record, then it wakes everyone waiting on the run (before the
+//! record, for a run that promised nothing durable), then tells the shim
+//! the end is recorded.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ mod cell;
 mod end;
 
 pub(super) use cell::RunCell;
+pub(super) use end::read_exit_report;
 
 use super::record::ShimIdentity;
 use super::run::{Run, RunStatus};
@@ -32,7 +35,6 @@ use crate::callbacks::Outbox;
 use crate::durable;
 use crate::metrics::Metrics;
 use crate::secrets::mask::Masker;
-use crate::state_dir::RunDir;
 use crate::telemetry::LogMasks;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -129,7 +131,7 @@ impl RunTask {
             identity,
         } = match shim {
             Ok(shim) => shim,
-            Err(error) => return self.finish(Err(error)).await,
+            Err(error) => return self.finish_and_tidy(Err(error)).await,
         };
         let mut lines = BufReader::new(events).lines();
         let mut events_open = true;
@@ -163,9 +165,17 @@ impl RunTask {
             Some(report) => Ok(report),
             None => read_exit_report(self.cell.run_dir()),
         };
-        self.finish(report).await;
-        // After `Ended` the shim still flushes to disk; reap it when it exits.
+        let recorded = self.finish(report).await;
+        if recorded {
+            Self::say_recorded(&mut control).await;
+        }
+        drop(control);
+        // After `Ended` the shim still flushes to disk, or writes exit.json
+        // unless told the end is recorded; reap it when it exits.
         let _ = child.wait().await;
+        if recorded {
+            self.tidy();
+        }
     }
 
     /// Follows a shim that outlived a previous daemon (through a pidfd:
@@ -183,13 +193,13 @@ impl RunTask {
             }
         }
         let report = read_exit_report(self.cell.run_dir());
-        self.finish(report).await;
+        self.finish_and_tidy(report).await;
     }
 
     /// Records the end of a run that has no shim to follow (its report is
     /// on disk, or it is lost).
-    pub(super) async fn finish_now(self, report: Result<ExitReport, String>) {
-        self.finish(report).await;
+    pub(super) async fn finish_now(mut self, report: Result<ExitReport, String>) {
+        self.finish_and_tidy(report).await;
     }
 
     /// Notes the run's shim in its record.
@@ -433,12 +443,4 @@ async fn wait_pid_exit(pid: i32) {
         return;
     };
     let _ = async_fd.readable().await;
-}
-
-/// The shim's `exit.json`, or why there is none.
-pub(super) fn read_exit_report(run_dir: &RunDir) -> Result<ExitReport, String> {
-    let path = run_dir.exit_report();
-    let bytes = std::fs::read(&path)
-        .map_err(|_| "the run's shim ended without recording how the run ended".to_owned())?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("the run's exit record is unreadable: {e}"))
 }

@@ -78,6 +78,12 @@ impl Pump {
         self.control.read_spec()
     }
 
+    /// After the run's `Ended` event: whether the daemon says it has
+    /// recorded the end (see [`ControlChannel::wait_recorded`]).
+    pub(in crate::runs::shim) fn wait_recorded(&mut self, patience: std::time::Duration) -> bool {
+        self.control.wait_recorded(patience)
+    }
+
     /// Starts watching for the run: its masker (control lines add to it)
     /// and its deadline. Control lines that came with the spec are
     /// applied now.
