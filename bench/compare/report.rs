@@ -206,8 +206,9 @@ run's first record (two directories, a temp file and a rename), the spec written
 shim, the command created and exec'd (a child born into a fresh cgroup wakes the waiting shim \
 onto the child's CPU, where the shim waits for it: bench/exec-path.md), the command \
 itself (the shim, one thread, reads its output and waits for its exit in one `poll`), the shim's \
-clean-up of the run's \
-processes and `exit.json`, the daemon's final record, and the answer: three processes (client, \
+clean-up of the run's processes and its `Ended` event, and the answer (a run that promises \
+nothing durable is answered before its final record is written, and its shim writes `exit.json` \
+only when no daemon says the end is recorded): three processes (client, \
 daemon, shim) each woken from sleep two or three times, and on this virtual machine a wake-up of \
 an idle core costs more than a local HTTP round trip (section 7a). Not done: dropping \
 the shim (a daemon-spawned command), which would let a double-forked `setsid` grandchild escape \
@@ -256,14 +257,14 @@ the OpenAPI generation, JSON logs and env-filter, unused TLS code), and less cod
 }
 
 const WHY_CAPTURE: &str =
-    "`cat` only reads and writes. For each read from the pipe (up to 256 KiB), \
-the shim copies the bytes through the secret masker (a copy even when the only secret is the \
-session key), writes them to `stdout.log` and appends a 5-byte record to the output index; \
-progress goes to the daemon at most every 2 ms while output keeps coming. The producer, the \
+    "`cat` only reads and writes, and so does the shim when nothing needs masking: each \
+read from the pipe (up to 256 KiB) goes to `stdout.log` from the read buffer, and a 5-byte record \
+to the output index; progress goes to the daemon at most every 2 ms while output keeps coming. A \
+run with secrets to mask has each chunk copied through the masker as well. The producer, the \
 shim and the driver share two cores that other work also uses, so this figure moves most \
-between runs. With a producer slower than both (4b) the difference disappears. What would \
-close it: a masker that passes through chunks holding no possible match without copying, and \
-`splice(2)` from the pipe to the file when nothing needs masking.";
+between runs. With a producer slower than both (4b) the difference disappears. Measured and \
+dropped: `splice(2)` from the pipe to the log, slower on tmpfs than the read and the write \
+(bench/exec-path.md).";
 
 /// The targets, as printed at the end of a run.
 pub(crate) fn summary(r: &Results) -> String {

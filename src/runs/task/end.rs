@@ -27,6 +27,22 @@ impl RunTask {
         self.control.close();
         let run = self.apply_end(report);
         let end = run.end().expect("the end was just applied");
+        // Whoever hears of the end finds the run's traces consistent with
+        // it: the log line, the counters, no empty work dir left.
+        tracing::info!(
+            run_id = self.run_id,
+            state = end.outcome.as_str(),
+            exit_code = end.exit_code,
+            signal = end.signal.as_deref(),
+            "run ended"
+        );
+        self.context
+            .metrics
+            .run_ended(end.outcome.as_str(), run.duration_s());
+        if run.default_cwd {
+            // Fails, as it should, on a dir that is not empty.
+            let _ = std::fs::remove_dir(&run.cwd);
+        }
         let answer_first = self.sync == durable::Durability::NoFlush && run.callback.is_none();
         if answer_first {
             self.publish_end(end);
@@ -53,16 +69,6 @@ impl RunTask {
                 false
             }
         };
-        tracing::info!(
-            run_id = self.run_id,
-            state = end.outcome.as_str(),
-            exit_code = end.exit_code,
-            signal = end.signal.as_deref(),
-            "run ended"
-        );
-        self.context
-            .metrics
-            .run_ended(end.outcome.as_str(), run.duration_s());
         if !answer_first {
             self.publish_end(end);
         }
@@ -100,21 +106,14 @@ impl RunTask {
         }
     }
 
-    /// Removes what the final record makes redundant, once the run's shim
-    /// has exited (it writes no file after that): `exit.json` (once the
-    /// record is as durable as it was: flushed, or a run without callback
-    /// whose shim did not flush either) and the default work dir when the
-    /// run left it empty (no bundle, nothing written).
+    /// Removes `exit.json`, which the final record makes redundant once
+    /// it is as durable as the report was (flushed, or a run without
+    /// callback whose shim did not flush either), after the run's shim
+    /// has exited (it writes no file after that).
     pub(super) fn tidy(&self) {
-        let (callback, default_cwd, cwd) = self
-            .cell
-            .read(|run| (run.callback.is_some(), run.default_cwd, run.cwd.clone()));
+        let callback = self.cell.read(|run| run.callback.is_some());
         if self.sync == durable::Durability::Flush || !callback {
             let _ = std::fs::remove_file(self.cell.run_dir().exit_report());
-        }
-        if default_cwd {
-            // Fails, as it should, on a dir that is not empty.
-            let _ = std::fs::remove_dir(&cwd);
         }
     }
 
