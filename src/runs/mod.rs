@@ -210,7 +210,9 @@ pub struct Progress {
     pub stdout_bytes: u64,
     /// Bytes in stderr.log.
     pub stderr_bytes: u64,
-    /// The terminal state is recorded.
+    /// The run has ended: its terminal state is final, and recorded
+    /// (a run that promised nothing durable is published just before its
+    /// record is written, so its answer does not wait for the file).
     pub ended: bool,
 }
 

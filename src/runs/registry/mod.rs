@@ -96,6 +96,7 @@ impl Registry {
             log_masks,
             credentials: Masker::new(credentials.iter().map(|v| v.expose_secret().as_bytes())),
             unended: Arc::default(),
+            recording: Arc::default(),
             ended_runs: Arc::default(),
         };
         Registry {

@@ -22,14 +22,16 @@ impl Registry {
             let notified = self.inner.context.ended.notified();
             // A run that was still starting (no control channel yet) when
             // the shutdown began is stopped as soon as it has one. A run is
-            // done once its end is fully recorded: `progress.ended`.
+            // done once its end is fully recorded: `progress.ended`, and for
+            // a run answered before its record, `recording` back to 0.
             let live: Vec<(String, bool)> = self
                 .lock_runs()
                 .iter()
                 .filter(|(_, slot)| !slot.cell.progress_now().ended)
                 .map(|(run_id, slot)| (run_id.clone(), slot.control.is_some()))
                 .collect();
-            if live.is_empty() {
+            let recording = self.inner.context.recording.load(Ordering::SeqCst);
+            if live.is_empty() && recording == 0 {
                 return;
             }
             let grace = deadline.saturating_duration_since(Instant::now());

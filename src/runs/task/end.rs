@@ -1,5 +1,7 @@
 //! The end of a run: classified, put in the outbox, recorded, published.
 
+use std::sync::atomic::Ordering;
+
 use super::RunTask;
 use crate::callbacks::Completion;
 use crate::durable;
@@ -45,6 +47,7 @@ impl RunTask {
         }
         let answer_first = self.sync == durable::Durability::NoFlush && run.callback.is_none();
         if answer_first {
+            self.context.recording.fetch_add(1, Ordering::SeqCst);
             self.publish_end(end);
             // The waiters (a `wait` request's answer) run before the write.
             tokio::task::yield_now().await;
@@ -69,7 +72,9 @@ impl RunTask {
                 false
             }
         };
-        if !answer_first {
+        if answer_first {
+            self.context.recording.fetch_sub(1, Ordering::SeqCst);
+        } else {
             self.publish_end(end);
         }
         // Its secrets are no longer needed: dropping them zeroizes them.

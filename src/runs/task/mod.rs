@@ -64,6 +64,8 @@ pub(super) struct TaskContext {
     pub(super) unended: Arc<std::sync::atomic::AtomicUsize>,
     /// The ended runs kept, in the order of their end (for retention).
     pub(super) ended_runs: Arc<super::ended::EndedRuns>,
+    /// Runs answered before their final record is written, until it is.
+    pub(super) recording: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl TaskContext {
