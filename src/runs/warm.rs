@@ -11,10 +11,11 @@
 //! already been handed a run, and runs outlive the daemon.
 //!
 //! A filler task keeps the pool full off the request path: it is woken when
-//! a run takes a shim and starts the replacement [`AFTER_AN_END`] after a
-//! run has ended (the taken shim's run, usually: a short run is answered
-//! without a shim start competing with it for the CPU) or once
-//! [`REFILL_WAIT`] has passed, whichever comes first; and it looks every
+//! a run takes a shim and starts the replacement once a run's end is
+//! recorded (the taken shim's run, usually; that notice comes after the
+//! run's answer has gone out, so a short run is answered without a shim
+//! start competing with it for the CPU) or once [`REFILL_WAIT`] has
+//! passed, whichever comes first; and it looks every
 //! few seconds for idle shims that died (killed by someone) and replaces
 //! them. A run never lands on a dead
 //! shim: [`WarmPool::take`] skips shims that have exited, and a spec that
@@ -42,12 +43,6 @@ const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// How long a refill waits for a run to end after a shim was taken.
 const REFILL_WAIT: Duration = Duration::from_millis(20);
-
-/// How long after a run's end the refill starts (unless a run waits for
-/// it): the end is answered first (an exec-and-wait's answer leaves about
-/// 0.3 ms after the end), not beside a shim's start, which takes a core
-/// for about a millisecond.
-const AFTER_AN_END: Duration = Duration::from_millis(1);
 
 /// How long a run waits for the replacement it claimed before it starts
 /// a shim of its own: far beyond a shim's start, which takes about a
@@ -258,17 +253,13 @@ async fn fill(pool: Weak<Inner>) {
             // A run waiting for its shim cuts the wait short.
             let hurried = inner.hurry.notified();
             tokio::pin!(hurried);
-            let after_an_end = tokio::select! {
-                _ = a_run_ended => true,
-                _ = &mut hurried => false,
-                _ = tokio::time::sleep(REFILL_WAIT) => false,
-            };
-            if after_an_end {
-                // The run's end is first answered to whoever waits for it.
-                tokio::select! {
-                    _ = &mut hurried => {}
-                    _ = tokio::time::sleep(AFTER_AN_END) => {}
-                }
+            // A run's end is recorded after its answer has gone out (or,
+            // for a durable run, after the answer's task was woken on
+            // the one runtime thread).
+            tokio::select! {
+                _ = a_run_ended => {}
+                _ = &mut hurried => {}
+                _ = tokio::time::sleep(REFILL_WAIT) => {}
             }
         }
     }
