@@ -153,8 +153,8 @@ impl ControlChannel {
     }
 }
 
-/// Whether `fd` becomes readable (or closed) within `wait`.
-fn readable_within(fd: BorrowedFd<'_>, wait: std::time::Duration) -> bool {
+/// Whether `fd` becomes readable (or closed) within `wait` (zero: now).
+pub(super) fn readable_within(fd: BorrowedFd<'_>, wait: std::time::Duration) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let ms = wait.as_millis().min(i32::MAX as u128) as i32;
     let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];

@@ -24,7 +24,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::{bytes_waiting, grow_pipe, store, Stream, READ_CHUNK};
-use crate::runs::shim::control::ControlChannel;
+use crate::runs::shim::control::{readable_within, ControlChannel};
 use crate::runs::shim::deadline::{self, Deadline};
 use crate::runs::shim::protocol::ShimSpec;
 use crate::runs::shim::Shared;
@@ -103,7 +103,11 @@ impl Pump {
     pub(in crate::runs::shim) fn take_waiting(&mut self, shared: &Shared) {
         self.take_signals(shared);
         if let Some(masker) = &self.masker {
-            if self.control.fd().is_some_and(|fd| readable_now(fd)) {
+            if self
+                .control
+                .fd()
+                .is_some_and(|fd| readable_within(fd, std::time::Duration::ZERO))
+            {
                 self.control.on_readable(shared, masker);
             }
         }
@@ -254,12 +258,6 @@ fn poll_timeout(deadline: &Deadline) -> PollTimeout {
             PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
         }
     }
-}
-
-/// Whether `fd` can be read without waiting.
-fn readable_now(fd: std::os::fd::BorrowedFd<'_>) -> bool {
-    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-    poll(&mut fds, PollTimeout::ZERO).is_ok_and(|n| n > 0)
 }
 
 /// Chunks read from one source, while it has more waiting, before the
