@@ -25,6 +25,7 @@ pub mod shim;
 mod spawn;
 mod start;
 mod task;
+mod template;
 pub mod token;
 mod warm;
 

@@ -12,12 +12,15 @@
 //! so no other process can read them, not even in the moment before the
 //! shim makes itself non-dumpable.
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use tokio::io::unix::AsyncFd;
 use tokio::io::AsyncWriteExt;
+use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::{Child, Command};
 
 use super::record::ShimIdentity;
 use super::shim::protocol::{ShimExe, ShimSpec};
@@ -46,12 +49,93 @@ impl ShimExecutable {
     pub(super) fn path(&self) -> &Path {
         self.chosen.get_or_init(|| self.choice.choose())
     }
+
+    /// The command that starts a shim (or the template) reading `stdin`,
+    /// with a clean env, in its own process group.
+    pub(super) fn command(&self, stdin: OwnedFd, stdout: Stdio) -> Command {
+        let mut command = Command::new(self.path());
+        command.arg("shim").env_clear();
+        if let Some(mount) = &self.cgroup2_mount {
+            // Spares each shim a read of the mount table.
+            command.env(crate::containment::CGROUP2_MOUNT_ENV, mount);
+        }
+        command
+            .stdin(Stdio::from(stdin))
+            .stdout(stdout)
+            // The shim writes its own diagnostics to shim.log, created
+            // only when it has something to say.
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(false);
+        command
+    }
+}
+
+/// A shim process: the daemon's child (started), or the template's
+/// (forked by it, `runs::template`), followed through a pidfd.
+pub(super) enum ShimChild {
+    Started(Child),
+    Forked(AsyncFd<OwnedFd>),
+}
+
+impl ShimChild {
+    /// Waits until the shim has exited (and, when it is the daemon's
+    /// child, reaps it). Returns at once after the first time.
+    pub(super) async fn wait(&mut self) {
+        match self {
+            ShimChild::Started(child) => {
+                let _ = child.wait().await;
+            }
+            // A pidfd stays readable once its process has exited.
+            ShimChild::Forked(pidfd) => {
+                let _ = pidfd.readable().await;
+            }
+        }
+    }
+
+    /// Whether the shim is still running.
+    fn is_alive(&mut self) -> bool {
+        match self {
+            ShimChild::Started(child) => matches!(child.try_wait(), Ok(None)),
+            ShimChild::Forked(pidfd) => {
+                let mut poll = libc::pollfd {
+                    fd: pidfd.get_ref().as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: poll reads and writes the one pollfd given.
+                unsafe { libc::poll(&mut poll, 1, 0) == 0 }
+            }
+        }
+    }
+
+    /// Sends SIGKILL (to the very process: a pidfd names no other).
+    fn start_kill(&mut self) {
+        match self {
+            ShimChild::Started(child) => {
+                let _ = child.start_kill();
+            }
+            ShimChild::Forked(pidfd) => {
+                // SAFETY: pidfd_send_signal takes plain integers and a
+                // null siginfo.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        pidfd.get_ref().as_raw_fd(),
+                        libc::SIGKILL,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0u32,
+                    )
+                };
+            }
+        }
+    }
 }
 
 /// A started shim.
 pub(super) struct ShimProcess {
-    pub(super) child: Child,
-    pub(super) events: ChildStdout,
+    pub(super) child: ShimChild,
+    pub(super) events: pipe::Receiver,
     /// Where control lines go, after the spec: the daemon's end of the
     /// shim's stdin socket.
     pub(super) control: UnixStream,
@@ -66,7 +150,7 @@ impl IdleShim {
     /// Whether the shim is still running (it may have been killed while
     /// idle).
     pub(super) fn is_alive(&mut self) -> bool {
-        matches!(self.0.child.try_wait(), Ok(None))
+        self.0.child.is_alive()
     }
 
     /// The shim's pid and start time.
@@ -78,37 +162,44 @@ impl IdleShim {
 /// Starts a shim that waits for its spec. The error is a sentence for the
 /// run's `error` field.
 pub(super) fn start_idle_shim(shim_exe: &ShimExecutable) -> Result<IdleShim, String> {
-    let exe = shim_exe.path();
     let (daemon_end, shim_end) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| format!("cannot make the run's spec channel: {e}"))?;
-    let shim_stdin = std::os::fd::OwnedFd::from(shim_end);
-    let mut command = Command::new(exe);
-    command.arg("shim").env_clear();
-    if let Some(mount) = &shim_exe.cgroup2_mount {
-        // Spares each shim a read of the mount table.
-        command.env(crate::containment::CGROUP2_MOUNT_ENV, mount);
-    }
-    let mut child = command
-        .stdin(Stdio::from(shim_stdin))
-        .stdout(Stdio::piped())
-        // The shim writes its own diagnostics to shim.log, created only
-        // when it has something to say.
-        .stderr(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(false)
+    let mut child = shim_exe
+        .command(OwnedFd::from(shim_end), Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start the run's shim {}: {e}", exe.display()))?;
-    let identity = ShimIdentity::of(child.id().unwrap_or(0) as i32);
-    let control = daemon_end
+        .map_err(|e| format!("cannot start the run's shim {}: {e}", shim_exe.path().display()))?;
+    let pid = child.id().unwrap_or(0) as i32;
+    let events = child
+        .stdout
+        .take()
+        .ok_or_else(|| "the shim has no stdout".to_owned())
+        .and_then(|stdout| {
+            stdout
+                .into_owned_fd()
+                .map_err(|e| format!("cannot read the shim's events: {e}"))
+        })?;
+    idle_shim(ShimChild::Started(child), pid, daemon_end, events)
+}
+
+/// An idle shim from its process, the daemon's end of its spec channel
+/// and the read end of its event pipe.
+pub(super) fn idle_shim(
+    child: ShimChild,
+    pid: i32,
+    control: std::os::unix::net::UnixStream,
+    events: OwnedFd,
+) -> Result<IdleShim, String> {
+    let control = control
         .set_nonblocking(true)
-        .and_then(|()| UnixStream::from_std(daemon_end))
+        .and_then(|()| UnixStream::from_std(control))
         .map_err(|e| format!("cannot use the run's spec channel: {e}"))?;
-    let events = child.stdout.take().ok_or("the shim has no stdout")?;
+    let events = pipe::Receiver::from_owned_fd(events)
+        .map_err(|e| format!("cannot read the shim's events: {e}"))?;
     Ok(IdleShim(ShimProcess {
         child,
         events,
         control,
-        identity,
+        identity: ShimIdentity::of(pid),
     }))
 }
 
@@ -124,8 +215,8 @@ pub(super) async fn hand_spec(shim: IdleShim, spec: &ShimSpec) -> Result<ShimPro
         shim.control.flush().await
     };
     if let Err(err) = write.await {
-        let _ = shim.child.start_kill();
-        let _ = shim.child.wait().await;
+        shim.child.start_kill();
+        shim.child.wait().await;
         return Err(format!("cannot hand the run to its shim: {err}"));
     }
     Ok(shim)

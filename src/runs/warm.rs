@@ -37,6 +37,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::spawn::{start_idle_shim, IdleShim, ShimExecutable};
+use super::template::ShimTemplate;
 
 /// How often the filler looks for idle shims that died.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -59,6 +60,9 @@ struct Inner {
     /// How many idle shims the pool keeps.
     target: usize,
     idle: Mutex<Idle>,
+    /// Forks the pool's shims; started on the first refill, and again
+    /// after it died. Only the filler uses it.
+    template: Mutex<Option<ShimTemplate>>,
     /// Wakes the filler (a shim was taken, or the pool closed).
     wake: Notify,
     /// Tells the filler a run waits for its next shim: start it now.
@@ -87,6 +91,7 @@ impl WarmPool {
             exe,
             target,
             idle: Mutex::new(Idle::default()),
+            template: Mutex::new(None),
             wake: Notify::new(),
             hurry: Notify::new(),
             added: Notify::new(),
@@ -142,6 +147,7 @@ impl WarmPool {
     pub(super) fn close(&self) {
         self.inner.closed.store(true, Ordering::SeqCst);
         self.inner.lock().shims.clear();
+        self.inner.end_template();
         self.inner.wake.notify_one();
         self.inner.added.notify_waiters();
     }
@@ -205,8 +211,15 @@ impl Inner {
             // A shim killed while idle left its prepared cgroup behind.
             crate::containment::remove_leftover_cgroups();
         }
+        // A template that died is reaped here, and started again when a
+        // shim is next needed.
+        let mut template = self.template.lock().unwrap_or_else(|e| e.into_inner());
+        if template.as_mut().is_some_and(|t| !t.is_alive()) {
+            *template = None;
+        }
+        drop(template);
         while !self.closed.load(Ordering::SeqCst) && self.lock().shims.len() < self.target {
-            let started = start_idle_shim(&self.exe);
+            let started = self.new_shim();
             let failed = started.as_ref().err().cloned();
             if let Ok(shim) = started {
                 self.lock().shims.push_back(shim);
@@ -220,7 +233,38 @@ impl Inner {
         }
         if self.closed.load(Ordering::SeqCst) {
             self.lock().shims.clear();
+            self.end_template();
         }
+    }
+
+    /// A new idle shim: forked by the template (started first when there
+    /// is none, or it died), else started as before.
+    fn new_shim(&self) -> Result<IdleShim, String> {
+        let mut template = self.template.lock().unwrap_or_else(|e| e.into_inner());
+        if !template.as_mut().is_some_and(ShimTemplate::is_alive) {
+            *template = match ShimTemplate::start(&self.exe) {
+                Ok(started) => Some(started),
+                Err(err) => {
+                    tracing::warn!("{err}; shims are started one by one");
+                    None
+                }
+            };
+        }
+        if let Some(forking) = template.as_mut() {
+            match forking.fork_shim() {
+                Ok(shim) => return Ok(shim),
+                Err(err) => {
+                    tracing::warn!("{err}; the template is started again at the next refill");
+                    *template = None;
+                }
+            }
+        }
+        start_idle_shim(&self.exe)
+    }
+
+    /// Ends the template (its channel closes).
+    fn end_template(&self) {
+        self.template.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 }
 

@@ -30,8 +30,16 @@ fn parent_of(pid: i32) -> Option<i32> {
         .ok()
 }
 
-/// Live `sandboxd shim` children of `parent`.
-fn shims_of(parent: i32) -> Vec<i32> {
+/// The process name of `pid` (`/proc/<pid>/comm`).
+fn name_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim_end()
+        .to_owned()
+}
+
+/// Live processes running `sandboxd shim` whose parent is `parent`.
+fn shim_processes_of(parent: i32) -> Vec<i32> {
     let mut shims: Vec<i32> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -46,6 +54,26 @@ fn shims_of(parent: i32) -> Vec<i32> {
     shims
 }
 
+/// The daemon's shim templates (one, or none with `--warm-shims 0`).
+fn templates_of(daemon: i32) -> Vec<i32> {
+    shim_processes_of(daemon)
+        .into_iter()
+        .filter(|pid| name_of(*pid) == "shim-template")
+        .collect()
+}
+
+/// The live shims of the daemon `daemon`, idle or running a run: those it
+/// started and those its template forked (not the template).
+fn shims_of(daemon: i32) -> Vec<i32> {
+    let mut shims: Vec<i32> = shim_processes_of(daemon)
+        .into_iter()
+        .chain(templates_of(daemon).into_iter().flat_map(shim_processes_of))
+        .filter(|pid| name_of(*pid) != "shim-template")
+        .collect();
+    shims.sort_unstable();
+    shims
+}
+
 /// The daemon's pid, from its status.
 async fn daemon_pid(daemon: &TestDaemon) -> i32 {
     let (_, status) = daemon.get("/v1/status").await;
@@ -53,7 +81,7 @@ async fn daemon_pid(daemon: &TestDaemon) -> i32 {
 }
 
 /// Waits until the status says `ready` warm shims and that many idle shims
-/// are the daemon's children; returns their pids.
+/// are the daemon's (see [`shims_of`]); returns their pids.
 async fn wait_ready(daemon: &TestDaemon, ready: usize) -> Vec<i32> {
     wait_ready_beside(daemon, ready, &[]).await
 }
@@ -96,13 +124,19 @@ async fn wait_gone(pids: &[i32], what: &str) {
 }
 
 /// A run's processes are the children of a shim that was already waiting
-/// before the run was asked for; the pool then refills with a new shim.
+/// before the run was asked for, forked by the daemon's one shim
+/// template; the pool then refills with a new shim, forked by the same
+/// template.
 #[tokio::test]
 async fn a_run_takes_a_warm_shim_and_the_pool_refills() {
     let daemon = binary_daemon(&["--warm-shims", "1"]).await;
     let (_, status) = daemon.get("/v1/status").await;
     assert_eq!(status["warm_shims"]["target"], 1, "{status}");
     let waiting = wait_ready(&daemon, 1).await;
+    let templates = templates_of(daemon_pid(&daemon).await);
+    assert_eq!(templates.len(), 1, "one template: {templates:?}");
+    assert_eq!(parent_of(waiting[0]), Some(templates[0]), "forked");
+    assert_eq!(name_of(waiting[0]), "sandboxd-shim");
 
     daemon
         .start_run(json!({"run_id": "w1", "command": "sleep 30"}))
@@ -124,6 +158,7 @@ async fn a_run_takes_a_warm_shim_and_the_pool_refills() {
 
     let refilled = wait_ready_beside(&daemon, 1, &waiting).await;
     assert_ne!(refilled, waiting, "a new shim waits for the next run");
+    assert_eq!(parent_of(refilled[0]), Some(templates[0]), "forked");
     let (code, _) = daemon.post("/v1/runs/w1/cancel", json!({})).await;
     assert!(code.is_success(), "{code}");
     let ended = daemon.wait_ended("w1").await;
@@ -253,17 +288,20 @@ async fn a_warm_shim_that_died_idle_is_skipped_and_replaced() {
     );
 }
 
-/// Idle shims end with their daemon: after kill -9 (their spec channel
-/// closes with the daemon) and after an ordered shutdown.
+/// Idle shims and their template end with their daemon: after kill -9
+/// (their channels close with the daemon) and after an ordered shutdown.
 #[tokio::test]
 async fn idle_warm_shims_never_outlive_the_daemon() {
     let mut killed = binary_daemon(&["--warm-shims", "3"]).await;
-    let orphans = wait_ready(&killed, 3).await;
+    let mut orphans = wait_ready(&killed, 3).await;
+    orphans.extend(templates_of(daemon_pid(&killed).await));
+    assert_eq!(orphans.len(), 4, "three shims and their template");
     killed.kill9();
     wait_gone(&orphans, "idle shims gone after kill -9 of the daemon").await;
 
     let mut stopped = binary_daemon(&["--warm-shims", "3"]).await;
-    let idle = wait_ready(&stopped, 3).await;
+    let mut idle = wait_ready(&stopped, 3).await;
+    idle.extend(templates_of(daemon_pid(&stopped).await));
     stopped.signal(libc::SIGTERM);
     assert!(stopped.wait_exit().success());
     wait_gone(&idle, "idle shims gone after the shutdown").await;
@@ -334,17 +372,19 @@ async fn a_prepared_cgroup_removed_while_idle_is_made_again() {
     );
 }
 
-/// In subreaper mode a killed daemon's idle shim exits and is reaped by
-/// the init (no zombie is left), while the restarted daemon warms a new
-/// pool.
+/// In subreaper mode a killed daemon's idle shims and template exit and
+/// are reaped by the init (no zombie is left), while the restarted daemon
+/// warms a new pool.
 #[tokio::test]
 async fn the_init_reaps_the_idle_shims_of_a_killed_daemon() {
     let daemon = binary_daemon(&["--subreaper", "--warm-shims", "2"]).await;
     let inner = daemon_pid(&daemon).await;
-    let idle = wait_ready(&daemon, 2).await;
+    let mut idle = wait_ready(&daemon, 2).await;
+    idle.extend(templates_of(inner));
+    assert_eq!(idle.len(), 3, "two shims and their template");
     // SAFETY: kill with plain integers.
     unsafe { libc::kill(inner, libc::SIGKILL) };
-    wait_gone(&idle, "the old idle shims exited and reaped").await;
+    wait_gone(&idle, "the old idle shims and template exited and reaped").await;
     let mut last = Vec::new();
     support::wait_for(
         "the daemon listening again",
@@ -438,7 +478,40 @@ async fn zero_warm_shims_start_every_shim_on_demand() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, status) = daemon.get("/v1/status").await;
     assert_eq!(status["warm_shims"], json!({"target": 0, "ready": 0}));
-    assert!(shims_of(daemon_pid(&daemon).await).is_empty());
+    let pid = daemon_pid(&daemon).await;
+    assert!(shims_of(pid).is_empty());
+    assert!(templates_of(pid).is_empty(), "no template without a pool");
+}
+
+/// A template killed behind the daemon's back costs no run: the shims it
+/// forked still take runs, the next refill starts a new template, and the
+/// pool is forked from it again.
+#[tokio::test]
+async fn a_killed_template_is_started_again() {
+    let daemon = binary_daemon(&["--warm-shims", "2"]).await;
+    let pid = daemon_pid(&daemon).await;
+    let forked = wait_ready(&daemon, 2).await;
+    let old = templates_of(pid);
+    assert_eq!(old.len(), 1, "{old:?}");
+    // SAFETY: kill with plain integers.
+    unsafe { libc::kill(old[0], libc::SIGKILL) };
+    wait_gone(&old, "the killed template reaped").await;
+
+    for i in 0..4 {
+        let run = daemon
+            .exec(json!({"command": format!("echo run-{i}"), "wait": true}))
+            .await;
+        assert_eq!(run["stdout"], format!("run-{i}\n"), "{run}");
+    }
+    assert_eq!(runs_on(&daemon, "warm").await, 4, "every run on a warm shim");
+    let refilled = wait_ready(&daemon, 2).await;
+    let new = templates_of(pid);
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert_ne!(new, old);
+    for shim in refilled {
+        assert!(!forked.contains(&shim), "{shim} was idle before");
+        assert_eq!(parent_of(shim), Some(new[0]), "forked by the new template");
+    }
 }
 
 /// Where `sandboxd-shim` is not installed beside sandboxd, runs go

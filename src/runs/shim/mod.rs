@@ -61,6 +61,7 @@ pub mod input;
 pub mod protocol;
 mod pty;
 mod stdin;
+mod template;
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -92,7 +93,24 @@ use crate::state_dir::RunDir;
 /// Entry point of `sandboxd shim`. Its exit code only says whether the shim
 /// itself worked; the run's result is in `exit.json`.
 pub fn main() -> ExitCode {
-    match run_shim() {
+    let blocked = match prepare_process() {
+        Ok(blocked) => blocked,
+        Err(err) => {
+            diagnose(&err.to_string());
+            return ExitCode::from(70);
+        }
+    };
+    if std::env::var_os(template::TEMPLATE_ENV).is_some() {
+        return template::main(blocked);
+    }
+    serve(blocked)
+}
+
+/// Runs one shim in a prepared process (started, or forked by the
+/// template): waits for the spec on stdin and runs it. The exit code only
+/// says whether the shim itself worked.
+fn serve(blocked: SigSet) -> ExitCode {
+    match run_shim(blocked) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             diagnose(&err.to_string());
@@ -142,10 +160,13 @@ impl Shared {
     }
 }
 
-fn run_shim() -> io::Result<()> {
+/// What a shim process sets up once, before any spec, and what a forked
+/// shim inherits from the template: not dumpable, the signals it takes
+/// from a signalfd blocked (returned), and the signal dispositions its
+/// commands get back noted.
+fn prepare_process() -> io::Result<SigSet> {
     // The shim holds secret values: no core dumps, no ptrace by peers.
     set_prctl(libc::PR_SET_DUMPABLE, 0);
-    set_prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
     let mut forwarded = SigSet::empty();
     for signal in FORWARDED_SIGNALS {
         forwarded.add(signal);
@@ -156,7 +177,13 @@ fn run_shim() -> io::Result<()> {
     let mut blocked = forwarded;
     blocked.add(Signal::SIGCHLD);
     blocked.thread_block().map_err(io::Error::from)?;
+    child::note_signal_dispositions();
+    Ok(blocked)
+}
 
+fn run_shim(blocked: SigSet) -> io::Result<()> {
+    // Not inherited through a fork: set by every shim itself.
+    set_prctl(libc::PR_SET_CHILD_SUBREAPER, 1);
     // The run's own cgroup where one is writable, else the /proc walk
     // alone ends what the run leaves behind. Made before the spec comes
     // (off the run's path for a warm shim): it is named after this shim,
@@ -166,7 +193,6 @@ fn run_shim() -> io::Result<()> {
         &std::process::id().to_string(),
         mount_hint.as_deref().map(std::path::Path::new),
     );
-    child::note_signal_dispositions();
     let mut pump = Pump::new(blocked, ControlChannel::stdin())?;
     // The spec is the first line; stdin stays open for control lines. A
     // warm shim waits here; the channel closing first means it was never

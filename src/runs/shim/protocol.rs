@@ -20,6 +20,14 @@ pub const VERSION_LINE: &str = concat!("sandboxd-shim ", env!("CARGO_PKG_VERSION
 /// The file name of the shim's own executable, installed beside `sandboxd`.
 pub const SHIM_FILE_NAME: &str = "sandboxd-shim";
 
+/// Set in the environment of the warm pool's shim template
+/// (`runs::shim::template`): a shim started with it forks shims instead
+/// of taking a run. It asks for one with any byte on its stdin, and gets
+/// the shim's pid (4 bytes, little-endian) with, as `SCM_RIGHTS`, the
+/// daemon's end of its spec channel, the read end of its event pipe and
+/// a pidfd of it.
+pub const TEMPLATE_ENV: &str = "SANDBOXD_SHIM_TEMPLATE";
+
 /// Which executable runs each run's shim (as `<exe> shim`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ShimExe {
