@@ -160,7 +160,7 @@ fn main() {
     let tree_pss: u64 = tree.iter().map(|p| rollup_kb(*p, "Pss:")).sum();
     rows.push((
         format!(
-            "idle tree (daemon + {} warm shim), RSS / PSS",
+            "idle tree (daemon + {} shim processes: the template and the warm shims), RSS / PSS",
             tree.len() - 1
         ),
         format!(
@@ -440,10 +440,18 @@ fn verdict(met: bool) -> &'static str {
     }
 }
 
-/// The daemon's children that are run shims (other daemons on the machine
-/// have theirs too).
+/// The daemon's shim processes: its children that are run shims (other
+/// daemons on the machine have theirs too), among them the warm pool's
+/// template, and the shims the template forked.
 fn shim_pids(daemon: u32) -> Vec<u32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{daemon}/task")) else {
+    let shims = shim_children(daemon);
+    let forked: Vec<u32> = shims.iter().flat_map(|pid| shim_children(*pid)).collect();
+    shims.into_iter().chain(forked).collect()
+}
+
+/// The children of `parent` that run `shim`.
+fn shim_children(parent: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else {
         return Vec::new();
     };
     tasks

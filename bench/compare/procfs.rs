@@ -46,6 +46,21 @@ pub(crate) fn children(pid: u32) -> Vec<u32> {
     out
 }
 
+/// The shim processes of the daemon `daemon`: its children that run
+/// `sandboxd shim` (the warm pool's template among them) and the shims
+/// the template forked.
+pub(crate) fn shims_of(daemon: u32) -> Vec<u32> {
+    let shims: Vec<u32> = children(daemon)
+        .into_iter()
+        .filter(|c| is_shim(*c))
+        .collect();
+    let forked: Vec<u32> = shims
+        .iter()
+        .flat_map(|pid| children(*pid).into_iter().filter(|c| is_shim(*c)))
+        .collect();
+    shims.into_iter().chain(forked).collect()
+}
+
 /// Whether `pid` runs `sandboxd shim` (its second argument is `shim`).
 pub(crate) fn is_shim(pid: u32) -> bool {
     std::fs::read(format!("/proc/{pid}/cmdline"))

@@ -580,10 +580,7 @@ impl Ctx {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     // Only exec'd shims: a child caught between fork and
                     // exec still shows the daemon's own memory.
-                    for child in procfs::children(daemon)
-                        .into_iter()
-                        .filter(|c| procfs::is_shim(*c))
-                    {
+                    for child in procfs::shims_of(daemon) {
                         let kb = procfs::peak_kb(child);
                         let mut peak = shim_peak.lock().unwrap_or_else(|e| e.into_inner());
                         *peak = (*peak).max(kb);

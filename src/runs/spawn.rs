@@ -167,7 +167,12 @@ pub(super) fn start_idle_shim(shim_exe: &ShimExecutable) -> Result<IdleShim, Str
     let mut child = shim_exe
         .command(OwnedFd::from(shim_end), Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot start the run's shim {}: {e}", shim_exe.path().display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot start the run's shim {}: {e}",
+                shim_exe.path().display()
+            )
+        })?;
     let pid = child.id().unwrap_or(0) as i32;
     let events = child
         .stdout

@@ -10,15 +10,16 @@
 //! group, nothing of any run until its spec, its end when its spec channel
 //! closes.
 //!
-//! A template that cannot be started, or that died (killed by someone),
-//! is started again at the next refill; meanwhile shims are started as
+//! A template that died (killed by someone) is started again when the
+//! next shim is needed; one that could not be started or did not fork is
+//! tried again after [`RETRY_AFTER`]. Meanwhile shims are started as
 //! before (`spawn::start_idle_shim`), so the pool never depends on it.
 
 use std::io::{self, Write};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use tokio::io::unix::AsyncFd;
@@ -31,11 +32,70 @@ use super::spawn::{idle_shim, IdleShim, ShimChild, ShimExecutable};
 /// How long a fork may take before the template is given up: far beyond
 /// a fork's fraction of a millisecond, so reached only by a template
 /// that stopped (SIGSTOP) or hangs.
-const FORK_PATIENCE: Duration = Duration::from_secs(2);
+const FORK_PATIENCE: Duration = Duration::from_secs(1);
+
+/// How long the pool starts its shims one by one after a template could
+/// not be started or did not fork (an executable that does not answer as
+/// a template, a machine out of processes), before it tries one again.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// The pool's template: none before the first refill, after a failure,
+/// or after it died.
+#[derive(Default)]
+pub(super) struct TemplateSlot {
+    template: Option<ShimTemplate>,
+    /// No template is started before this, after a failure.
+    retry_at: Option<Instant>,
+}
+
+impl TemplateSlot {
+    /// A shim forked by the template, which is started first when there is
+    /// none; `None` when there is no template to fork with (it failed
+    /// lately): the caller starts the shim itself. Blocks for the fork.
+    pub(super) fn fork_shim(&mut self, exe: &ShimExecutable) -> Option<IdleShim> {
+        if self.template.is_none() {
+            if self.retry_at.is_some_and(|at| Instant::now() < at) {
+                return None;
+            }
+            match ShimTemplate::start(exe) {
+                Ok(started) => self.template = Some(started),
+                Err(err) => return self.failed(&err),
+            }
+        }
+        match self.template.as_mut()?.fork_shim() {
+            Ok(shim) => Some(shim),
+            Err(err) => self.failed(&err),
+        }
+    }
+
+    /// Reaps a template that died (killed by someone): the next shim
+    /// needed starts a new one.
+    pub(super) fn reap_if_dead(&mut self) {
+        if self.template.as_mut().is_some_and(|t| !t.is_alive()) {
+            self.template = None;
+        }
+    }
+
+    /// Ends the template (when the pool closes).
+    pub(super) fn end(&mut self) {
+        self.template = None;
+    }
+
+    fn failed(&mut self, err: &str) -> Option<IdleShim> {
+        tracing::warn!(
+            "{err}; shims are started one by one for the next {} s",
+            RETRY_AFTER.as_secs()
+        );
+        self.template = None;
+        self.retry_at = Some(Instant::now() + RETRY_AFTER);
+        None
+    }
+}
 
 /// A running template and the daemon's end of its channel. Dropping it
-/// closes the channel, and the template ends.
-pub(super) struct ShimTemplate {
+/// closes the channel and kills the template (it holds nothing, and one
+/// that stopped answering must not linger).
+struct ShimTemplate {
     process: Child,
     channel: UnixStream,
 }
@@ -43,7 +103,7 @@ pub(super) struct ShimTemplate {
 impl ShimTemplate {
     /// Starts the template. Its stdout is not used; its stderr, as every
     /// shim's before its spec, goes nowhere.
-    pub(super) fn start(exe: &ShimExecutable) -> Result<ShimTemplate, String> {
+    fn start(exe: &ShimExecutable) -> Result<ShimTemplate, String> {
         let (daemon_end, template_end) =
             UnixStream::pair().map_err(|e| format!("cannot make the template's channel: {e}"))?;
         daemon_end
@@ -53,6 +113,7 @@ impl ShimTemplate {
         let process = exe
             .command(OwnedFd::from(template_end), Stdio::null())
             .env(TEMPLATE_ENV, "1")
+            .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start the shim template: {e}"))?;
         Ok(ShimTemplate {
@@ -62,13 +123,13 @@ impl ShimTemplate {
     }
 
     /// Whether the template is still running.
-    pub(super) fn is_alive(&mut self) -> bool {
+    fn is_alive(&mut self) -> bool {
         matches!(self.process.try_wait(), Ok(None))
     }
 
     /// A new idle shim, forked by the template. Blocks for the fork (a
     /// fraction of a millisecond): call it off the runtime's thread.
-    pub(super) fn fork_shim(&mut self) -> Result<IdleShim, String> {
+    fn fork_shim(&mut self) -> Result<IdleShim, String> {
         self.channel
             .write_all(&[1])
             .map_err(|e| format!("cannot ask the shim template for a shim: {e}"))?;
@@ -100,7 +161,10 @@ impl ShimTemplate {
             if let ControlMessageOwned::ScmRights(fds) = cmsg {
                 // SAFETY: descriptors the kernel just installed for us,
                 // owned by nothing else.
-                received.extend(fds.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                received.extend(
+                    fds.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
             }
         }
         match message.bytes {

@@ -1,6 +1,9 @@
-//! Warm shims: a few `sandboxd shim` processes started ahead of need and
+//! Warm shims: a few `sandboxd shim` processes made ahead of need and
 //! waiting for their spec, so a new run pays for writing a spec rather
-//! than for starting a process (`--warm-shims N`, 0 turns it off).
+//! than for starting a process (`--warm-shims N`, 0 turns it off). They
+//! are forked by the pool's shim template (`runs::template`), started
+//! with the pool's first shim; without one they are started as a cold
+//! shim is.
 //!
 //! An idle warm shim holds nothing of any run: no secret, no run dir, no
 //! cgroup; it is blocked reading the first line of its spec channel. It
@@ -37,7 +40,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use super::spawn::{start_idle_shim, IdleShim, ShimExecutable};
-use super::template::ShimTemplate;
+use super::template::TemplateSlot;
 
 /// How often the filler looks for idle shims that died.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -62,7 +65,7 @@ struct Inner {
     idle: Mutex<Idle>,
     /// Forks the pool's shims; started on the first refill, and again
     /// after it died. Only the filler uses it.
-    template: Mutex<Option<ShimTemplate>>,
+    template: Mutex<TemplateSlot>,
     /// Wakes the filler (a shim was taken, or the pool closed).
     wake: Notify,
     /// Tells the filler a run waits for its next shim: start it now.
@@ -91,7 +94,7 @@ impl WarmPool {
             exe,
             target,
             idle: Mutex::new(Idle::default()),
-            template: Mutex::new(None),
+            template: Mutex::new(TemplateSlot::default()),
             wake: Notify::new(),
             hurry: Notify::new(),
             added: Notify::new(),
@@ -213,11 +216,7 @@ impl Inner {
         }
         // A template that died is reaped here, and started again when a
         // shim is next needed.
-        let mut template = self.template.lock().unwrap_or_else(|e| e.into_inner());
-        if template.as_mut().is_some_and(|t| !t.is_alive()) {
-            *template = None;
-        }
-        drop(template);
+        self.template().reap_if_dead();
         while !self.closed.load(Ordering::SeqCst) && self.lock().shims.len() < self.target {
             let started = self.new_shim();
             let failed = started.as_ref().err().cloned();
@@ -237,34 +236,22 @@ impl Inner {
         }
     }
 
-    /// A new idle shim: forked by the template (started first when there
-    /// is none, or it died), else started as before.
+    /// A new idle shim: forked by the template, else started.
     fn new_shim(&self) -> Result<IdleShim, String> {
-        let mut template = self.template.lock().unwrap_or_else(|e| e.into_inner());
-        if !template.as_mut().is_some_and(ShimTemplate::is_alive) {
-            *template = match ShimTemplate::start(&self.exe) {
-                Ok(started) => Some(started),
-                Err(err) => {
-                    tracing::warn!("{err}; shims are started one by one");
-                    None
-                }
-            };
+        let forked = self.template().fork_shim(&self.exe);
+        match forked {
+            Some(shim) => Ok(shim),
+            None => start_idle_shim(&self.exe),
         }
-        if let Some(forking) = template.as_mut() {
-            match forking.fork_shim() {
-                Ok(shim) => return Ok(shim),
-                Err(err) => {
-                    tracing::warn!("{err}; the template is started again at the next refill");
-                    *template = None;
-                }
-            }
-        }
-        start_idle_shim(&self.exe)
+    }
+
+    fn template(&self) -> std::sync::MutexGuard<'_, TemplateSlot> {
+        self.template.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Ends the template (its channel closes).
     fn end_template(&self) {
-        self.template.lock().unwrap_or_else(|e| e.into_inner()).take();
+        self.template().end();
     }
 }
 

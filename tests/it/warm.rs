@@ -503,7 +503,11 @@ async fn a_killed_template_is_started_again() {
             .await;
         assert_eq!(run["stdout"], format!("run-{i}\n"), "{run}");
     }
-    assert_eq!(runs_on(&daemon, "warm").await, 4, "every run on a warm shim");
+    assert_eq!(
+        runs_on(&daemon, "warm").await,
+        4,
+        "every run on a warm shim"
+    );
     let refilled = wait_ready(&daemon, 2).await;
     let new = templates_of(pid);
     assert_eq!(new.len(), 1, "{new:?}");

@@ -77,7 +77,10 @@ enum Served {
 fn serve_requests(blocked: SigSet) -> io::Result<Served> {
     let mut only_sigchld = SigSet::empty();
     only_sigchld.add(Signal::SIGCHLD);
-    let exited = SignalFd::with_flags(&only_sigchld, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)?;
+    let exited = SignalFd::with_flags(
+        &only_sigchld,
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )?;
     // SAFETY: fd 0 is the template's channel, used only here.
     let channel = unsafe { UnixStream::from_raw_fd(0) };
     loop {
@@ -153,7 +156,13 @@ fn fork_shim(channel: &UnixStream, blocked: SigSet) -> io::Result<Option<ExitCod
     let pid_bytes = pid.to_le_bytes();
     let iov = [io::IoSlice::new(&pid_bytes)];
     let rights = [ControlMessage::ScmRights(&fds)];
-    sendmsg::<()>(channel.as_raw_fd(), &iov, &rights, MsgFlags::MSG_NOSIGNAL, None)?;
+    sendmsg::<()>(
+        channel.as_raw_fd(),
+        &iov,
+        &rights,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
     Ok(None)
 }
 
