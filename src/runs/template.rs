@@ -178,3 +178,36 @@ impl ShimTemplate {
         Ok((i32::from_le_bytes(pid_bytes), fds))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runs::shim::protocol::ShimExe;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// An executable that takes requests and never answers stands for a
+    /// template that hangs: the pool gives it up after [`FORK_PATIENCE`],
+    /// and does not start another before [`RETRY_AFTER`].
+    #[tokio::test]
+    async fn a_template_that_never_answers_is_given_up_for_a_while() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("mute-template");
+        std::fs::write(&exe, "#!/bin/sh\nexec cat >/dev/null\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let exe = ShimExecutable::new(ShimExe::Exactly(exe));
+        let mut slot = TemplateSlot::default();
+
+        let asked = Instant::now();
+        assert!(slot.fork_shim(&exe).is_none(), "no shim from it");
+        assert!(asked.elapsed() >= FORK_PATIENCE, "{:?}", asked.elapsed());
+        assert!(slot.template.is_none(), "given up, and killed on drop");
+
+        let again = Instant::now();
+        assert!(slot.fork_shim(&exe).is_none());
+        assert!(
+            again.elapsed() < FORK_PATIENCE / 2,
+            "not tried again before RETRY_AFTER: {:?}",
+            again.elapsed()
+        );
+    }
+}

@@ -547,3 +547,32 @@ async fn without_sandboxd_shim_runs_use_sandboxd_shim() {
     assert!(code.is_success(), "{code}");
     assert_eq!(daemon.wait_ended("own").await["state"], "cancelled");
 }
+
+/// A template stopped behind the daemon's back (SIGSTOP, which a run of
+/// sandboxd's uid may send) costs no run: the pool gives it up, kills it,
+/// and starts its shims itself; every run still succeeds.
+#[tokio::test]
+async fn a_stopped_template_costs_no_run() {
+    let daemon = binary_daemon(&["--warm-shims", "1"]).await;
+    let pid = daemon_pid(&daemon).await;
+    wait_ready(&daemon, 1).await;
+    let template = templates_of(pid);
+    assert_eq!(template.len(), 1, "{template:?}");
+    // SAFETY: kill with plain integers.
+    unsafe { libc::kill(template[0], libc::SIGSTOP) };
+
+    for i in 0..4 {
+        let run = daemon
+            .exec(json!({"command": format!("echo run-{i}"), "wait": true}))
+            .await;
+        assert_eq!(run["state"], "succeeded", "{run}");
+        assert_eq!(run["stdout"], format!("run-{i}\n"), "{run}");
+    }
+    wait_gone(&template, "the stopped template killed and reaped").await;
+    let idle = wait_ready(&daemon, 1).await;
+    assert_eq!(
+        parent_of(idle[0]),
+        Some(pid),
+        "started by the daemon meanwhile"
+    );
+}
