@@ -83,7 +83,9 @@ fn serve_requests(blocked: SigSet) -> io::Result<Served> {
     )?;
     // SAFETY: fd 0 is the template's channel, used only here.
     let channel = unsafe { UnixStream::from_raw_fd(0) };
+    let code = CodePages::of_this_executable();
     loop {
+        code.release();
         let mut fds = [
             PollFd::new(channel.as_fd(), PollFlags::POLLIN),
             PollFd::new(exited.as_fd(), PollFlags::POLLIN),
@@ -179,6 +181,47 @@ fn become_shim(shim_end: RawFd, events_write: RawFd) {
         libc::setpgid(0, 0);
     }
     set_name(SHIM_NAME);
+}
+
+/// The executable's code as this process maps it (its `r-xp` mapping).
+///
+/// Each page of code a process touches is mapped with its neighbours
+/// (the kernel's fault-around, 64 KiB at a time), and counts in its RSS
+/// although the page cache holds it once for every shim. Between forks
+/// the template unmaps its code (`MADV_DONTNEED`: the pages stay cached;
+/// its next request maps back what it runs), so its RSS is about what it
+/// holds of its own. Code is never written, so nothing is lost; the
+/// writable and relocated mappings are left alone.
+struct CodePages(Option<(usize, usize)>);
+
+impl CodePages {
+    fn of_this_executable() -> CodePages {
+        let exe = std::fs::read_link("/proc/self/exe").ok();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let range = maps.lines().find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (range, perms) = (fields.next()?, fields.next()?);
+            let path = fields.nth(3)?;
+            if perms != "r-xp" || Some(std::path::Path::new(path)) != exe.as_deref() {
+                return None;
+            }
+            let (start, end) = range.split_once('-')?;
+            let start = usize::from_str_radix(start, 16).ok()?;
+            let end = usize::from_str_radix(end, 16).ok()?;
+            Some((start, end - start))
+        });
+        CodePages(range)
+    }
+
+    fn release(&self) {
+        if let Some((start, len)) = self.0 {
+            // SAFETY: the range is this executable's code mapping, read
+            // from /proc/self/maps and never unmapped; dropping the page
+            // table entries of a private, never-written file mapping only
+            // makes its next access fault the same bytes back in.
+            unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+        }
+    }
 }
 
 /// Reaps the forked shims that have exited, without waiting.
