@@ -199,7 +199,9 @@ fn why_exec_limit(s: Option<f64>, l: Option<f64>, post: Option<f64>) -> String {
         .unwrap_or_default();
     format!(
         "sandboxd takes {} more than the bare spawn{post}. The shim's start is off the path (a warm \
-`sandboxd-shim` waits for its spec, `--warm-shims`, with the run's cgroup made), and the command \
+`sandboxd-shim` waits for its spec, `--warm-shims`, with the run's cgroup made; the pool's shims \
+are forked by an idle template shim, which spares the machine an exec and a C library start \
+per run), and the command \
 is created as `posix_spawn` creates it (`clone3` with `CLONE_VM`, `CLONE_VFORK` and \
 `CLONE_INTO_CGROUP`: nothing copied, no migration write), so a run is: the HTTP request and the \
 run's first record (two directories, a temp file and a rename), the spec written to the waiting \
@@ -218,7 +220,7 @@ the run's clean-up and stop runs surviving a daemon restart.",
 }
 
 const WHY_EXEC_TAIL: &str = "The slow tail is scheduling: on two cores the request, the shim, \
-the command and the warm shim that replaces the one taken all want a core at once, and any other \
+the command and the warm shim forked to replace the one taken all want a core at once, and any other \
 load on the machine lands on the same two.";
 
 const WHY_BUNDLE_PEER: &str =
@@ -738,7 +740,8 @@ are dropped.\n"
             "## 7. The exec path alone: warm shims on and off, async start, 100 concurrent, idle tree\n\n\
 `cargo bench --bench daemon` with `BENCH_EXEC_ONLY=1`: one daemon keeping a warm shim and one \
 started with `--warm-shims 0`, exec-and-wait of `true` interleaved with a direct spawn; idle RSS \
-and PSS of the daemon and its warm shim (PSS counts pages shared between them once).",
+and PSS of the daemon, the warm pool's template and its warm shim (PSS counts pages shared \
+between them once: the template and the shims it forked share their code).",
         ),
         (
             "attach.md",

@@ -107,8 +107,10 @@ pub struct ServeArgs {
     #[arg(help_heading = "Runs", long, env = "SANDBOXD_KILL_GRACE", default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub kill_grace: Duration,
 
-    /// Shims started ahead of need and waiting for a run: a new run takes
-    /// one instead of starting a process. 0 starts every shim on demand.
+    /// Shims made ahead of need and waiting for a run: a new run takes
+    /// one instead of starting a process. They are forked by one more
+    /// idle shim, the pool's template. 0 starts every shim on demand,
+    /// with no template.
     #[arg(
         help_heading = "Runs",
         long,
