@@ -26,10 +26,8 @@ pub(super) struct Starter {
     /// The daemon's URL, given to runs as `SANDBOXD_URL`.
     url: String,
     resolver: Resolver,
-    /// Shims started ahead of need (`--warm-shims`).
+    /// Shims made ahead of need (`--warm-shims`), and on demand beyond.
     warm: WarmPool,
-    /// The shims' executable.
-    shim_exe: Arc<spawn::ShimExecutable>,
 }
 
 impl Starter {
@@ -43,8 +41,7 @@ impl Starter {
         let shim_exe = Arc::new(spawn::ShimExecutable::new(config.shim_exe.clone()));
         Starter {
             state_dir: StateDir::new(&config.state_dir),
-            warm: WarmPool::start(shim_exe.clone(), config.warm_shims, ended),
-            shim_exe,
+            warm: WarmPool::start(shim_exe, config.warm_shims, ended),
             config,
             url,
             resolver,
@@ -165,7 +162,7 @@ impl Starter {
     }
 
     /// Hands the spec to the warm shim when there is one, else (or when the
-    /// warm shim died before it got the spec) to a shim started now.
+    /// warm shim died before it got the spec) to a shim made now.
     async fn hand_over(
         &self,
         warm: Option<spawn::IdleShim>,
@@ -177,7 +174,7 @@ impl Starter {
                 Err(err) => tracing::debug!("warm shim unusable, starting one: {err}"),
             }
         }
-        let idle = spawn::start_idle_shim(&self.shim_exe)?;
+        let idle = self.warm.shim_now().await?;
         spawn::hand_spec(idle, spec).await
     }
 

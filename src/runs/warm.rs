@@ -22,15 +22,17 @@
 //! few seconds for idle shims that died (killed by someone) and replaces
 //! them. A run never lands on a dead
 //! shim: [`WarmPool::take`] skips shims that have exited, and a spec that
-//! cannot be handed over falls back to a cold start (`runs::spawn`).
+//! cannot be handed over falls back to a shim made for the run
+//! ([`WarmPool::shim_now`]).
 //!
 //! A run that finds the pool empty while a replacement is owed (a caller
 //! running one run after another asks for the next as the last one's
 //! replacement starts) claims that replacement, hurries the filler and
 //! waits for it: the start is already under way, so it is ready sooner
 //! than a shim started anew, and the machine does not start two. Only as
-//! many runs wait as replacements are owed; the rest of a burst starts
-//! cold at once.
+//! many runs wait as replacements are owed; the rest of a burst gets a
+//! shim made at once ([`WarmPool::shim_now`]: forked by the template, off
+//! the runtime's thread, so a burst costs no exec per run either).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -139,6 +141,20 @@ impl WarmPool {
         let taken = claim.redeem();
         self.inner.wake.notify_one();
         taken
+    }
+
+    /// A shim made now, for a run that found no idle one (a burst beyond
+    /// the pool): forked by the pool's template, off the runtime's thread,
+    /// where the pool has one; else started (`--warm-shims 0`, or a
+    /// template that failed).
+    pub(super) async fn shim_now(&self) -> Result<IdleShim, String> {
+        if self.inner.target == 0 {
+            return start_idle_shim(&self.inner.exe);
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.new_shim())
+            .await
+            .map_err(|e| format!("cannot make the run's shim: {e}"))?
     }
 
     /// How many shims the pool keeps, and how many are idle now.

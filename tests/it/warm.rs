@@ -576,3 +576,36 @@ async fn a_stopped_template_costs_no_run() {
         "started by the daemon meanwhile"
     );
 }
+
+/// A burst beyond the pool gets its shims forked by the template too,
+/// not started: every run's shim is the template's child.
+#[tokio::test]
+async fn a_burst_beyond_the_pool_is_forked_by_the_template() {
+    let daemon = binary_daemon(&["--warm-shims", "1"]).await;
+    wait_ready(&daemon, 1).await;
+    let template = templates_of(daemon_pid(&daemon).await);
+    assert_eq!(template.len(), 1, "{template:?}");
+    let starts = (0..6).map(|i| {
+        let daemon = &daemon;
+        async move {
+            daemon
+                .start_run(json!({"run_id": format!("b{i}"), "command": "sleep 30"}))
+                .await
+        }
+    });
+    futures::future::join_all(starts).await;
+    for i in 0..6 {
+        let run = daemon
+            .wait_run(&format!("b{i}"), "running", |r| r["pid"].is_number())
+            .await;
+        let shim = parent_of(run["pid"].as_i64().unwrap() as i32).unwrap();
+        assert_eq!(parent_of(shim), Some(template[0]), "run b{i}: {run}");
+    }
+    assert!(runs_on(&daemon, "cold").await >= 4, "beyond the pool");
+    for i in 0..6 {
+        let (code, _) = daemon
+            .post(&format!("/v1/runs/b{i}/cancel"), json!({}))
+            .await;
+        assert!(code.is_success(), "{code}");
+    }
+}
