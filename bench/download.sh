@@ -57,7 +57,8 @@ PEER_URL=""
 PEER_NOTE=""
 if PY=$("$ROOT/bench/install-peer.sh" 2> "$WORK/peer-install.log"); then
     PEER_PORT=$(free_port)
-    (cd "$WORK" && env -u SESSION_API_KEY OH_SESSION_API_KEYS_0="$KEY" LITELLM_LOCAL_MODEL_COST_MAP=True \
+    # exec: PEER_PID is the agent-server itself, which cleanup stops.
+    (cd "$WORK" && exec env -u SESSION_API_KEY OH_SESSION_API_KEYS_0="$KEY" LITELLM_LOCAL_MODEL_COST_MAP=True \
         "$PY" -m openhands.agent_server --host 127.0.0.1 --port "$PEER_PORT" > "$WORK/peer.log" 2>&1) &
     PEER_PID=$!
     for _ in $(seq 600); do curl -sf "http://127.0.0.1:$PEER_PORT/health" > /dev/null && break; sleep 0.1; done

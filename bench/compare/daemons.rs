@@ -82,18 +82,6 @@ impl Drop for Daemon {
         // SAFETY: as above; the group may hold children that outlived it.
         unsafe { libc::kill(group, libc::SIGKILL) };
         let _ = self.child.wait();
-        // A child forked while the group was being killed (the
-        // agent-server forks workers) escapes one kill: kill again until
-        // the group is empty, for at most a second.
-        for _ in 0..50 {
-            // SAFETY: as above; signal 0 only asks whether any is left.
-            if unsafe { libc::kill(group, 0) } != 0 {
-                break;
-            }
-            // SAFETY: as above.
-            unsafe { libc::kill(group, libc::SIGKILL) };
-            std::thread::sleep(Duration::from_millis(20));
-        }
         let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
         live.retain(|p| *p != self.pid);
         let text: String = live.iter().map(|p| format!("{p}\n")).collect();
