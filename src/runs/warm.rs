@@ -68,6 +68,10 @@ struct Inner {
     /// Forks the pool's shims; started on the first refill, and again
     /// after it died. Only the filler uses it.
     template: Mutex<TemplateSlot>,
+    /// One run at a time asks the template for a shim of its own (forks
+    /// are one after another anyway): a burst waits here, not in as many
+    /// blocking threads.
+    forking: tokio::sync::Mutex<()>,
     /// Wakes the filler (a shim was taken, or the pool closed).
     wake: Notify,
     /// Tells the filler a run waits for its next shim: start it now.
@@ -97,6 +101,7 @@ impl WarmPool {
             target,
             idle: Mutex::new(Idle::default()),
             template: Mutex::new(TemplateSlot::default()),
+            forking: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             hurry: Notify::new(),
             added: Notify::new(),
@@ -151,6 +156,7 @@ impl WarmPool {
         if self.inner.target == 0 {
             return start_idle_shim(&self.inner.exe);
         }
+        let _turn = self.inner.forking.lock().await;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.new_shim())
             .await
