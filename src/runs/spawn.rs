@@ -79,6 +79,30 @@ pub(super) enum ShimChild {
 }
 
 impl ShimChild {
+    /// Follows a shim through its pidfd (one the template sent, or one
+    /// opened here with [`ShimChild::follow`]).
+    pub(super) fn forked(pidfd: OwnedFd) -> std::io::Result<ShimChild> {
+        // SAFETY: the AsyncFd owns the pidfd until it is dropped, which
+        // closes it after deregistering; nothing else refers to it.
+        unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+            .map(ShimChild::Forked)
+            .map_err(|e| e.into_parts().1)
+    }
+
+    /// Follows a shim that is not the daemon's child, by pid (one that
+    /// outlived a previous daemon); an error when it is already gone.
+    pub(super) fn follow(pid: i32) -> std::io::Result<ShimChild> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open takes plain integers and returns a new
+        // descriptor.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        ShimChild::forked(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
     /// Waits until the shim has exited (and, when it is the daemon's
     /// child, reaps it). Returns at once after the first time.
     pub(super) async fn wait(&mut self) {

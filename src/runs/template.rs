@@ -22,8 +22,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 use tokio::process::Child;
 
 use super::shim::protocol::TEMPLATE_ENV;
@@ -136,11 +134,8 @@ impl ShimTemplate {
         let (pid, [control, events, pidfd]) = self
             .receive()
             .map_err(|e| format!("no shim from the shim template: {e}"))?;
-        // SAFETY: the AsyncFd owns the pidfd until it is dropped, which
-        // closes it after deregistering; nothing else refers to it.
-        let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, Interest::READABLE) }
-            .map_err(|e| format!("cannot follow the shim: {e}"))?;
-        idle_shim(ShimChild::Forked(pidfd), pid, control.into(), events)
+        let child = ShimChild::forked(pidfd).map_err(|e| format!("cannot follow the shim: {e}"))?;
+        idle_shim(child, pid, control.into(), events)
     }
 
     /// The template's answer: a pid and three descriptors, received

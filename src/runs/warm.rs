@@ -65,8 +65,8 @@ struct Inner {
     /// How many idle shims the pool keeps.
     target: usize,
     idle: Mutex<Idle>,
-    /// Forks the pool's shims; started on the first refill, and again
-    /// after it died. Only the filler uses it.
+    /// Forks the pool's shims (for the filler, and for runs beyond the
+    /// pool); started on the first refill, and again after it died.
     template: Mutex<TemplateSlot>,
     /// One run at a time asks the template for a shim of its own (forks
     /// are one after another anyway): a burst waits here, not in as many

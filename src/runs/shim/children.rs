@@ -82,7 +82,7 @@ fn kill_every_process_of(uid: u32) {
 }
 
 /// Reaps the children that have exited, without waiting.
-fn reap_exited() {
+pub(super) fn reap_exited() {
     while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
         if status == WaitStatus::StillAlive {
             return;

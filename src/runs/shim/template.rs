@@ -42,7 +42,6 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 
 pub(super) use super::protocol::TEMPLATE_ENV;
 
@@ -98,7 +97,7 @@ fn serve_requests(blocked: SigSet) -> io::Result<Served> {
         let reap = fds[1].any().unwrap_or(false);
         if reap {
             while exited.read_signal().ok().flatten().is_some() {}
-            reap_exited();
+            super::children::reap_exited();
         }
         if request {
             let mut byte = [0u8; 1];
@@ -220,15 +219,6 @@ impl CodePages {
             // table entries of a private, never-written file mapping only
             // makes its next access fault the same bytes back in.
             unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
-        }
-    }
-}
-
-/// Reaps the forked shims that have exited, without waiting.
-fn reap_exited() {
-    while let Ok(status) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-        if status == WaitStatus::StillAlive {
-            return;
         }
     }
 }

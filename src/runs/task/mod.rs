@@ -29,7 +29,7 @@ use super::record::ShimIdentity;
 use super::run::{Run, RunStatus};
 use super::shim::protocol::{self, ShimControl};
 use super::shim::{ExitReport, Phase, ShimEvent};
-use super::spawn::ShimProcess;
+use super::spawn::{ShimChild, ShimProcess};
 use super::{Control, RunError};
 use crate::callbacks::Outbox;
 use crate::durable;
@@ -183,7 +183,13 @@ impl RunTask {
     /// Follows a shim that outlived a previous daemon (through a pidfd:
     /// it is not our child) until the run has ended and is recorded.
     pub(super) async fn follow_reattached(mut self, identity: ShimIdentity) {
-        let exited = wait_pid_exit(identity.pid);
+        // A shim already gone (no pidfd) has ended.
+        let mut shim = ShimChild::follow(identity.pid).ok();
+        let exited = async {
+            if let Some(shim) = shim.as_mut() {
+                shim.wait().await;
+            }
+        };
         tokio::pin!(exited);
         let mut refresh = tokio::time::interval(REATTACHED_REFRESH);
         loop {
@@ -424,25 +430,4 @@ async fn kill_timer(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
-}
-
-/// Waits for a process that is not our child to exit (pidfd).
-async fn wait_pid_exit(pid: i32) {
-    use std::os::fd::{FromRawFd, OwnedFd};
-    // SAFETY: pidfd_open takes plain integers and returns a new descriptor.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return;
-    }
-    // SAFETY: `fd` is a fresh descriptor that nothing else owns.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    // SAFETY: `owned` is moved into the AsyncFd, which closes it on drop
-    // after deregistering; nothing else refers to the descriptor.
-    let registered = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(owned, tokio::io::Interest::READABLE)
-    };
-    let Ok(async_fd) = registered else {
-        return;
-    };
-    let _ = async_fd.readable().await;
 }
