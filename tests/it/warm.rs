@@ -483,9 +483,22 @@ async fn zero_warm_shims_start_every_shim_on_demand() {
     assert!(templates_of(pid).is_empty(), "no template without a pool");
 }
 
-/// A template killed behind the daemon's back costs no run: the shims it
-/// forked still take runs, the next refill starts a new template, and the
-/// pool is forked from it again.
+/// A run of sandboxd's uid that sends `signal` to its shim's parent, the
+/// template that forked it; returns the pid it signalled.
+async fn a_run_signals_its_template(daemon: &TestDaemon, signal: &str) -> i32 {
+    let script = format!(
+        "template=$(cut -d' ' -f4 /proc/$PPID/stat); kill -s {signal} \"$template\"; echo \"$template\""
+    );
+    let run = daemon
+        .exec(json!({"command": ["sh", "-c", script], "wait": true}))
+        .await;
+    assert_eq!(run["state"], "succeeded", "the attacking run itself: {run}");
+    run["stdout"].as_str().unwrap().trim().parse().unwrap()
+}
+
+/// A run that kills the template costs no run (its own included): the
+/// shims it forked still take runs, the next refill starts a new
+/// template, and the pool is forked from it again.
 #[tokio::test]
 async fn a_killed_template_is_started_again() {
     let daemon = binary_daemon(&["--warm-shims", "2"]).await;
@@ -493,8 +506,8 @@ async fn a_killed_template_is_started_again() {
     let forked = wait_ready(&daemon, 2).await;
     let old = templates_of(pid);
     assert_eq!(old.len(), 1, "{old:?}");
-    // SAFETY: kill with plain integers.
-    unsafe { libc::kill(old[0], libc::SIGKILL) };
+    let signalled = a_run_signals_its_template(&daemon, "KILL").await;
+    assert_eq!(signalled, old[0], "the run found its template");
     wait_gone(&old, "the killed template reaped").await;
 
     for i in 0..4 {
@@ -505,8 +518,8 @@ async fn a_killed_template_is_started_again() {
     }
     assert_eq!(
         runs_on(&daemon, "warm").await,
-        4,
-        "every run on a warm shim"
+        5,
+        "every run on a warm shim, the attacking one too"
     );
     let refilled = wait_ready(&daemon, 2).await;
     let new = templates_of(pid);
@@ -548,9 +561,9 @@ async fn without_sandboxd_shim_runs_use_sandboxd_shim() {
     assert_eq!(daemon.wait_ended("own").await["state"], "cancelled");
 }
 
-/// A template stopped behind the daemon's back (SIGSTOP, which a run of
-/// sandboxd's uid may send) costs no run: the pool gives it up, kills it,
-/// and starts its shims itself; every run still succeeds.
+/// A run of sandboxd's uid that stops the template (SIGSTOP) costs no
+/// run: the pool gives it up, kills it, and starts its shims itself;
+/// every run still succeeds.
 #[tokio::test]
 async fn a_stopped_template_costs_no_run() {
     let daemon = binary_daemon(&["--warm-shims", "1"]).await;
@@ -558,8 +571,8 @@ async fn a_stopped_template_costs_no_run() {
     wait_ready(&daemon, 1).await;
     let template = templates_of(pid);
     assert_eq!(template.len(), 1, "{template:?}");
-    // SAFETY: kill with plain integers.
-    unsafe { libc::kill(template[0], libc::SIGSTOP) };
+    let signalled = a_run_signals_its_template(&daemon, "STOP").await;
+    assert_eq!(signalled, template[0], "the run found its template");
 
     for i in 0..4 {
         let run = daemon
